@@ -1,0 +1,300 @@
+"""The run directory: config, tokenizer, checkpoints of weights and training state, and the log.
+
+    RUN_DIR/
+      config.json                RunConfig, written when the run starts
+      tokenizer.json             the CharTokenizer
+      log.jsonl                  one JSON object per evaluation
+      checkpoints/step-00001200/
+        model.safetensors        model weights, named by variable path
+        train_state.safetensors  optimizer variables, carried (h, c), dropout RNG state
+        progress.json            step, epoch, window, best validation loss, elapsed time
+        manifest.json            written last: SHA-256 of each file above
+
+Every file is written to a temporary name in its folder, flushed, fsync'd and renamed over the
+final name, so a crash leaves the old file or the new one, never half of one. A checkpoint
+counts only once its manifest exists and every hash matches. Loading rebuilds the model from
+our code and config.json, then assigns tensors after checking names, shapes and dtypes:
+safetensors is a bounded JSON header plus raw buffers, so no file here can run code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import safetensors.numpy
+
+from charlstm.config import RunConfig
+from charlstm.errors import CharlstmError
+from charlstm.tokenizer import CharTokenizer
+
+CONFIG = "config.json"
+TOKENIZER = "tokenizer.json"
+LOG = "log.jsonl"
+CHECKPOINTS = "checkpoints"
+MODEL = "model.safetensors"
+TRAIN_STATE = "train_state.safetensors"
+PROGRESS = "progress.json"
+MANIFEST = "manifest.json"
+MANIFEST_FORMAT = "charlstm-checkpoint/1"
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write `data` to `path` so that a crash leaves either the old file or the new one."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def tensors_to_bytes(tensors: dict[str, np.ndarray]) -> bytes:
+    # np.ascontiguousarray would turn 0-d arrays (the step counter) into shape (1,)
+    return safetensors.numpy.save({k: np.require(v, requirements="C") for k, v in tensors.items()})
+
+
+def read_tensors(path: Path) -> dict[str, np.ndarray]:
+    """Read a safetensors file; a malformed one raises CharlstmError naming it."""
+    try:
+        return safetensors.numpy.load(Path(path).read_bytes())
+    except OSError as err:
+        raise CharlstmError(f"{path}: cannot read ({err.strerror})") from err
+    except Exception as err:  # safetensors reports a bad header as its own error type
+        raise CharlstmError(f"{path}: not a valid safetensors file ({err})") from err
+
+
+def assign_tensors(variables, tensors: dict[str, np.ndarray], source: str) -> None:
+    """Assign tensors to Keras variables by `variable.path`, after checking they match exactly.
+
+    Raises:
+        CharlstmError: a name missing or extra, or a shape or dtype differing.
+    """
+    by_path = {v.path: v for v in variables}
+    missing, extra = sorted(set(by_path) - set(tensors)), sorted(set(tensors) - set(by_path))
+    if missing or extra:
+        raise CharlstmError(
+            f"{source} does not match the model: missing {missing[:3]}, unexpected {extra[:3]}"
+        )
+    for name, var in by_path.items():
+        value = tensors[name]
+        if tuple(value.shape) != tuple(var.shape) or value.dtype != np.dtype(var.dtype):
+            raise CharlstmError(
+                f"{source}: tensor {name} is {value.dtype}{list(value.shape)}, "
+                f"the model needs {np.dtype(var.dtype)}{list(var.shape)}"
+            )
+    for name, var in by_path.items():
+        var.assign(tensors[name])
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A complete checkpoint folder and its progress record."""
+
+    path: Path
+    progress: dict
+
+    @property
+    def step(self) -> int:
+        return int(self.progress["step"])
+
+    def model_tensors(self) -> dict[str, np.ndarray]:
+        return read_tensors(self.path / MODEL)
+
+    def train_state_tensors(self) -> dict[str, np.ndarray]:
+        return read_tensors(self.path / TRAIN_STATE)
+
+
+class RunDir:
+    """A charlstm run directory. `create` starts one; `open` checks and reads one."""
+
+    def __init__(self, path: Path, config: RunConfig, tokenizer: CharTokenizer):
+        self.path = Path(path)
+        self.config = config
+        self.tokenizer = tokenizer
+
+    @classmethod
+    def create(
+        cls, path: Path, config: RunConfig, tokenizer: CharTokenizer, force: bool = False
+    ) -> RunDir:
+        """Start a run in `path`: a new or empty folder, or any folder with force=True.
+
+        With force, the old run's files (config, tokenizer, log, checkpoints) are removed;
+        files charlstm did not write are left alone.
+        """
+        path = Path(path)
+        if path.exists() and not path.is_dir():
+            raise CharlstmError(f"{path}: exists and is not a folder; choose another --out")
+        if path.is_dir() and any(path.iterdir()) and not force:
+            what = "another run" if (path / CONFIG).exists() else "files"
+            raise CharlstmError(
+                f"{path} already holds {what}; pass --resume to continue it, --force to "
+                "replace it, or choose another --out"
+            )
+        if config.model.vocab_size != tokenizer.vocab_size:
+            raise ValueError("config.model.vocab_size must equal tokenizer.vocab_size")
+        path.mkdir(parents=True, exist_ok=True)
+        for name in (CONFIG, TOKENIZER, LOG):
+            (path / name).unlink(missing_ok=True)
+        shutil.rmtree(path / CHECKPOINTS, ignore_errors=True)
+        atomic_write_bytes(path / TOKENIZER, tokenizer.to_json().encode("utf-8"))
+        atomic_write_bytes(path / CONFIG, config.to_json().encode("utf-8"))
+        return cls(path, config, tokenizer)
+
+    @classmethod
+    def open(cls, path: Path) -> RunDir:
+        """Read and check a run directory's config and tokenizer."""
+        path = Path(path)
+        if not path.is_dir():
+            raise CharlstmError(f"{path}: no such run directory")
+        if not (path / CONFIG).is_file():
+            raise CharlstmError(f"{path}: not a charlstm run directory (no {CONFIG})")
+        try:
+            text = (path / CONFIG).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as err:
+            raise CharlstmError(f"{path / CONFIG}: cannot read ({err})") from err
+        config = RunConfig.from_json(text, source=str(path / CONFIG))
+        tokenizer = CharTokenizer.load(path / TOKENIZER)
+        if tokenizer.vocab_size != config.model.vocab_size:
+            raise CharlstmError(
+                f"{path / TOKENIZER} has {tokenizer.vocab_size} tokens but {CONFIG} says "
+                f"vocab_size {config.model.vocab_size}; the run directory is inconsistent"
+            )
+        return cls(path, config, tokenizer)
+
+    def save_config(self, config: RunConfig) -> None:
+        """Rewrite config.json, e.g. when a resumed run is given more epochs or minutes."""
+        atomic_write_bytes(self.path / CONFIG, config.to_json().encode("utf-8"))
+        self.config = config
+
+    # checkpoints
+
+    def write_checkpoint(
+        self,
+        step: int,
+        model_tensors: dict[str, np.ndarray],
+        train_state_tensors: dict[str, np.ndarray],
+        progress: dict,
+        keep: int = 2,
+    ) -> Checkpoint:
+        """Write checkpoint `step`, then prune to the newest `keep` plus the best one."""
+        folder = self.path / CHECKPOINTS / f"step-{step:08d}"
+        if folder.exists():  # an incomplete leftover of a killed run, or a re-save of this step
+            shutil.rmtree(folder)
+        folder.mkdir(parents=True)
+        files = {
+            MODEL: tensors_to_bytes(model_tensors),
+            TRAIN_STATE: tensors_to_bytes(train_state_tensors),
+            PROGRESS: json.dumps({**progress, "step": step}, indent=2).encode("utf-8"),
+        }
+        for name, data in files.items():
+            atomic_write_bytes(folder / name, data)
+        manifest = {
+            "format": MANIFEST_FORMAT,
+            "step": step,
+            "files": {name: hashlib.sha256(data).hexdigest() for name, data in files.items()},
+        }
+        atomic_write_bytes(folder / MANIFEST, json.dumps(manifest, indent=2).encode("utf-8"))
+        self._prune(keep, best_step=progress.get("best_step"))
+        return Checkpoint(folder, {**progress, "step": step})
+
+    def _prune(self, keep: int, best_step: int | None) -> None:
+        complete = [c.path for c in self.checkpoints()]
+        kept = set(complete[-keep:])
+        if best_step is not None:
+            kept.add(self.path / CHECKPOINTS / f"step-{best_step:08d}")
+        for folder in (self.path / CHECKPOINTS).glob("step-*"):
+            if folder not in kept:
+                shutil.rmtree(folder, ignore_errors=True)
+
+    def checkpoints(self) -> list[Checkpoint]:
+        """Complete checkpoints, oldest first; incomplete or corrupt ones are passed over."""
+        found = []
+        for folder in sorted((self.path / CHECKPOINTS).glob("step-*")):
+            progress = _complete(folder)
+            if progress is not None:
+                found.append(Checkpoint(folder, progress))
+        return found
+
+    def latest_checkpoint(self) -> Checkpoint:
+        found = self.checkpoints()
+        if not found:
+            raise CharlstmError(f"{self.path}: no complete checkpoint yet; train first")
+        return found[-1]
+
+    def best_checkpoint(self) -> Checkpoint:
+        """The checkpoint of the lowest validation loss, else the newest complete one."""
+        found = self.checkpoints()
+        if not found:
+            raise CharlstmError(f"{self.path}: no complete checkpoint yet; train first")
+        best_step = found[-1].progress.get("best_step")
+        return next((c for c in found if c.step == best_step), found[-1])
+
+    def load_model(self, checkpoint: Checkpoint | None = None):
+        """Rebuild the model from config.json and assign a checkpoint's weights (default: best)."""
+        from charlstm.model import build_model  # TensorFlow loads only when a model is needed
+
+        checkpoint = checkpoint or self.best_checkpoint()
+        model = build_model(self.config.model)
+        assign_tensors(model.weights, checkpoint.model_tensors(), str(checkpoint.path / MODEL))
+        return model
+
+    # log
+
+    def append_log(self, record: dict) -> None:
+        with open(self.path / LOG, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    def read_log(self) -> list[dict]:
+        path = self.path / LOG
+        if not path.exists():
+            return []
+        records = []
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:  # a line cut short by a crash mid-append
+                continue
+        return records
+
+    def truncate_log(self, step: int) -> None:
+        """Drop log records after `step`, so a resumed run logs no step twice."""
+        kept = [r for r in self.read_log() if r.get("step", 0) <= step]
+        atomic_write_bytes(self.path / LOG, "".join(json.dumps(r) + "\n" for r in kept).encode())
+
+
+def _complete(folder: Path) -> dict | None:
+    """progress.json of a checkpoint folder whose manifest and hashes check out, else None."""
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+        if manifest.get("format") != MANIFEST_FORMAT:
+            return None
+        for name, digest in manifest["files"].items():
+            if hashlib.sha256((folder / name).read_bytes()).hexdigest() != digest:
+                return None
+        progress = json.loads((folder / PROGRESS).read_text(encoding="utf-8"))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+    return progress if isinstance(progress, dict) and "step" in progress else None

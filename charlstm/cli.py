@@ -1,0 +1,323 @@
+"""The `charlstm` command: train, generate, evaluate, info. Thin over the library.
+
+stdout carries only the product (generated text, info, evaluate's numbers); progress, logs and
+errors go to stderr. A user mistake is one line, "Error: ...", and exit status 1; a usage
+mistake (unknown option, bad number) is one line and status 2; Ctrl-C is status 130.
+TensorFlow is imported inside the commands so that `--help` stays fast.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from charlstm.config import ModelConfig, RunConfig, TrainConfig
+from charlstm.errors import CharlstmError
+
+EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
+
+
+class _Group(click.Group):
+    """Turns CharlstmError and usage errors into one line on stderr."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except CharlstmError as err:
+            raise click.ClickException(str(err)) from err
+        except click.UsageError as err:
+            raise _one_line_usage_error(err) from err
+
+    def make_context(self, info_name, args, parent=None, **extra):
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except click.UsageError as err:
+            raise _one_line_usage_error(err) from err
+
+
+def _one_line_usage_error(err: click.UsageError) -> click.ClickException:
+    where = err.ctx.command_path if err.ctx else "charlstm"
+    exc = click.ClickException(f"{err.format_message()} (see '{where} --help')")
+    exc.exit_code = EXIT_USAGE
+    return exc
+
+
+def _import_tensorflow() -> None:
+    """Import TensorFlow with its C++ start-up notes kept off the terminal.
+
+    TensorFlow 2.21 writes notes (oneDNN, absl) to file descriptor 2 before its log settings
+    apply, so fd 2 points at /dev/null during the import; TF_CPP_MIN_LOG_LEVEL=0 keeps them.
+    """
+    if os.environ.get("TF_CPP_MIN_LOG_LEVEL") == "0":
+        import tensorflow  # noqa: F401, PLC0415
+
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        import tensorflow  # noqa: F401, PLC0415
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+class _LogFormatter(logging.Formatter):
+    """Info lines as they are; warnings and errors with their level in front."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        message = super().format(record)
+        if record.levelno == logging.INFO:
+            return message
+        return f"{record.levelname.lower()}: {message}"
+
+
+def _setup_logging(verbose: bool) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_LogFormatter())
+    logging.basicConfig(level=logging.WARNING, handlers=[handler], force=True)
+    logging.getLogger("charlstm").setLevel(logging.INFO if verbose else logging.WARNING)
+
+
+@click.group(cls=_Group)
+@click.version_option(package_name="charlstm")
+@click.option("-v", "--verbose", is_flag=True, help="Show library logs on stderr.")
+def cli(verbose: bool) -> None:
+    """Character-level LSTM language models: train on text, generate, evaluate."""
+    _setup_logging(verbose)
+
+
+def _field_options(cls, skip=()):
+    """click options named after a config dataclass' fields; defaults stay in the dataclass."""
+
+    def decorate(func):
+        for f in reversed(dataclasses.fields(cls)):
+            if f.name in skip:
+                continue
+            kind = {"int": int, "float": float, "float | None": float}[str(f.type)]
+            default = "none" if f.default is None else f.default
+            func = click.option(
+                f"--{f.name.replace('_', '-')}",
+                f.name,
+                type=kind,
+                default=None,  # unset options leave the dataclass default in place
+                help=f"{f.metadata['help']} [default: {default}]",
+            )(func)
+        return func
+
+    return decorate
+
+
+MODEL_OPTIONS = ("embedding_dim", "units", "num_layers", "dropout")
+
+
+@cli.command()
+@click.argument("text_file", required=False)
+@click.option("--out", "out", default=None, help="Run directory [default: runs/<text name>].")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
+@click.option("--force", is_flag=True, help="Replace a run or files already in --out.")
+@_field_options(ModelConfig, skip={"vocab_size"})
+@_field_options(TrainConfig)
+def train(text_file, out, resume, force, **options) -> None:
+    """Train on TEXT_FILE (UTF-8), or on the built-in default corpus when none is given.
+
+    The default corpus is Python's own standard library source, read offline from this
+    machine. Progress goes to stderr; the run directory gets config.json, tokenizer.json,
+    log.jsonl and checkpoints/.
+    """
+    _import_tensorflow()
+    from charlstm.train import EvalEvent, StepEvent, train  # noqa: PLC0415 (slow import)
+
+    given = {k: v for k, v in options.items() if v is not None}
+    if out is None:
+        out = Path("runs") / (Path(text_file).stem if text_file else "default")
+    if resume:
+        extra = sorted(set(given) - {"epochs", "minutes"})
+        if text_file or extra:
+            raise CharlstmError(
+                "--resume reads the run's own config.json; only --epochs and --minutes "
+                f"may change (got {', '.join(extra) or 'TEXT_FILE'})"
+            )
+        config = None
+    else:
+        model = ModelConfig(**{k: v for k, v in given.items() if k in MODEL_OPTIONS})
+        train_cfg = TrainConfig(**{k: v for k, v in given.items() if k not in MODEL_OPTIONS})
+        config = RunConfig(model=model, train=train_cfg, corpus=text_file or "")
+        if not text_file:
+            click.echo(
+                "no TEXT_FILE given: training on the default corpus, Python standard-library "
+                "source read from this machine",
+                err=True,
+            )
+    click.echo(f"run directory: {out}", err=True)
+    progress = _Progress()
+
+    def callback(event) -> None:
+        if isinstance(event, StepEvent):
+            progress.step(event)
+        elif isinstance(event, EvalEvent):
+            progress.evaluation(event)
+
+    try:
+        result = train(
+            out,
+            config,
+            resume=resume,
+            force=force,
+            epochs=given.get("epochs") if resume else None,
+            minutes=given.get("minutes") if resume else None,
+            callback=callback,
+        )
+    except KeyboardInterrupt:
+        progress.close()
+        click.echo(
+            "interrupted: the last checkpoint is kept; continue with --resume", err=True
+        )
+        sys.exit(EXIT_INTERRUPTED)
+    progress.close()
+    best = f"{result.best_val:.4f} nats/char" if result.best_val is not None else "n/a"
+    click.echo(
+        f"done ({result.stopped_by}): step {result.step}, best validation loss {best}; "
+        f"generate with: charlstm generate {result.run_dir}",
+        err=True,
+    )
+
+
+class _Progress:
+    """Draws training progress on stderr: a live line on a terminal, eval lines always."""
+
+    def __init__(self) -> None:
+        self.live = sys.stderr.isatty()
+        self.drawn = False
+
+    def step(self, e) -> None:
+        if self.live:
+            line = (
+                f"\repoch {e.epoch + 1} {e.window + 1}/{e.windows_per_epoch} step {e.step} "
+                f"loss {e.loss:.4f} {e.chars_per_sec:,.0f} chars/s {e.elapsed_s:,.0f}s"
+            )
+            click.echo(line.ljust(79), err=True, nl=False)
+            self.drawn = True
+
+    def evaluation(self, e) -> None:
+        self.close()
+        r = e.record
+        train_loss = f"{r['train_loss']:.4f}" if r["train_loss"] is not None else "n/a"
+        click.echo(
+            f"step {r['step']} epoch {r['epoch']}: train {train_loss} val {r['val_loss']:.4f} "
+            f"nats/char ({r['val_bits_per_char']:.3f} bits){' best' if e.is_best else ''}",
+            err=True,
+        )
+
+    def close(self) -> None:
+        if self.drawn:
+            click.echo(err=True)
+            self.drawn = False
+
+
+@cli.command()
+@click.argument("run_dir")
+@click.option("--prime", default="", help="Text to start from (printed first).")
+@click.option("--length", default=500, show_default=True, help="Characters to generate.")
+@click.option("--temperature", default=1.0, show_default=True, help="0 is greedy.")
+@click.option("--top-k", default=0, show_default=True, help="Keep the k likeliest (0: all).")
+@click.option("--top-p", default=1.0, show_default=True, help="Nucleus mass to keep (1: all).")
+@click.option("--seed", default=0, show_default=True, help="Same seed, same text.")
+@click.option("--num-samples", default=1, show_default=True, help="Samples drawn in one batch.")
+def generate(run_dir, prime, length, temperature, top_k, top_p, seed, num_samples) -> None:
+    """Generate text from the best checkpoint in RUN_DIR; the text streams to stdout."""
+    _import_tensorflow()
+    from charlstm.checkpoint import RunDir  # noqa: PLC0415 (slow import)
+    from charlstm.sample import SamplingConfig, generate  # noqa: PLC0415
+
+    sampling = SamplingConfig(temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
+    run = RunDir.open(Path(run_dir))
+    model = run.load_model()
+    pieces = generate(model, run.tokenizer, prime, length, sampling, num_samples)
+    if num_samples == 1:
+        click.echo(prime, nl=False)
+        for (piece,) in pieces:
+            click.echo(piece, nl=False)
+        click.echo()
+        return
+    samples = ["".join(parts) for parts in zip(*pieces)]
+    for i, sample in enumerate(samples):
+        click.echo(f"--- sample {i + 1} ---", err=True)
+        click.echo(prime + sample)
+
+
+@cli.command()
+@click.argument("run_dir")
+@click.argument("text_file")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def evaluate(run_dir, text_file, as_json) -> None:
+    """Loss of RUN_DIR's best checkpoint on TEXT_FILE: nats/char, bits/char, perplexity."""
+    _import_tensorflow()
+    from charlstm.checkpoint import RunDir  # noqa: PLC0415 (slow import)
+    from charlstm.corpus import read_text  # noqa: PLC0415
+    from charlstm.evaluate import eval_windows, evaluate_windows  # noqa: PLC0415
+
+    run = RunDir.open(Path(run_dir))
+    text = read_text(text_file)
+    ids = run.tokenizer.encode(text)
+    windows = eval_windows(ids, run.config.train.batch_size, run.config.train.seq_len)
+    loss = evaluate_windows(run.load_model(), windows)
+    if as_json:
+        click.echo(json.dumps({"run_dir": str(run_dir), "text_file": text_file, **loss.as_dict()}))
+    else:
+        click.echo(
+            f"{loss.nats:.4f} nats/char  {loss.bits:.4f} bits/char  "
+            f"perplexity {loss.perplexity:.3f}  ({loss.chars:,} characters)"
+        )
+
+
+@cli.command()
+@click.argument("run_dir")
+def info(run_dir) -> None:
+    """Describe RUN_DIR: config, vocabulary, checkpoints, last log line."""
+    from charlstm.checkpoint import RunDir  # noqa: PLC0415 (slow import)
+
+    run = RunDir.open(Path(run_dir))
+    checkpoints = run.checkpoints()
+    records = run.read_log()
+    c = run.config
+    m = c.model
+    params = (
+        m.vocab_size * m.embedding_dim
+        + sum(4 * m.units * ((m.embedding_dim if i == 0 else m.units) + m.units + 1)
+              for i in range(m.num_layers))
+        + m.units * m.vocab_size + m.vocab_size
+    )  # fmt: skip
+    lines = [
+        f"run: {run.path}",
+        f"corpus: {c.corpus}",
+        f"model: embedding {m.embedding_dim}, {m.num_layers} x LSTM({m.units}), "
+        f"vocabulary {m.vocab_size}, dropout {m.dropout}, {params:,} parameters",
+        f"train: batch {c.train.batch_size} x seq_len {c.train.seq_len}, "
+        f"lr {c.train.learning_rate} (x{c.train.lr_decay}/epoch), epochs {c.train.epochs}"
+        + (f", minutes {c.train.minutes}" if c.train.minutes else ""),
+        "checkpoints: " + (", ".join(str(k.step) for k in checkpoints) or "none"),
+    ]
+    if checkpoints:
+        p = checkpoints[-1].progress
+        best = p.get("best_val")
+        lines.append(
+            f"best validation loss: {best:.4f} nats/char at step {p.get('best_step')}"
+            if best is not None
+            else "best validation loss: n/a"
+        )
+    if records:
+        r = records[-1]
+        lines.append(
+            f"last evaluation: step {r['step']}, val {r['val_loss']:.4f} nats/char, "
+            f"{r['elapsed_s']:.0f}s of training"
+        )
+    click.echo("\n".join(lines))

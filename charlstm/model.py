@@ -1,0 +1,106 @@
+"""The character model: Embedding -> N x RNN(LSTMCell) -> Dense, with its state in the open."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import keras
+
+from charlstm.cell import LSTMCell
+from charlstm.config import ModelConfig
+
+# states: one [h, c] pair per layer, each (B, H)
+States = list
+
+
+@keras.saving.register_keras_serializable(package="charlstm")
+class CharLSTM(keras.Model):
+    """Next-character logits from ids, with every layer's (h, c) passed in and returned.
+
+        e      = Embedding(ids)                      # (B, T, E)
+        x_1    = RNN(LSTMCell(H))(e, state_1)        # (B, T, H), repeated for N layers,
+        x_l+1  = RNN(LSTMCell(H))(drop(x_l), state_l+1)   # dropout between layers
+        logits = Dense(V)(drop(x_N))                 # (B, T, V)
+
+    The states leave as plain values, so a caller carries them from one TBPTT window into the
+    next (no gradient crosses the edge: that is the truncation) or from one sampled character
+    to the next.
+
+    Args:
+        config: the ModelConfig; vocab_size must be set.
+
+    Call:
+        ids: (B, T) int32.
+        states: None (zeros) or a list of N [h (B, H), c (B, H)].
+        training: enables dropout.
+        Returns (logits (B, T, V) float32, states as above).
+    """
+
+    def __init__(self, config: ModelConfig, **kwargs):
+        super().__init__(**kwargs)
+        if config.vocab_size < 1:
+            raise ValueError("ModelConfig.vocab_size must be set before building the model")
+        self.config = config
+        self.embedding = keras.layers.Embedding(
+            config.vocab_size, config.embedding_dim, name="embedding"
+        )
+        self.rnns = [
+            keras.layers.RNN(
+                LSTMCell(config.units, name="cell"),
+                return_sequences=True,
+                return_state=True,
+                name=f"lstm_{i}",
+            )
+            for i in range(config.num_layers)
+        ]
+        self.dropouts = [
+            keras.layers.Dropout(config.dropout, name=f"dropout_{i}")
+            for i in range(config.num_layers)
+        ]
+        self.head = keras.layers.Dense(config.vocab_size, name="head")
+
+    def call(self, ids, states: States | None = None, training: bool = False):
+        x = self.embedding(ids)
+        new_states = []
+        for i, (rnn, dropout) in enumerate(zip(self.rnns, self.dropouts)):
+            x, h, c = rnn(x, initial_state=None if states is None else states[i], training=training)
+            new_states.append([h, c])
+            if self.config.dropout > 0:
+                x = dropout(x, training=training)
+        return self.head(x), new_states
+
+    def step(self, ids, states: States):
+        """One character for every stream, straight through the cells (no RNN loop of one step).
+
+        ids: (B,) int32; states: N [h, c]. Returns (logits (B, V), states). The same cells and
+        weights as `call`, so `call` on T steps equals T calls of `step`.
+        """
+        x = self.embedding(ids)
+        new_states = []
+        for rnn, state in zip(self.rnns, states):
+            x, state = rnn.cell(x, state)
+            new_states.append(state)
+        return self.head(x), new_states
+
+    def zero_states(self, batch_size: int) -> States:
+        """N pairs of zeros (B, H): the state at the start of a text."""
+        H = self.config.units
+        return [
+            [keras.ops.zeros((batch_size, H)), keras.ops.zeros((batch_size, H))]
+            for _ in self.rnns
+        ]
+
+    def get_config(self):
+        return {**super().get_config(), "config": dataclasses.asdict(self.config)}
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        return cls(ModelConfig(**config.pop("config")), **config)
+
+
+def build_model(config: ModelConfig) -> CharLSTM:
+    """A CharLSTM with its weights created (called once on a (1, 1) input)."""
+    model = CharLSTM(config, name="char_lstm")
+    model(keras.ops.zeros((1, 1), dtype="int32"))
+    return model

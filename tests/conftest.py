@@ -1,0 +1,61 @@
+"""Tiny fixtures: a small deterministic text, tiny model and training settings."""
+
+from __future__ import annotations
+
+import os
+import random
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import pytest  # noqa: E402
+
+from charlstm.config import ModelConfig, RunConfig, TrainConfig  # noqa: E402
+
+SUBJECTS = ["the cat", "a dog", "my friend", "the king", "our queen"]
+VERBS = ["sees", "likes", "finds", "calls", "keeps"]
+OBJECTS = ["the ball.", "a song.", "the crown.", "some bread.", "her horse."]
+
+
+def make_text(n_sentences: int = 400, seed: int = 0) -> str:
+    """Sentences from a small grammar: learnable structure in a few thousand characters."""
+    rng = random.Random(seed)
+    lines = []
+    for _ in range(n_sentences):
+        line = f"{rng.choice(SUBJECTS)} {rng.choice(VERBS)} {rng.choice(OBJECTS)}"
+        lines.append(line.capitalize())
+    return "\n".join(lines) + "\n"
+
+
+@pytest.fixture
+def text_file(tmp_path):
+    path = tmp_path / "tiny.txt"
+    path.write_text(make_text(), encoding="utf-8")
+    return path
+
+
+def tiny_config(corpus: str = "", **train) -> RunConfig:
+    settings = {"batch_size": 4, "seq_len": 16, "epochs": 2, "eval_every": 20, **train}
+    return RunConfig(
+        model=ModelConfig(embedding_dim=8, units=16, num_layers=2),
+        train=TrainConfig(**settings),
+        corpus=corpus,
+    )
+
+
+TINY_TRAIN_ARGS = [
+    "--embedding-dim", "8", "--units", "16", "--num-layers", "2",
+    "--batch-size", "4", "--seq-len", "16", "--epochs", "1", "--eval-every", "20",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory):
+    """A run directory trained for 2 epochs on the tiny text, shared by read-only tests."""
+    from charlstm.train import train
+
+    folder = tmp_path_factory.mktemp("trained")
+    text = folder / "tiny.txt"
+    text.write_text(make_text(), encoding="utf-8")
+    out = folder / "run"
+    train(out, tiny_config(str(text), learning_rate=1e-2))
+    return out

@@ -1,0 +1,149 @@
+"""CharLSTM: shapes, state carried across windows and steps, dropout, variable paths."""
+
+import dataclasses
+
+import keras
+import numpy as np
+import pytest
+
+from charlstm.config import ModelConfig
+from charlstm.model import CharLSTM, build_model
+
+B, T, V, E, H, N = 2, 6, 11, 5, 7, 2
+CONFIG = ModelConfig(vocab_size=V, embedding_dim=E, units=H, num_layers=N)
+ATOL = 1e-5
+
+
+@pytest.fixture(scope="module")
+def model():
+    keras.utils.set_random_seed(0)
+    return build_model(CONFIG)
+
+
+@pytest.fixture(scope="module")
+def ids():
+    return np.random.default_rng(0).integers(0, V, size=(B, T)).astype("int32")
+
+
+@pytest.fixture(scope="module")
+def states():
+    rng = np.random.default_rng(1)
+    return [
+        [rng.normal(scale=0.5, size=(B, H)).astype("float32") for _ in range(2)] for _ in range(N)
+    ]
+
+
+def _assert_states_close(actual, expected):
+    assert len(actual) == len(expected)
+    for (h, c), (h_e, c_e) in zip(actual, expected, strict=True):
+        np.testing.assert_allclose(h, h_e, rtol=0, atol=ATOL)
+        np.testing.assert_allclose(c, c_e, rtol=0, atol=ATOL)
+
+
+def test_model_returns_logits_and_one_h_c_pair_per_layer(model, ids):
+    logits, states = model(ids)
+
+    assert tuple(logits.shape) == (B, T, V)
+    assert len(states) == N
+    for h, c in states:
+        assert tuple(h.shape) == (B, H) and tuple(c.shape) == (B, H)
+
+
+def test_model_on_t_steps_equals_two_halves_with_carried_state(model, ids, states):
+    logits, final = model(ids, states)
+    first_logits, mid = model(ids[:, : T // 2], states)
+    second_logits, end = model(ids[:, T // 2 :], mid)
+
+    np.testing.assert_allclose(
+        np.concatenate([first_logits, second_logits], axis=1), logits, rtol=0, atol=ATOL
+    )
+    _assert_states_close(end, final)
+    # the carried state matters: starting the second half from zeros gives other logits
+    restarted, _ = model(ids[:, T // 2 :])
+    assert not np.allclose(restarted, second_logits, atol=1e-3)
+
+
+def test_model_step_t_times_equals_call_on_t_steps(model, ids, states):
+    logits, final = model(ids, states)
+
+    carried = states
+    for t in range(T):
+        step_logits, carried = model.step(ids[:, t], carried)
+        assert tuple(step_logits.shape) == (B, V)
+        np.testing.assert_allclose(step_logits, logits[:, t], rtol=0, atol=ATOL, err_msg=f"t={t}")
+    _assert_states_close(carried, final)
+
+
+def test_model_with_no_states_equals_zero_states(model, ids):
+    zeros = model.zero_states(B)
+    assert len(zeros) == N
+    for h, c in zeros:
+        np.testing.assert_array_equal(h, np.zeros((B, H)))
+        np.testing.assert_array_equal(c, np.zeros((B, H)))
+
+    logits, final = model(ids)
+    logits_zero, final_zero = model(ids, zeros)
+
+    np.testing.assert_allclose(logits, logits_zero, rtol=0, atol=ATOL)
+    _assert_states_close(final, final_zero)
+
+
+def _dropout_models():
+    """The same weights with dropout 0.5 and with dropout 0."""
+    keras.utils.set_random_seed(0)
+    dropped = build_model(dataclasses.replace(CONFIG, dropout=0.5))
+    plain = build_model(CONFIG)
+    plain.set_weights(dropped.get_weights())
+    return dropped, plain
+
+
+def test_model_dropout_off_outside_training_equals_no_dropout(ids, states):
+    dropped, plain = _dropout_models()
+
+    logits, final = dropped(ids, states, training=False)
+    again, _ = dropped(ids, states, training=False)
+    expected, expected_final = plain(ids, states)
+
+    np.testing.assert_array_equal(logits, again)
+    np.testing.assert_allclose(logits, expected, rtol=0, atol=ATOL)
+    _assert_states_close(final, expected_final)
+
+
+def test_model_dropout_in_training_changes_outputs(ids, states):
+    dropped, plain = _dropout_models()
+
+    inference, _ = dropped(ids, states, training=False)
+    training, training_states = dropped(ids, states, training=True)
+
+    assert not np.allclose(training, inference, atol=1e-3)
+    # dropout sits between layers, so the second layer's state moves too
+    _, inference_states = dropped(ids, states, training=False)
+    assert not np.allclose(training_states[1][1], inference_states[1][1], atol=1e-3)
+    # with dropout 0, training is the same computation
+    plain_training, _ = plain(ids, states, training=True)
+    np.testing.assert_allclose(plain_training, inference, rtol=0, atol=ATOL)
+
+
+def test_model_variable_paths_are_unique_and_stable(model):
+    paths = [v.path for v in model.weights]
+
+    assert len(set(paths)) == len(paths)
+    assert set(paths) == {
+        "char_lstm/embedding/embeddings",
+        *(
+            f"char_lstm/lstm_{i}/cell/{name}"
+            for i in range(N)
+            for name in ("kernel", "recurrent_kernel", "bias")
+        ),
+        "char_lstm/head/kernel",
+        "char_lstm/head/bias",
+    }
+    # a second model (as when a checkpoint is loaded) names its variables the same way
+    assert [v.path for v in build_model(CONFIG).weights] == paths
+
+
+def test_model_config_round_trips_through_get_config(model):
+    restored = CharLSTM.from_config(model.get_config())
+
+    assert restored.config == CONFIG
+    assert restored.name == model.name
