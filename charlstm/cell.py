@@ -59,7 +59,9 @@ class LSTMCell(keras.layers.Layer):
             initializer=self.recurrent_initializer,
             name="recurrent_kernel",
         )
-        self.bias = self.add_weight(shape=(4 * self.units,), initializer=self._bias_init, name="bias")
+        self.bias = self.add_weight(
+            shape=(4 * self.units,), initializer=self._bias_init, name="bias"
+        )
 
     def _bias_init(self, shape, dtype=None):
         forget = 1.0 if self.unit_forget_bias else 0.0

@@ -134,7 +134,7 @@ def train(text_file, out, resume, force, **options) -> None:
     log.jsonl and checkpoints/.
     """
     _import_tensorflow()
-    from charlstm.train import EvalEvent, StepEvent, train  # noqa: PLC0415 (slow import)
+    from charlstm.train import EvalEvent, StartEvent, StepEvent, train  # noqa: PLC0415
 
     given = {k: v for k, v in options.items() if v is not None}
     if out is None:
@@ -151,17 +151,23 @@ def train(text_file, out, resume, force, **options) -> None:
         model = ModelConfig(**{k: v for k, v in given.items() if k in MODEL_OPTIONS})
         train_cfg = TrainConfig(**{k: v for k, v in given.items() if k not in MODEL_OPTIONS})
         config = RunConfig(model=model, train=train_cfg, corpus=text_file or "")
-        if not text_file:
-            click.echo(
-                "no TEXT_FILE given: training on the default corpus, Python standard-library "
-                "source read from this machine",
-                err=True,
-            )
-    click.echo(f"run directory: {out}", err=True)
     progress = _Progress()
 
     def callback(event) -> None:
-        if isinstance(event, StepEvent):
+        if isinstance(event, StartEvent):
+            if not text_file and not resume:
+                click.echo(
+                    "no TEXT_FILE given: training on the default corpus, this Python's "
+                    "standard-library source",
+                    err=True,
+                )
+            click.echo(f"corpus: {event.corpus}", err=True)
+            resumed = f", resuming at step {event.resumed_step}" if event.resumed_step else ""
+            click.echo(
+                f"run directory: {event.run_dir} ({event.parameters:,} parameters{resumed})",
+                err=True,
+            )
+        elif isinstance(event, StepEvent):
             progress.step(event)
         elif isinstance(event, EvalEvent):
             progress.evaluation(event)
@@ -178,9 +184,7 @@ def train(text_file, out, resume, force, **options) -> None:
         )
     except KeyboardInterrupt:
         progress.close()
-        click.echo(
-            "interrupted: the last checkpoint is kept; continue with --resume", err=True
-        )
+        click.echo("interrupted: the last checkpoint is kept; continue with --resume", err=True)
         sys.exit(EXIT_INTERRUPTED)
     progress.close()
     best = f"{result.best_val:.4f} nats/char" if result.best_val is not None else "n/a"

@@ -70,12 +70,11 @@ class TrainConfig:
         _check(0 < self.lr_decay <= 1, f"lr_decay must be in (0, 1], got {self.lr_decay}")
         _check(self.grad_clip > 0, f"grad_clip must be > 0, got {self.grad_clip}")
         _check(self.epochs >= 1, f"epochs must be at least 1, got {self.epochs}")
-        _check(
-            self.minutes is None or self.minutes > 0, f"minutes must be > 0, got {self.minutes}"
-        )
+        _check(self.minutes is None or self.minutes > 0, f"minutes must be > 0, got {self.minutes}")
         _check(self.eval_every >= 1, f"eval_every must be at least 1, got {self.eval_every}")
         _check(
-            0 < self.val_fraction < 0.5, f"val_fraction must be in (0, 0.5), got {self.val_fraction}"
+            0 < self.val_fraction < 0.5,
+            f"val_fraction must be in (0, 0.5), got {self.val_fraction}",
         )
         _check(
             0 <= self.test_fraction < 0.5,

@@ -90,8 +90,9 @@ def default_corpus(max_chars: int = DEFAULT_CORPUS_CHARS) -> Corpus:
 
     Files are taken in a fixed pseudo-random order (by SHA-256 of their relative path, so
     packages are mixed yet the order never changes); a file that would pass `max_chars` is
-    passed over, and filling stops within 1000 characters of it. Test suites and installed third-party packages are left out; a file that is
-    not UTF-8 is skipped. The same Python version always gives the same corpus.
+    passed over, and filling stops within 1000 characters of it. Test suites and installed
+    third-party packages are left out; a file that is not UTF-8 is skipped. The same Python
+    version always gives the same corpus.
     """
     root = Path(sysconfig.get_paths()["stdlib"])
     files = [

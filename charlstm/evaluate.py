@@ -81,9 +81,8 @@ def make_eval_step(model: CharLSTM) -> Callable:
 def evaluate_windows(model: CharLSTM, windows: Windows, eval_step: Callable | None = None) -> Loss:
     """Mean loss over every target of `windows`, streams starting from zero state."""
     eval_step = eval_step or make_eval_step(model)
-    states = model.zero_states(windows.inputs.shape[0])
     total = 0.0
-    for _, nll, states in walk(windows, eval_step, states):
+    for _, nll, _ in walk(windows, eval_step, model.zero_states(windows.inputs.shape[0])):
         total += float(nll)
     return Loss(nats=total / windows.num_chars, chars=windows.num_chars)
 

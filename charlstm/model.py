@@ -86,8 +86,7 @@ class CharLSTM(keras.Model):
         """N pairs of zeros (B, H): the state at the start of a text."""
         H = self.config.units
         return [
-            [keras.ops.zeros((batch_size, H)), keras.ops.zeros((batch_size, H))]
-            for _ in self.rnns
+            [keras.ops.zeros((batch_size, H)), keras.ops.zeros((batch_size, H))] for _ in self.rnns
         ]
 
     def get_config(self):

@@ -37,6 +37,16 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
+class StartEvent:
+    """Once the run directory is ready, before the first step."""
+
+    run_dir: Path
+    corpus: str  # Corpus.description
+    parameters: int
+    resumed_step: int | None  # the checkpoint's step when resuming
+
+
+@dataclass(frozen=True)
 class StepEvent:
     """After each training step. loss: nats/char of that window."""
 
@@ -105,7 +115,7 @@ def train(
         resume: continue from the newest complete checkpoint in `out`.
         force: start afresh in `out` even if it holds a run or other files.
         epochs, minutes: with resume, a new epoch limit or time budget for the run.
-        callback: receives StepEvent and EvalEvent objects.
+        callback: receives a StartEvent, then StepEvent and EvalEvent objects.
 
     Raises:
         CharlstmError: bad corpus, too little text, an occupied `out`, a NaN loss.
@@ -135,8 +145,7 @@ def train(
         # lay the data out before touching `out`, so bad input leaves it as it was
         _, train_w, val_w = prepare_data(corpus.text, corpus.starts, tokenizer, config)
         run = RunDir.create(Path(out), config, tokenizer, force=force)
-    log.info("corpus: %s", corpus.description)
-    return _Trainer(run, config, train_w, val_w, callback).run(resume)
+    return _Trainer(run, config, train_w, val_w, callback).run(resume, corpus.description)
 
 
 class _Trainer:
@@ -218,15 +227,17 @@ class _Trainer:
 
     # the loop
 
-    def run(self, resume: bool) -> TrainResult:
+    def run(self, resume: bool, corpus: str) -> TrainResult:
         t = self.config.train
-        epoch, window, states = 0, 0, None
+        epoch, window, states, resumed_step = 0, 0, None, None
         if resume and self.run_dir.checkpoints():
             ckpt = self.run_dir.latest_checkpoint()
             states = self._restore(ckpt)
             epoch, window = int(ckpt.progress["epoch"]), int(ckpt.progress["window"])
             self.run_dir.truncate_log(ckpt.step)
-            log.info("resuming at step %d (epoch %d, window %d)", ckpt.step, epoch + 1, window)
+            resumed_step = ckpt.step
+        parameters = sum(int(np.prod(v.shape)) for v in self.model.trainable_variables)
+        self.callback(StartEvent(self.run_dir.path, corpus, parameters, resumed_step))
         start = time.monotonic()
         deadline = start + t.minutes * 60 if t.minutes else math.inf
         step = int(self.optimizer.iterations.numpy())
@@ -237,7 +248,8 @@ class _Trainer:
             if window == 0 or states is None:
                 states = self.model.zero_states(B)
             tick = time.monotonic()
-            for k, loss, states in walk(self.train_w, self.train_step, states, start=window):
+            carried = states  # walk feeds each window the states the previous one returned
+            for k, loss, states in walk(self.train_w, self.train_step, carried, start=window):
                 loss = float(loss)
                 step += 1
                 if not math.isfinite(loss):
@@ -258,7 +270,9 @@ class _Trainer:
                 out_of_time = now >= deadline
                 if step % t.eval_every == 0 or epoch_done or out_of_time:
                     next_epoch, next_window = (epoch + 1, 0) if epoch_done else (epoch, k + 1)
-                    self._evaluate_and_save(step, next_epoch, next_window, states, train_losses, start)
+                    self._evaluate_and_save(
+                        step, next_epoch, next_window, states, train_losses, start
+                    )
                     train_losses, saved_at = [], step
                     tick = time.monotonic()  # validation time is not training time
                 if out_of_time:
@@ -303,5 +317,3 @@ class _Trainer:
         )
         self.run_dir.append_log(record)
         self.callback(EvalEvent(record, is_best))
-
-

@@ -21,7 +21,9 @@ def test_train_writes_config_tokenizer_checkpoints_and_log(tmp_path, text_file):
     assert run.config.corpus == str(text_file.resolve())
     assert run.config.model.vocab_size == run.tokenizer.vocab_size
     records = run.read_log()
-    assert [r["step"] for r in records] == [e.record["step"] for e in events if isinstance(e, EvalEvent)]
+    assert [r["step"] for r in records] == [
+        e.record["step"] for e in events if isinstance(e, EvalEvent)
+    ]
     steps = [r["step"] for r in records]
     assert steps == sorted(set(steps)) and steps[-1] == result.step
     assert {"val_loss", "val_bits_per_char", "train_loss", "learning_rate"} <= set(records[0])
@@ -59,7 +61,9 @@ def test_states_carry_across_windows_and_reset_each_epoch(tmp_path, text_file):
     corpus = load_corpus(str(text_file))
     tokenizer = CharTokenizer.build(corpus.text)
     config = config.__class__(
-        model=config.model.__class__(**{**config.model.__dict__, "vocab_size": tokenizer.vocab_size}),
+        model=config.model.__class__(
+            **{**config.model.__dict__, "vocab_size": tokenizer.vocab_size}
+        ),
         train=config.train,
         corpus=config.corpus,
     )

@@ -1,0 +1,128 @@
+import json
+
+import numpy as np
+import pytest
+
+from charlstm.checkpoint import (
+    CHECKPOINTS,
+    MODEL,
+    RunDir,
+    assign_tensors,
+    atomic_write_bytes,
+    read_tensors,
+    tensors_to_bytes,
+)
+from charlstm.config import ModelConfig, RunConfig
+from charlstm.errors import CharlstmError
+from charlstm.model import build_model
+from charlstm.tokenizer import CharTokenizer
+
+
+@pytest.fixture
+def run(tmp_path):
+    tokenizer = CharTokenizer.build("abc de\n")
+    config = RunConfig(model=ModelConfig(vocab_size=tokenizer.vocab_size, units=4, embedding_dim=3))
+    return RunDir.create(tmp_path / "run", config, tokenizer)
+
+
+def _write(run, step, best_step=None, value=0.0):
+    tensors = {"w": np.full((2, 3), value, np.float32)}
+    state = {"optimizer/iteration": np.array(step, np.int64)}
+    return run.write_checkpoint(step, tensors, state, {"best_step": best_step, "epoch": 0})
+
+
+def test_atomic_write_replaces_the_file_and_leaves_no_temporary(tmp_path):
+    path = tmp_path / "f.json"
+    atomic_write_bytes(path, b"old")
+    atomic_write_bytes(path, b"new")
+    assert path.read_bytes() == b"new"
+    assert [p.name for p in tmp_path.iterdir()] == ["f.json"]
+
+
+def test_tensors_round_trip_with_names_shapes_dtypes_including_scalars(tmp_path):
+    tensors = {"a/b": np.arange(6, dtype=np.float32).reshape(2, 3), "step": np.array(7, np.int64)}
+    (tmp_path / "t.safetensors").write_bytes(tensors_to_bytes(tensors))
+    back = read_tensors(tmp_path / "t.safetensors")
+    assert set(back) == set(tensors)
+    for name, value in tensors.items():
+        assert back[name].shape == value.shape and back[name].dtype == value.dtype
+        np.testing.assert_array_equal(back[name], value)
+
+
+def test_checkpoint_has_manifest_with_hashes_and_is_listed(run):
+    ckpt = _write(run, 10)
+    manifest = json.loads((ckpt.path / "manifest.json").read_text())
+    assert set(manifest["files"]) == {
+        "model.safetensors",
+        "train_state.safetensors",
+        "progress.json",
+    }
+    assert [c.step for c in run.checkpoints()] == [10]
+
+
+def test_corrupt_or_incomplete_checkpoint_is_passed_over_for_the_previous_one(run):
+    _write(run, 10)
+    newer = _write(run, 20)
+    with open(newer.path / MODEL, "r+b") as f:  # flip a byte: the hash no longer matches
+        f.seek(-1, 2)
+        byte = f.read(1)
+        f.seek(-1, 2)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    assert run.latest_checkpoint().step == 10
+    (run.path / CHECKPOINTS / "step-00000030").mkdir()  # a folder without manifest
+    assert run.latest_checkpoint().step == 10
+
+
+def test_pruning_keeps_the_newest_two_and_the_best(run):
+    for step in (10, 20, 30, 40):
+        _write(run, step, best_step=20)
+    assert [c.step for c in run.checkpoints()] == [20, 30, 40]
+    assert run.best_checkpoint().step == 20
+
+
+def test_assign_tensors_refuses_missing_names_and_wrong_shapes_or_dtypes():
+    model = build_model(ModelConfig(vocab_size=5, embedding_dim=3, units=4, num_layers=1))
+    good = {v.path: np.asarray(v.numpy()) for v in model.weights}
+    extra = {**good, "evil": np.zeros(1, np.float32)}
+    with pytest.raises(CharlstmError, match="unexpected"):
+        assign_tensors(model.weights, extra, "x")
+    name = "char_lstm/head/bias"
+    with pytest.raises(CharlstmError, match="head/bias"):
+        assign_tensors(model.weights, {**good, name: np.zeros(6, np.float32)}, "x")
+    with pytest.raises(CharlstmError, match="float64"):
+        assign_tensors(model.weights, {**good, name: np.zeros(5, np.float64)}, "x")
+    assign_tensors(model.weights, {**good, name: np.ones(5, np.float32)}, "x")
+    np.testing.assert_array_equal(model.get_layer("head").bias.numpy(), np.ones(5))
+
+
+def test_loaded_model_gives_the_same_logits_as_the_trained_one(trained_run):
+    run = RunDir.open(trained_run)
+    ckpt = run.best_checkpoint()
+    a, b = run.load_model(ckpt), run.load_model(ckpt)
+    ids = run.tokenizer.encode("The king")[None]
+    np.testing.assert_array_equal(a(ids)[0].numpy(), b(ids)[0].numpy())
+    weights = ckpt.model_tensors()
+    np.testing.assert_array_equal(
+        a.get_layer("head").kernel.numpy(), weights["char_lstm/head/kernel"]
+    )
+
+
+def test_open_refuses_a_folder_that_is_not_a_run(tmp_path):
+    with pytest.raises(CharlstmError, match="no such run directory"):
+        RunDir.open(tmp_path / "missing")
+    with pytest.raises(CharlstmError, match="not a charlstm run directory"):
+        RunDir.open(tmp_path)
+
+
+def test_open_refuses_a_tokenizer_that_does_not_match_the_config(run):
+    other = CharTokenizer.build("a completely different vocabulary!")
+    (run.path / "tokenizer.json").write_text(other.to_json(), encoding="utf-8")
+    with pytest.raises(CharlstmError, match="inconsistent"):
+        RunDir.open(run.path)
+
+
+def test_log_truncation_drops_records_after_a_step(run):
+    for step in (5, 10, 15):
+        run.append_log({"step": step})
+    run.truncate_log(10)
+    assert [r["step"] for r in run.read_log()] == [5, 10]

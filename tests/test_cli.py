@@ -1,0 +1,161 @@
+import json
+import shutil
+
+import pytest
+from click.testing import CliRunner
+
+from charlstm.cli import cli
+from charlstm.config import ModelConfig, TrainConfig
+from tests.conftest import TINY_TRAIN_ARGS
+
+
+def invoke(*args):
+    return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+def assert_one_error_line(result, code=1):
+    assert result.exit_code == code, result.output
+    assert result.stdout == ""
+    assert result.stderr.startswith("Error: ") and result.stderr.count("\n") == 1
+    assert "Traceback" not in result.stderr
+
+
+def test_train_options_match_config_fields():
+    train = cli.commands["train"]
+    options = {p.name for p in train.params} - {"text_file", "out", "resume", "force"}
+    fields = {f for f in ModelConfig.__dataclass_fields__ if f != "vocab_size"}
+    assert options == fields | set(TrainConfig.__dataclass_fields__)
+
+
+@pytest.mark.parametrize("command", ["train", "generate", "evaluate", "info"])
+def test_every_command_has_help(command):
+    result = invoke(command, "--help")
+    assert result.exit_code == 0 and "Usage:" in result.stdout
+
+
+def test_train_generate_evaluate_info_end_to_end(tmp_path, text_file):
+    out = tmp_path / "run"
+    result = invoke("train", text_file, "--out", out, *TINY_TRAIN_ARGS)
+    assert result.exit_code == 0, result.output
+    assert result.stdout == ""  # progress and logs go to stderr
+    assert "best validation loss" in result.stderr
+
+    first = invoke("generate", out, "--prime", "The", "--length", 60, "--seed", 3)
+    second = invoke("generate", out, "--prime", "The", "--length", 60, "--seed", 3)
+    assert first.exit_code == 0, first.output
+    assert first.stdout == second.stdout
+    assert first.stdout.startswith("The") and len(first.stdout) == len("The") + 60 + 1
+
+    result = invoke("evaluate", out, text_file, "--json")
+    assert result.exit_code == 0, result.output
+    (line,) = result.stdout.splitlines()
+    metrics = json.loads(line)
+    assert metrics["bits_per_char"] == pytest.approx(metrics["nats_per_char"] / 0.6931471805599453)
+    assert metrics["chars"] > 1000 and metrics["perplexity"] > 1
+
+    result = invoke("info", out)
+    assert result.exit_code == 0 and "2 x LSTM(16)" in result.stdout
+
+
+def test_generate_num_samples_prints_each_sample(trained_run):
+    result = invoke("generate", trained_run, "--prime", "A", "--length", 20, "--num-samples", 3)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.count("\n") >= 3 and result.stderr.count("--- sample") == 3
+
+
+def test_train_without_text_file_uses_the_default_corpus_and_says_so(tmp_path):
+    out = tmp_path / "run"
+    result = invoke("train", "--out", out, *TINY_TRAIN_ARGS, "--minutes", "0.02")
+    assert result.exit_code == 0, result.output
+    assert "default corpus" in result.stderr
+    assert json.loads((out / "config.json").read_text())["corpus"] == "default"
+
+
+def test_ctrl_c_keeps_the_checkpoint_and_exits_130(tmp_path, text_file, monkeypatch):
+    import charlstm.train
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(charlstm.train, "train", interrupted)
+    result = invoke("train", text_file, "--out", tmp_path / "run", *TINY_TRAIN_ARGS)
+    assert result.exit_code == 130
+    assert "--resume" in result.stderr
+
+
+def _bad_files(tmp_path):
+    (tmp_path / "empty.txt").write_bytes(b"")
+    (tmp_path / "image.png").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(20))
+    (tmp_path / "latin1.txt").write_bytes("caf\u00e9 au lait\n".encode("latin-1") * 50)
+    (tmp_path / "short.txt").write_text("too short\n", encoding="utf-8")
+    (tmp_path / "folder").mkdir()
+    return {
+        "missing.txt": "no such file",
+        "empty.txt": "empty",
+        "image.png": "binary",
+        "latin1.txt": "byte offset 3",
+        "short.txt": "text too short",
+        "folder": "not a regular file",
+    }
+
+
+def test_bad_text_files_get_one_line_and_exit_1(tmp_path):
+    for name, message in _bad_files(tmp_path).items():
+        out = tmp_path / f"out-{name}"
+        result = invoke("train", tmp_path / name, "--out", out, *TINY_TRAIN_ARGS)
+        assert_one_error_line(result)
+        assert message in result.stderr, (name, result.stderr)
+        assert not out.exists()  # nothing created for a refused input
+
+
+def test_evaluate_refuses_bad_text_files_with_one_line(tmp_path, trained_run):
+    for name, message in _bad_files(tmp_path).items():
+        if name == "short.txt":
+            continue
+        result = invoke("evaluate", trained_run, tmp_path / name)
+        assert_one_error_line(result)
+        assert message in result.stderr
+
+
+@pytest.mark.parametrize("command", ["generate", "info"])
+def test_a_folder_that_is_not_a_run_gets_one_line(tmp_path, command):
+    assert_one_error_line(invoke(command, tmp_path / "nope"))
+    assert_one_error_line(invoke(command, tmp_path))
+
+
+def test_train_refuses_an_out_folder_holding_a_run_and_keeps_it(tmp_path, text_file, trained_run):
+    out = tmp_path / "run"
+    shutil.copytree(trained_run, out)
+    before = sorted(p.relative_to(out) for p in out.rglob("*"))
+    result = invoke("train", text_file, "--out", out, *TINY_TRAIN_ARGS)
+    assert_one_error_line(result)
+    assert "--force" in result.stderr
+    assert sorted(p.relative_to(out) for p in out.rglob("*")) == before
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--temperature", "-1"], "temperature"),
+        (["--top-p", "0"], "top_p"),
+        (["--top-p", "1.5"], "top_p"),
+        (["--top-k", "-2"], "top_k"),
+        (["--length", "0"], "length"),
+    ],
+)
+def test_bad_generate_settings_get_one_line(trained_run, args, message):
+    result = invoke("generate", trained_run, *args)
+    assert_one_error_line(result)
+    assert message in result.stderr
+
+
+def test_usage_errors_are_one_line_with_exit_2(trained_run):
+    assert_one_error_line(invoke("generate", trained_run, "--length", "lots"), code=2)
+    assert_one_error_line(invoke("train", "--no-such-option"), code=2)
+    assert_one_error_line(invoke("no-such-command"), code=2)
+
+
+def test_bad_train_settings_get_one_line(tmp_path, text_file):
+    result = invoke("train", text_file, "--out", tmp_path / "run", "--seq-len", "0")
+    assert_one_error_line(result)
+    assert "seq_len" in result.stderr

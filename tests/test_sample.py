@@ -1,0 +1,124 @@
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from charlstm.checkpoint import RunDir
+from charlstm.errors import CharlstmError
+from charlstm.sample import (
+    SamplingConfig,
+    generate,
+    pick_next,
+    prime_states,
+    top_k_filter,
+    top_p_filter,
+)
+
+LOGITS = tf.constant([[0.0, 3.0, 1.0, 2.0, -1.0], [5.0, 4.0, 3.0, 2.0, 1.0]])
+
+
+def _kept(filtered):
+    return [set(np.flatnonzero(np.isfinite(row))) for row in filtered.numpy()]
+
+
+def test_top_k_keeps_the_k_largest_logits_of_each_row():
+    assert _kept(top_k_filter(LOGITS, 2)) == [{1, 3}, {0, 1}]
+    kept = top_k_filter(LOGITS, 2).numpy()
+    assert kept[0, 1] == 3.0 and kept[0, 3] == 2.0  # kept values are unchanged
+    assert top_k_filter(LOGITS, 0) is LOGITS  # 0 keeps all
+
+
+def test_top_p_keeps_the_smallest_set_reaching_p():
+    probs = tf.nn.softmax(LOGITS).numpy()
+    order = np.argsort(-probs[0])
+    # p just above the top probability needs the top two; tiny p keeps only the top one
+    p = float(probs[0, order[0]]) + 1e-3
+    assert _kept(top_p_filter(LOGITS, p))[0] == set(order[:2])
+    assert _kept(top_p_filter(LOGITS, 1e-6)) == [{1}, {0}]
+    assert top_p_filter(LOGITS, 1.0) is LOGITS
+
+
+def test_temperature_zero_is_greedy():
+    ids = pick_next(LOGITS, SamplingConfig(temperature=0), tf.constant(0))
+    assert ids.numpy().tolist() == [1, 0]
+
+
+def test_sampling_follows_the_softmax_of_logits_over_temperature():
+    logits = tf.tile(tf.constant([[0.0, 1.0, 2.0]]), [20000, 1])
+    ids = pick_next(logits, SamplingConfig(temperature=2.0, seed=3), tf.constant(5)).numpy()
+    expected = tf.nn.softmax(tf.constant([0.0, 1.0, 2.0]) / 2.0).numpy()
+    observed = np.bincount(ids, minlength=3) / len(ids)
+    np.testing.assert_allclose(observed, expected, atol=0.015)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"temperature": -0.1}, {"top_k": -1}, {"top_p": 0.0}, {"top_p": 1.5}, {"seed": -1}],
+)
+def test_bad_sampling_settings_are_refused(kwargs):
+    with pytest.raises(CharlstmError):
+        SamplingConfig(**kwargs)
+
+
+@pytest.fixture(scope="module")
+def run(trained_run):
+    run = RunDir.open(trained_run)
+    return run, run.load_model()
+
+
+def _text(run, **kwargs):
+    run_dir, model = run
+    return ["".join(parts) for parts in zip(*generate(model, run_dir.tokenizer, **kwargs))]
+
+
+def test_same_seed_gives_same_text_and_another_seed_differs(run):
+    a = _text(run, prime="The", length=80, sampling=SamplingConfig(seed=7))
+    b = _text(run, prime="The", length=80, sampling=SamplingConfig(seed=7))
+    c = _text(run, prime="The", length=80, sampling=SamplingConfig(seed=8))
+    assert a == b and len(a[0]) == 80
+    assert a != c
+
+
+def test_text_does_not_depend_on_chunk_size(run):
+    sampling = SamplingConfig(seed=1, top_k=5, top_p=0.9)
+    whole = _text(run, prime="A", length=50, sampling=sampling, chunk=256)
+    pieces = _text(run, prime="A", length=50, sampling=sampling, chunk=7)
+    assert whole == pieces
+
+
+def test_compiled_sampler_matches_a_step_by_step_reference(run):
+    run_dir, model = run
+    sampling = SamplingConfig(temperature=0.8, top_k=6, top_p=0.95, seed=11)
+    prime = run_dir.tokenizer.encode("My friend")
+    states, last = prime_states(model, prime, 3)
+
+    # one Python call per character; XLA like the sampler, since XLA and TensorFlow's own
+    # kernels draw different random streams from one seed
+    @tf.function(jit_compile=True)
+    def one_step(last, states, t):
+        logits, states = model.step(last, states)
+        return pick_next(logits, sampling, t), states
+
+    reference = []
+    for t in range(40):
+        last, states = one_step(last, states, tf.constant(t))
+        reference.append(last.numpy())
+    expected = [run_dir.tokenizer.decode(row) for row in np.stack(reference, axis=1)]
+    assert _text(run, prime="My friend", length=40, sampling=sampling, num_samples=3) == expected
+
+
+def test_greedy_continuation_of_the_tiny_grammar_is_learned(run):
+    (text,) = _text(run, prime="The cat sees the ball.\n", length=30, sampling=SamplingConfig(0))
+    words = text.split()
+    assert words[0].lower().rstrip(".") in {"the", "a", "my", "our"}
+
+
+def test_num_samples_draws_independent_streams(run):
+    samples = _text(run, prime="A", length=60, sampling=SamplingConfig(seed=2), num_samples=4)
+    assert len(samples) == 4 and all(len(s) == 60 for s in samples)
+    assert len(set(samples)) > 1
+
+
+@pytest.mark.parametrize("length", [0, -5, 10**9])
+def test_length_out_of_range_is_refused(run, length):
+    with pytest.raises(CharlstmError, match="length"):
+        _text(run, prime="A", length=length)
