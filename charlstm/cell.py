@@ -6,6 +6,21 @@ import keras
 from keras import ops
 
 
+def lstm_update(z, c_prev):
+    """The gate equations after the matmuls: z (B, 4H) = [z_i | z_f | z_g | z_o], c_prev (B, H).
+
+        c_t = sigmoid(z_f) * c_prev + sigmoid(z_i) * tanh(z_g)
+        h_t = sigmoid(z_o) * tanh(c_t)
+
+    Returns (h_t, c_t), each (B, H). LSTMCell and the fused layer both step through this one
+    function, so there is one formula.
+    """
+    z_i, z_f, z_g, z_o = ops.split(z, 4, axis=-1)
+    c = ops.sigmoid(z_f) * c_prev + ops.sigmoid(z_i) * ops.tanh(z_g)
+    h = ops.sigmoid(z_o) * ops.tanh(c)
+    return h, c
+
+
 @keras.saving.register_keras_serializable(package="charlstm")
 class LSTMCell(keras.layers.Layer):
     """One LSTM step, for use inside `keras.layers.RNN`. x_t: (B, D); h, c: (B, H).
@@ -74,9 +89,7 @@ class LSTMCell(keras.layers.Layer):
         h_prev, c_prev = states
         # one matmul pair for all four gates: four small ones are slower
         z = ops.matmul(inputs, self.kernel) + ops.matmul(h_prev, self.recurrent_kernel) + self.bias
-        z_i, z_f, z_g, z_o = ops.split(z, 4, axis=-1)
-        c = ops.sigmoid(z_f) * c_prev + ops.sigmoid(z_i) * ops.tanh(z_g)
-        h = ops.sigmoid(z_o) * ops.tanh(c)
+        h, c = lstm_update(z, c_prev)
         return h, [h, c]
 
     def get_config(self):

@@ -8,6 +8,7 @@ import keras
 
 from charlstm.cell import LSTMCell
 from charlstm.config import ModelConfig
+from charlstm.fused import FusedLSTM
 
 # states: one [h, c] pair per layer, each (B, H)
 States = list
@@ -28,6 +29,8 @@ class CharLSTM(keras.Model):
 
     Args:
         config: the ModelConfig; vocab_size must be set.
+        fused: run each layer as FusedLSTM (inputs projected once, one compiled loop);
+            False uses the reference `keras.layers.RNN(LSTMCell)`. Same weights, same paths.
 
     Call:
         ids: (B, T) int32.
@@ -36,16 +39,19 @@ class CharLSTM(keras.Model):
         Returns (logits (B, T, V) float32, states as above).
     """
 
-    def __init__(self, config: ModelConfig, **kwargs):
+    def __init__(self, config: ModelConfig, fused: bool = True, **kwargs):
         super().__init__(**kwargs)
         if config.vocab_size < 1:
             raise ValueError("ModelConfig.vocab_size must be set before building the model")
         self.config = config
+        self.fused = fused
         self.embedding = keras.layers.Embedding(
             config.vocab_size, config.embedding_dim, name="embedding"
         )
         self.rnns = [
-            keras.layers.RNN(
+            FusedLSTM(config.units, name=f"lstm_{i}")
+            if fused
+            else keras.layers.RNN(
                 LSTMCell(config.units, name="cell"),
                 return_sequences=True,
                 return_state=True,
@@ -90,7 +96,11 @@ class CharLSTM(keras.Model):
         ]
 
     def get_config(self):
-        return {**super().get_config(), "config": dataclasses.asdict(self.config)}
+        return {
+            **super().get_config(),
+            "config": dataclasses.asdict(self.config),
+            "fused": self.fused,
+        }
 
     @classmethod
     def from_config(cls, config):
@@ -98,8 +108,8 @@ class CharLSTM(keras.Model):
         return cls(ModelConfig(**config.pop("config")), **config)
 
 
-def build_model(config: ModelConfig) -> CharLSTM:
+def build_model(config: ModelConfig, fused: bool = True) -> CharLSTM:
     """A CharLSTM with its weights created (called once on a (1, 1) input)."""
-    model = CharLSTM(config, name="char_lstm")
+    model = CharLSTM(config, fused=fused, name="char_lstm")
     model(keras.ops.zeros((1, 1), dtype="int32"))
     return model

@@ -9,6 +9,7 @@ text however the steps are grouped into chunks.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -48,37 +49,45 @@ class SamplingConfig:
             raise CharlstmError(f"seed must be in [0, 2**31), got {self.seed}")
 
 
-def top_k_filter(logits, k: int):
-    """Keep the k largest logits of each row, set the rest to -inf. logits: (B, V)."""
-    if k <= 0 or k >= logits.shape[-1]:
-        return logits
-    kth = tf.math.top_k(logits, k=k).values[:, -1:]  # (B, 1)
-    return tf.where(logits < kth, tf.constant(-np.inf, logits.dtype), logits)
+def top_k_filter(logits, k):
+    """Keep the k largest logits of each row, set the rest to -inf; k <= 0 keeps all.
+
+    logits: (B, V); k: int or int32 scalar tensor (one compiled sampler serves every k).
+    """
+    sorted_logits = tf.sort(logits, axis=-1, direction="DESCENDING")
+    vocab = tf.shape(logits)[-1]
+    kth = tf.gather(sorted_logits, tf.clip_by_value(k - 1, 0, vocab - 1), axis=-1)[:, None]
+    keep = (logits >= kth) | (k <= 0)
+    return tf.where(keep, logits, tf.constant(-np.inf, logits.dtype))
 
 
-def top_p_filter(logits, p: float):
+def top_p_filter(logits, p):
     """Nucleus filter: keep the fewest most likely characters whose probability sum reaches p.
 
-    The most likely character is always kept. logits: (B, V) -> (B, V), the rest -inf.
+    The most likely character is always kept; p >= 1 keeps all. logits: (B, V); p: float or
+    float32 scalar tensor.
     """
-    if p >= 1:
-        return logits
     sorted_logits = tf.sort(logits, axis=-1, direction="DESCENDING")
     probs = tf.nn.softmax(sorted_logits, axis=-1)
     before = tf.cumsum(probs, axis=-1, exclusive=True)  # mass of the strictly more likely ones
-    keep = before < p  # (B, V) in sorted order; the first is always kept
-    cutoff = tf.reduce_min(tf.where(keep, sorted_logits, np.inf), axis=-1, keepdims=True)
-    return tf.where(logits < cutoff, tf.constant(-np.inf, logits.dtype), logits)
+    cutoff = tf.reduce_min(tf.where(before < p, sorted_logits, np.inf), axis=-1, keepdims=True)
+    keep = (logits >= cutoff) | (p >= 1)
+    return tf.where(keep, logits, tf.constant(-np.inf, logits.dtype))
 
 
-def pick_next(logits, sampling: SamplingConfig, step):
-    """Next ids (B,) int32 from logits (B, V) at step `step` (an int32 scalar)."""
-    if sampling.temperature == 0:
-        return tf.argmax(logits, axis=-1, output_type=tf.int32)
-    logits = logits / sampling.temperature
-    logits = top_p_filter(top_k_filter(logits, sampling.top_k), sampling.top_p)
-    seed = tf.stack([tf.constant(sampling.seed, tf.int32), tf.cast(step, tf.int32)])
-    return tf.random.stateless_categorical(logits, 1, seed=seed, dtype=tf.int32)[:, 0]
+def pick_next(logits, temperature, top_k, top_p, seed, step):
+    """Next ids (B,) int32 from logits (B, V).
+
+    temperature 0 takes the argmax; otherwise a draw from softmax(filtered logits / temperature)
+    by `tf.random.stateless_categorical` seeded with (seed, step). All arguments may be
+    tensors, so one compiled sampler serves every setting.
+    """
+    greedy = tf.argmax(logits, axis=-1, output_type=tf.int32)
+    scaled = logits / tf.maximum(tf.cast(temperature, logits.dtype), 1e-6)
+    filtered = top_p_filter(top_k_filter(scaled, top_k), top_p)
+    pair = tf.stack([tf.cast(seed, tf.int32), tf.cast(step, tf.int32)])
+    drawn = tf.random.stateless_categorical(filtered, 1, seed=pair, dtype=tf.int32)[:, 0]
+    return tf.where(temperature > 0, drawn, greedy)
 
 
 def prime_states(model: CharLSTM, prime_ids: np.ndarray, num_samples: int):
@@ -90,23 +99,32 @@ def prime_states(model: CharLSTM, prime_ids: np.ndarray, num_samples: int):
     return states, tf.constant(rows[:, -1])
 
 
-def make_sampler(model: CharLSTM, sampling: SamplingConfig, chunk: int):
-    """A compiled loop: (last ids (B,), states, t0) -> (ids (B, chunk), last ids, states)."""
+# one compiled sampler per model, reused across calls, seeds and settings
+_SAMPLERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
-    def sample_chunk(last, states: States, t0):
-        def body(i, last, states, out):
-            logits, states = model.step(last, states)
-            nxt = pick_next(logits, sampling, t0 + i)
-            return i + 1, nxt, states, out.write(i, nxt)
 
-        out = tf.TensorArray(tf.int32, size=chunk)
-        _, last, states, out = tf.while_loop(
-            lambda i, *_: i < chunk, body, (tf.constant(0), last, states, out)
-        )
-        return tf.transpose(out.stack()), last, states
+def sampler(model: CharLSTM):
+    """The model's compiled loop:
+    (last (B,), states, t0, steps, temperature, top_k, top_p, seed) -> (ids (B, steps), last,
+    states). `steps` is a Python int (each distinct value compiles once).
+    """
+    if model not in _SAMPLERS:
 
-    # XLA always: compiled and uncompiled kernels draw different random streams for one seed
-    return tf.function(sample_chunk, jit_compile=True)
+        def sample_chunk(last, states: States, t0, steps, temperature, top_k, top_p, seed):
+            def body(i, last, states, out):
+                logits, states = model.step(last, states)
+                nxt = pick_next(logits, temperature, top_k, top_p, seed, t0 + i)
+                return i + 1, nxt, states, out.write(i, nxt)
+
+            out = tf.TensorArray(tf.int32, size=steps)
+            _, last, states, out = tf.while_loop(
+                lambda i, *_: i < steps, body, (tf.constant(0), last, states, out)
+            )
+            return tf.transpose(out.stack()), last, states
+
+        # XLA always: compiled and uncompiled kernels draw different random streams
+        _SAMPLERS[model] = tf.function(sample_chunk, jit_compile=True, reduce_retracing=True)
+    return _SAMPLERS[model]
 
 
 def generate(
@@ -131,12 +149,16 @@ def generate(
         raise CharlstmError(f"num_samples must be at least 1, got {num_samples}")
     context = prime or ("\n" if "\n" in tokenizer.chars else tokenizer.chars[-1])
     states, last = prime_states(model, tokenizer.encode(context), num_samples)
-    samplers = {}
+    run = sampler(model)
+    settings = (
+        tf.constant(sampling.temperature, tf.float32),
+        tf.constant(sampling.top_k, tf.int32),
+        tf.constant(sampling.top_p, tf.float32),
+        tf.constant(sampling.seed, tf.int32),
+    )
     t = 0
     while t < length:
         n = min(chunk, length - t)
-        if n not in samplers:
-            samplers[n] = make_sampler(model, sampling, n)
-        ids, last, states = samplers[n](last, states, tf.constant(t, tf.int32))
+        ids, last, states = run(last, states, tf.constant(t, tf.int32), n, *settings)
         yield [tokenizer.decode(row) for row in ids.numpy()]
         t += n

@@ -25,7 +25,7 @@ import numpy as np
 import tensorflow as tf
 
 from charlstm.checkpoint import Checkpoint, RunDir, assign_tensors
-from charlstm.config import RunConfig
+from charlstm.config import RunConfig, TrainConfig
 from charlstm.corpus import load_corpus
 from charlstm.data import Windows, split_ids, tbptt_windows
 from charlstm.errors import CharlstmError
@@ -148,6 +148,36 @@ def train(
     return _Trainer(run, config, train_w, val_w, callback).run(resume, corpus.description)
 
 
+def make_train_step(model: CharLSTM, optimizer: keras.optimizers.Optimizer) -> Callable:
+    """One compiled TBPTT step: (x, y (B, T) int32, states) -> (mean loss, states after).
+
+    The whole step (forward, backward through time, Adam) is one XLA computation. The states
+    come out as values, so the next window starts from them without a gradient path back.
+    """
+
+    def train_step(x, y, states):
+        variables = model.trainable_variables
+        with tf.GradientTape() as tape:
+            nll, states = nll_sum(model, x, y, states, training=True)
+            loss = nll / tf.cast(tf.size(y), tf.float32)
+        grads = tape.gradient(loss, variables)
+        optimizer.apply_gradients(zip(grads, variables))
+        return loss, states
+
+    return tf.function(train_step, jit_compile=True)
+
+
+def make_optimizer(config: TrainConfig, steps_per_epoch: int) -> keras.optimizers.Optimizer:
+    """Adam, global-norm clipping, learning rate x lr_decay once per epoch."""
+    schedule = keras.optimizers.schedules.ExponentialDecay(
+        config.learning_rate,
+        decay_steps=steps_per_epoch,
+        decay_rate=config.lr_decay,
+        staircase=True,
+    )
+    return keras.optimizers.Adam(schedule, global_clipnorm=config.grad_clip)
+
+
 class _Trainer:
     """The model, optimizer and data of one run, and the loop over them."""
 
@@ -157,25 +187,13 @@ class _Trainer:
         t = config.train
         keras.utils.set_random_seed(t.seed)
         self.model: CharLSTM = build_model(config.model)
-        schedule = keras.optimizers.schedules.ExponentialDecay(
-            t.learning_rate, decay_steps=len(train_w), decay_rate=t.lr_decay, staircase=True
-        )
-        self.optimizer = keras.optimizers.Adam(schedule, global_clipnorm=t.grad_clip)
+        self.optimizer = make_optimizer(t, len(train_w))
         self.optimizer.build(self.model.trainable_variables)
-        self.train_step = tf.function(self._train_step, jit_compile=True)
+        self.train_step = make_train_step(self.model, self.optimizer)
         self.eval_step = make_eval_step(self.model)
         self.best_val: float | None = None
         self.best_step: int | None = None
         self.elapsed_before = 0.0
-
-    def _train_step(self, x, y, states):
-        variables = self.model.trainable_variables
-        with tf.GradientTape() as tape:
-            nll, states = nll_sum(self.model, x, y, states, training=True)
-            loss = nll / tf.cast(tf.size(y), tf.float32)
-        grads = tape.gradient(loss, variables)
-        self.optimizer.apply_gradients(zip(grads, variables))
-        return loss, states
 
     # the state a checkpoint holds beyond the weights
 

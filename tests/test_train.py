@@ -79,7 +79,7 @@ def test_states_carry_across_windows_and_reset_each_epoch(tmp_path, text_file):
         return loss, new_states
 
     trainer.train_step = spy
-    trainer.run(resume=False)
+    trainer.run(resume=False, corpus=corpus.description)
     n = len(train_w)
     assert len(seen) == 2 * n
     for k, (states_in, x, _) in enumerate(seen):
@@ -133,13 +133,30 @@ def test_resume_with_more_epochs_extends_a_finished_run(tmp_path, text_file):
     assert json.loads((tmp_path / "run" / "config.json").read_text())["train"]["epochs"] == 2
 
 
-def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_checkpoint(tmp_path, text_file):
-    config = tiny_config(str(text_file), learning_rate=1e30, eval_every=1)
-    with pytest.raises(CharlstmError, match="lower --learning-rate"):
-        train(tmp_path / "run", config)
+def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_checkpoint(
+    tmp_path, text_file, monkeypatch
+):
+    import charlstm.train
+
+    real = charlstm.train.make_train_step
+
+    def poisoned(model, optimizer):
+        step = real(model, optimizer)
+
+        def wrapped(x, y, states):
+            loss, states = step(x, y, states)
+            if int(optimizer.iterations) == 7:  # as if the weights had blown up here
+                loss = loss * float("nan")
+            return loss, states
+
+        return wrapped
+
+    monkeypatch.setattr(charlstm.train, "make_train_step", poisoned)
+    with pytest.raises(CharlstmError, match="loss became nan at step 7.*lower --learning-rate"):
+        train(tmp_path / "run", tiny_config(str(text_file), eval_every=5))
     run = RunDir.open(tmp_path / "run")
-    for ckpt in run.checkpoints():
-        assert all(np.isfinite(t).all() for t in ckpt.model_tensors().values())
+    assert run.latest_checkpoint().step == 5
+    assert all(np.isfinite(t).all() for t in run.latest_checkpoint().model_tensors().values())
 
 
 def test_text_shorter_than_one_window_is_refused_before_touching_out(tmp_path):

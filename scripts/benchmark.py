@@ -1,0 +1,303 @@
+"""Training and generation speed: charlstm against keras.layers.LSTM and PyTorch nn.LSTM.
+
+Every backend trains the same model (Embedding(V, E) -> N x LSTM(H) -> Dense(V)) on the same
+windows of the same text with Adam, carrying the state across windows (TBPTT). Backends are
+timed interleaved, round after round, after warm-up steps, and the median chars/s is reported
+with the ratios of charlstm to each baseline, all measured in this one run. PyTorch is timed
+only when installed (`pip install '.[bench]'`, or `pip install torch==2.13.0` here).
+
+    python scripts/benchmark.py                    # the 2 x 256, B 64, T 100 model
+    python scripts/benchmark.py --scaling --json   # + 1 x 128, 3 x 512 and batch 32 / 128
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import tensorflow as tf  # noqa: E402
+
+from charlstm.config import ModelConfig, TrainConfig  # noqa: E402
+from charlstm.corpus import read_text  # noqa: E402
+from charlstm.data import tbptt_windows  # noqa: E402
+from charlstm.model import build_model  # noqa: E402
+from charlstm.sample import SamplingConfig, generate  # noqa: E402
+from charlstm.tokenizer import CharTokenizer  # noqa: E402
+from charlstm.train import make_optimizer, make_train_step  # noqa: E402
+
+CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpora" / "tinyshakespeare.txt"
+# FLOPs per character, forward: 2*(4H(D+H)) per layer + 2*H*V for the output layer;
+# training is about 3x forward (forward, input gradient, weight gradient)
+
+
+def forward_flops(vocab: int, emb: int, units: int, layers: int) -> float:
+    lstm = sum(2 * 4 * units * ((emb if i == 0 else units) + units) for i in range(layers))
+    return lstm + 2 * units * vocab
+
+
+class CharlstmBackend:
+    name = "charlstm"
+
+    def __init__(self, vocab, emb, units, layers, batch, seq_len, fused=True):
+        self.model = build_model(
+            ModelConfig(vocab_size=vocab, embedding_dim=emb, units=units, num_layers=layers),
+            fused=fused,
+        )
+        self.step_fn = make_train_step(self.model, make_optimizer(TrainConfig(), 1000))
+        self.states = self.model.zero_states(batch)
+
+    def step(self, x, y):
+        loss, self.states = self.step_fn(tf.constant(x), tf.constant(y), self.states)
+        return float(loss)
+
+
+class KerasLSTMBackend:
+    """keras.layers.LSTM stacked the same way, its state carried the same way."""
+
+    name = "keras.layers.LSTM"
+
+    def __init__(self, vocab, emb, units, layers, batch, seq_len, jit=True):
+        import keras
+
+        ids = keras.Input((seq_len,), batch_size=batch, dtype="int32")
+        states_in = [keras.Input((units,), batch_size=batch) for _ in range(2 * layers)]
+        x = keras.layers.Embedding(vocab, emb)(ids)
+        states_out = []
+        for i in range(layers):
+            x, h, c = keras.layers.LSTM(units, return_sequences=True, return_state=True)(
+                x, initial_state=states_in[2 * i : 2 * i + 2]
+            )
+            states_out += [h, c]
+        logits = keras.layers.Dense(vocab)(x)
+        self.model = keras.Model([ids, *states_in], [logits, *states_out])
+        self.optimizer = make_optimizer(TrainConfig(), 1000)
+        self.states = [tf.zeros((batch, units)) for _ in range(2 * layers)]
+
+        def train_step(x, y, states):
+            with tf.GradientTape() as tape:
+                logits, *states = self.model([x, *states], training=True)
+                loss = tf.reduce_mean(
+                    tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits)
+                )
+            variables = self.model.trainable_variables
+            self.optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+            return loss, states
+
+        self.step_fn = tf.function(train_step, jit_compile=jit)
+
+    def step(self, x, y):
+        loss, self.states = self.step_fn(tf.constant(x), tf.constant(y), self.states)
+        return float(loss)
+
+
+TORCH = "torch nn.LSTM"
+
+
+class TorchBackend:
+    name = TORCH
+
+    def __init__(self, vocab, emb, units, layers, batch, seq_len):
+        import torch
+
+        torch.set_num_threads(os.cpu_count() or 1)
+        torch.manual_seed(0)
+        self.torch = torch
+        self.emb = torch.nn.Embedding(vocab, emb)
+        self.lstm = torch.nn.LSTM(emb, units, layers, batch_first=True)
+        self.head = torch.nn.Linear(units, vocab)
+        self.params = [*self.emb.parameters(), *self.lstm.parameters(), *self.head.parameters()]
+        self.optimizer = torch.optim.Adam(self.params, lr=2e-3)
+        self.state = None
+
+    def step(self, x, y):
+        torch = self.torch
+        x, y = torch.from_numpy(x).long(), torch.from_numpy(y).long()
+        out, state = self.lstm(self.emb(x), self.state)
+        self.state = tuple(s.detach() for s in state)
+        logits = self.head(out)
+        loss = torch.nn.functional.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]), y.reshape(-1)
+        )
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.params, 5.0)
+        self.optimizer.step()
+        return float(loss)
+
+
+def time_training(backends, windows, warmup: int, steps: int, rounds: int) -> dict[str, float]:
+    """Median chars/s of each backend over `rounds` interleaved rounds of `steps` steps."""
+    B, T = windows.inputs.shape[0], windows.seq_len
+    n = len(windows)
+    for backend in backends:
+        for k in range(warmup):
+            backend.step(*windows[k % n])
+    rates: dict[str, list[float]] = {b.name: [] for b in backends}
+    k = warmup
+    for _ in range(rounds):
+        for backend in backends:
+            start = time.perf_counter()
+            for j in range(steps):
+                backend.step(*windows[(k + j) % n])
+            rates[backend.name].append(B * T * steps / (time.perf_counter() - start))
+        k += steps
+    return {name: statistics.median(r) for name, r in rates.items()}
+
+
+def time_generation(model, tokenizer, streams: int, length: int, rounds: int) -> float:
+    """Median chars/s (all streams together) of `generate` with top-k and top-p."""
+    sampling = SamplingConfig(temperature=0.8, top_k=20, top_p=0.95, seed=1)
+    for _ in generate(model, tokenizer, "\n", length, sampling, streams, chunk=length):
+        pass  # compile
+    rates = []
+    for r in range(rounds):
+        sampling = SamplingConfig(temperature=0.8, top_k=20, top_p=0.95, seed=r)
+        start = time.perf_counter()
+        for _ in generate(model, tokenizer, "\n", length, sampling, streams, chunk=length):
+            pass
+        rates.append(streams * length / (time.perf_counter() - start))
+    return statistics.median(rates)
+
+
+def matmul_peak(n: int = 1024, rounds: int = 5) -> float:
+    """Measured float32 matmul FLOP/s of TensorFlow on this machine (n x n x n)."""
+    a, b = tf.random.normal((n, n)), tf.random.normal((n, n))
+    f = tf.function(lambda a, b: tf.matmul(a, b))
+    f(a, b).numpy()
+    best = 0.0
+    for _ in range(rounds):
+        start = time.perf_counter()
+        for _ in range(10):
+            f(a, b).numpy()
+        best = max(best, 10 * 2 * n**3 / (time.perf_counter() - start))
+    return best
+
+
+def run_config(layers, units, batch, args, ids, vocab, with_generation: bool) -> dict:
+    windows = tbptt_windows(ids, batch, args.seq_len)
+    backends = [CharlstmBackend(vocab, args.embedding_dim, units, layers, batch, args.seq_len)]
+    backends.append(KerasLSTMBackend(vocab, args.embedding_dim, units, layers, batch, args.seq_len))
+    try:
+        backends.append(TorchBackend(vocab, args.embedding_dim, units, layers, batch, args.seq_len))
+    except ImportError:
+        print("torch is not installed: no PyTorch baseline", file=sys.stderr)
+    rates = time_training(backends, windows, args.warmup, args.steps, args.rounds)
+    ours = rates["charlstm"]
+    train_flops = 3 * forward_flops(vocab, args.embedding_dim, units, layers)
+    result = {
+        "layers": layers,
+        "units": units,
+        "batch_size": batch,
+        "seq_len": args.seq_len,
+        "train_chars_per_s": rates,
+        "ratio_vs": {name: ours / rate for name, rate in rates.items() if name != "charlstm"},
+        "train_flops_per_char": train_flops,
+    }
+    if with_generation:
+        model = backends[0].model
+        tokenizer = CharTokenizer.build("".join(map(chr, range(32, 32 + vocab - 1))))
+        gen = {
+            streams: time_generation(model, tokenizer, streams, args.gen_length, args.rounds)
+            for streams in (1, 64)
+        }
+        result["generate_chars_per_s"] = gen
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--corpus", type=Path, default=CORPUS)
+    parser.add_argument("--embedding-dim", type=int, default=64)
+    parser.add_argument("--seq-len", type=int, default=100)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=10, help="steps per timed round")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--gen-length", type=int, default=2000)
+    parser.add_argument("--scaling", action="store_true", help="also 1x128, 3x512, B 32/128")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    args = parser.parse_args()
+
+    text = read_text(args.corpus)
+    tokenizer = CharTokenizer.build(text)
+    ids = tokenizer.encode(text)
+    vocab = tokenizer.vocab_size
+    peak = matmul_peak()
+    configs = [(2, 256, 64, True)]
+    if args.scaling:
+        configs += [(1, 128, 64, False), (3, 512, 64, False), (2, 256, 32, False)]
+        configs += [(2, 256, 128, False)]
+    results = []
+    for layers, units, batch, gen in configs:
+        r = run_config(layers, units, batch, args, ids, vocab, gen)
+        r["fraction_of_matmul_peak"] = (
+            r["train_chars_per_s"]["charlstm"] * r["train_flops_per_char"] / peak
+        )
+        results.append(r)
+        if gen:
+            # 64 streams are bound by compute: forward FLOPs per character at the matmul peak;
+            # one stream by reading every weight (4 bytes per 2 FLOPs) once per character
+            fwd = forward_flops(vocab, args.embedding_dim, units, layers)
+            r["generate_compute_bound_chars_per_s"] = peak / fwd
+            r["weights_mb"] = 4 * fwd / 2 / 1e6
+        if not args.json:
+            print(_row(r), file=sys.stderr)
+    report = {
+        "date": time.strftime("%Y-%m-%d"),
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+        "tensorflow": tf.__version__,
+        "matmul_peak_flops": peak,
+        "results": results,
+    }
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(_table(report))
+
+
+def _row(r) -> str:
+    rates = ", ".join(f"{k} {v:,.0f}" for k, v in r["train_chars_per_s"].items())
+    return f"{r['layers']} x {r['units']}, B {r['batch_size']}: {rates} chars/s"
+
+
+def _table(report) -> str:
+    lines = [
+        f"{report['date']}, {report['machine']}, TensorFlow {report['tensorflow']}, "
+        f"float32 matmul peak {report['matmul_peak_flops'] / 1e9:.0f} GFLOP/s",
+        "",
+        "| model | B | charlstm | keras.layers.LSTM | torch nn.LSTM | vs keras | vs torch | peak |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in report["results"]:
+        rates, ratio = r["train_chars_per_s"], r["ratio_vs"]
+        torch_rate = rates.get(TORCH)
+        lines.append(
+            f"| {r['layers']} x {r['units']} | {r['batch_size']} | {rates['charlstm']:,.0f} | "
+            f"{rates['keras.layers.LSTM']:,.0f} | "
+            f"{f'{torch_rate:,.0f}' if torch_rate else 'n/a'} | "
+            f"{ratio['keras.layers.LSTM']:.2f} | "
+            f"{f'{ratio[TORCH]:.2f}' if TORCH in ratio else 'n/a'} | "
+            f"{r['fraction_of_matmul_peak']:.0%} |"
+        )
+    for r in report["results"]:
+        if "generate_chars_per_s" in r:
+            g = r["generate_chars_per_s"]
+            lines.append("")
+            bound = r["generate_compute_bound_chars_per_s"]
+            lines.append(
+                f"generation, {r['layers']} x {r['units']} ({r['weights_mb']:.1f} MB of weights): "
+                f"1 stream {g[1]:,.0f} chars/s, 64 streams {g[64]:,.0f} chars/s in total "
+                f"({g[64] / bound:.0%} of the compute bound {bound:,.0f})"
+            )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
