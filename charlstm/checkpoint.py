@@ -4,6 +4,7 @@
       config.json                RunConfig, written when the run starts
       tokenizer.json             the CharTokenizer
       log.jsonl                  one JSON object per evaluation
+      train.lock                 while a run trains: the writer's process id
       checkpoints/step-00001200/
         model.safetensors        model weights, named by variable path
         train_state.safetensors  optimizer variables, carried (h, c), dropout RNG state
@@ -19,6 +20,7 @@ safetensors is a bounded JSON header plus raw buffers, so no file here can run c
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -43,6 +45,7 @@ TRAIN_STATE = "train_state.safetensors"
 PROGRESS = "progress.json"
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = "charlstm-checkpoint/1"
+LOCK = "train.lock"
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -107,6 +110,61 @@ def assign_tensors(variables, tensors: dict[str, np.ndarray], source: str) -> No
         var.assign(tensors[name])
 
 
+@contextlib.contextmanager
+def run_lock(path: Path):
+    """Hold `path/train.lock` (creating the folder) while inside: one writer per run.
+
+    The lock file holds the writer's process id. A lock whose process is gone (killed, say)
+    is stale and taken over.
+
+    Raises:
+        CharlstmError: a live process holds the lock.
+    """
+    path = Path(path)
+    created = not path.exists()
+    path.mkdir(parents=True, exist_ok=True)
+    lock = path / LOCK
+    while True:
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            holder = _lock_holder(lock)
+            if holder is not None and holder != os.getpid() and _alive(holder):
+                if created:
+                    path.rmdir()
+                raise CharlstmError(
+                    f"{path} is in use by another charlstm train (process {holder}); wait for "
+                    f"it to finish or stop it"
+                ) from None
+            lock.unlink(missing_ok=True)  # stale: its writer is gone
+            continue
+        with os.fdopen(fd, "w") as f:
+            f.write(f"{os.getpid()}\n")
+        break
+    try:
+        yield
+    finally:
+        if _lock_holder(lock) == os.getpid():
+            lock.unlink(missing_ok=True)
+
+
+def _lock_holder(lock: Path) -> int | None:
+    try:
+        return int(lock.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
 @dataclass(frozen=True)
 class Checkpoint:
     """A complete checkpoint folder and its progress record."""
@@ -145,7 +203,7 @@ class RunDir:
         path = Path(path)
         if path.exists() and not path.is_dir():
             raise CharlstmError(f"{path}: exists and is not a folder; choose another --out")
-        if path.is_dir() and any(path.iterdir()) and not force:
+        if path.is_dir() and any(p.name != LOCK for p in path.iterdir()) and not force:
             what = "another run" if (path / CONFIG).exists() else "files"
             raise CharlstmError(
                 f"{path} already holds {what}; pass --resume to continue it, --force to "

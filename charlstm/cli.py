@@ -122,7 +122,11 @@ MODEL_OPTIONS = ("embedding_dim", "units", "num_layers", "dropout")
 @cli.command()
 @click.argument("text_file", required=False)
 @click.option("--out", "out", default=None, help="Run directory [default: runs/<text name>].")
-@click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Continue the run in --out from its last checkpoint (start it if there is none).",
+)
 @click.option("--force", is_flag=True, help="Replace a run or files already in --out.")
 @_field_options(ModelConfig, skip={"vocab_size"})
 @_field_options(TrainConfig)
@@ -134,28 +138,27 @@ def train(text_file, out, resume, force, **options) -> None:
     log.jsonl and checkpoints/.
     """
     _import_tensorflow()
-    from charlstm.train import EvalEvent, StartEvent, StepEvent, train  # noqa: PLC0415
+    from charlstm.train import (  # noqa: PLC0415 (slow import)
+        EvalEvent,
+        StartEvent,
+        StepEvent,
+        TrainingInterrupted,
+        train,
+    )
 
     given = {k: v for k, v in options.items() if v is not None}
     if out is None:
         out = Path("runs") / (Path(text_file).stem if text_file else "default")
-    if resume:
-        extra = sorted(set(given) - {"epochs", "minutes"})
-        if text_file or extra:
-            raise CharlstmError(
-                "--resume reads the run's own config.json; only --epochs and --minutes "
-                f"may change (got {', '.join(extra) or 'TEXT_FILE'})"
-            )
-        config = None
-    else:
-        model = ModelConfig(**{k: v for k, v in given.items() if k in MODEL_OPTIONS})
-        train_cfg = TrainConfig(**{k: v for k, v in given.items() if k not in MODEL_OPTIONS})
-        config = RunConfig(model=model, train=train_cfg, corpus=text_file or "")
+    if resume and (Path(out) / "config.json").exists():
+        _check_resume_options(Path(out), text_file, given)
+    model = ModelConfig(**{k: v for k, v in given.items() if k in MODEL_OPTIONS})
+    train_cfg = TrainConfig(**{k: v for k, v in given.items() if k not in MODEL_OPTIONS})
+    config = RunConfig(model=model, train=train_cfg, corpus=text_file or "")
     progress = _Progress()
 
     def callback(event) -> None:
         if isinstance(event, StartEvent):
-            if not text_file and not resume:
+            if not text_file and event.resumed_step is None:
                 click.echo(
                     "no TEXT_FILE given: training on the default corpus, this Python's "
                     "standard-library source",
@@ -182,9 +185,15 @@ def train(text_file, out, resume, force, **options) -> None:
             minutes=given.get("minutes") if resume else None,
             callback=callback,
         )
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as err:
         progress.close()
-        click.echo("interrupted: the last checkpoint is kept; continue with --resume", err=True)
+        if isinstance(err, TrainingInterrupted):
+            saved = f"at step {err.step}, checkpoint saved"
+        else:
+            saved = "the last complete checkpoint is kept"
+        click.echo(
+            f"interrupted: {saved}; continue with: charlstm train --out {out} --resume", err=True
+        )
         sys.exit(EXIT_INTERRUPTED)
     progress.close()
     best = f"{result.best_val:.4f} nats/char" if result.best_val is not None else "n/a"
@@ -193,6 +202,26 @@ def train(text_file, out, resume, force, **options) -> None:
         f"generate with: charlstm generate {result.run_dir}",
         err=True,
     )
+
+
+def _check_resume_options(out: Path, text_file: str | None, given: dict) -> None:
+    """With --resume, options other than --epochs/--minutes must agree with the run's config."""
+    from charlstm.checkpoint import RunDir  # noqa: PLC0415
+
+    saved = RunDir.open(out).config
+    differ = [
+        f"--{name.replace('_', '-')}"
+        for name, value in given.items()
+        if name not in ("epochs", "minutes")
+        and getattr(saved.model if name in MODEL_OPTIONS else saved.train, name) != value
+    ]
+    if text_file and str(Path(text_file).resolve()) != saved.corpus:
+        differ.append("TEXT_FILE")
+    if differ:
+        raise CharlstmError(
+            f"--resume continues {out} as its config.json says; {', '.join(differ)} differ "
+            "from it (only --epochs and --minutes may change); use another --out for a new run"
+        )
 
 
 class _Progress:

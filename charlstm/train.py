@@ -12,9 +12,12 @@ of the terminal: it reports StepEvent and EvalEvent objects to a callback.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import math
+import signal
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,7 +27,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from charlstm.checkpoint import Checkpoint, RunDir, assign_tensors
+from charlstm.checkpoint import CONFIG, Checkpoint, RunDir, assign_tensors, run_lock
 from charlstm.config import RunConfig, TrainConfig
 from charlstm.corpus import load_corpus
 from charlstm.data import Windows, split_ids, tbptt_windows
@@ -96,6 +99,14 @@ def prepare_data(corpus_text: str, starts, tokenizer: CharTokenizer, config: Run
     return splits, train, eval_windows(splits.val, t.batch_size, t.seq_len)
 
 
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT) during training: a checkpoint of step `step` was saved first."""
+
+    def __init__(self, run_dir: Path, step: int):
+        super().__init__(f"interrupted at step {step}")
+        self.run_dir, self.step = run_dir, step
+
+
 def train(
     out: str | Path,
     config: RunConfig | None = None,
@@ -108,44 +119,77 @@ def train(
 ) -> TrainResult:
     """Train a model into run directory `out`, or continue the run there.
 
+    While it runs, `out` holds a lock file with this process' id, so a second writer is
+    refused. Ctrl-C saves a checkpoint and raises TrainingInterrupted.
+
     Args:
         out: the run directory.
-        config: the run to start (ignored with resume, which reads out/config.json).
-            config.corpus is a text file's path, or "" / "default" for the default corpus.
-        resume: continue from the newest complete checkpoint in `out`.
+        config: the run to start. config.corpus is a text file's path, or "" / "default" for
+            the default corpus; model.vocab_size is set from the corpus.
+        resume: continue the run in `out` from its newest complete checkpoint, under its own
+            config.json (`config` is then ignored); if `out` holds no run yet, start one.
         force: start afresh in `out` even if it holds a run or other files.
-        epochs, minutes: with resume, a new epoch limit or time budget for the run.
+        epochs, minutes: with resume, a new epoch limit or a time budget for this session.
         callback: receives a StartEvent, then StepEvent and EvalEvent objects.
 
     Raises:
-        CharlstmError: bad corpus, too little text, an occupied `out`, a NaN loss.
+        CharlstmError: bad corpus, too little text, an occupied or locked `out`, a NaN loss.
+        TrainingInterrupted: on SIGINT, after saving a checkpoint.
     """
+    out = Path(out)
     callback = callback or (lambda event: None)
-    if resume:
-        run = RunDir.open(Path(out))
-        config = run.config
-        overrides = {k: v for k, v in (("epochs", epochs), ("minutes", minutes)) if v is not None}
-        if overrides:
-            config = dataclasses.replace(
-                config, train=dataclasses.replace(config.train, **overrides)
-            )
-            run.save_config(config)
-        corpus = load_corpus(config.corpus)
-        _, train_w, val_w = prepare_data(corpus.text, corpus.starts, run.tokenizer, config)
-    else:
-        config = config or RunConfig()
-        corpus = load_corpus(config.corpus or None)
-        tokenizer = CharTokenizer.build(corpus.text)
-        name = corpus.name if corpus.name == "default" else str(Path(corpus.name).resolve())
-        config = dataclasses.replace(
-            config,
-            model=dataclasses.replace(config.model, vocab_size=tokenizer.vocab_size),
-            corpus=name,
+    if resume and (out / CONFIG).exists():
+        with run_lock(out):
+            run = RunDir.open(out)
+            config = run.config
+            overrides = {k: v for k, v in (("epochs", epochs), ("minutes", minutes)) if v}
+            if overrides:
+                config = dataclasses.replace(
+                    config, train=dataclasses.replace(config.train, **overrides)
+                )
+                run.save_config(config)
+            corpus = load_corpus(config.corpus)
+            _, train_w, val_w = prepare_data(corpus.text, corpus.starts, run.tokenizer, config)
+            trainer = _Trainer(run, config, train_w, val_w, callback)
+            return trainer.run(resume=True, corpus=corpus.description)
+    config = config or RunConfig()
+    corpus = load_corpus(config.corpus or None)
+    tokenizer = CharTokenizer.build(corpus.text)
+    if tokenizer.vocab_size < 3:
+        raise CharlstmError(
+            f"{corpus.name}: the text has only one distinct character; there is nothing to learn"
         )
-        # lay the data out before touching `out`, so bad input leaves it as it was
-        _, train_w, val_w = prepare_data(corpus.text, corpus.starts, tokenizer, config)
-        run = RunDir.create(Path(out), config, tokenizer, force=force)
-    return _Trainer(run, config, train_w, val_w, callback).run(resume, corpus.description)
+    name = corpus.name if corpus.name == "default" else str(Path(corpus.name).resolve())
+    config = dataclasses.replace(
+        config,
+        model=dataclasses.replace(config.model, vocab_size=tokenizer.vocab_size),
+        corpus=name,
+    )
+    # lay the data out before touching `out`, so bad input leaves it as it was
+    _, train_w, val_w = prepare_data(corpus.text, corpus.starts, tokenizer, config)
+    with run_lock(out):
+        run = RunDir.create(out, config, tokenizer, force=force)
+        trainer = _Trainer(run, config, train_w, val_w, callback)
+        return trainer.run(resume=False, corpus=corpus.description)
+
+
+@contextlib.contextmanager
+def _sigint_requests_stop():
+    """While inside, the first SIGINT sets `flag["stop"]`; a second one interrupts at once."""
+    flag = {"stop": False}
+    if threading.current_thread() is not threading.main_thread():
+        yield flag  # signal handlers can only be set from the main thread
+        return
+
+    def handler(signum, frame):
+        flag["stop"] = True
+        signal.signal(signal.SIGINT, previous)
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def make_train_step(model: CharLSTM, optimizer: keras.optimizers.Optimizer) -> Callable:
@@ -262,42 +306,47 @@ class _Trainer:
         B, T = self.train_w.inputs.shape[0], self.train_w.seq_len
         stopped_by, saved_at = "epochs", None
         train_losses: list[float] = []
-        while epoch < t.epochs and stopped_by == "epochs":
-            if window == 0 or states is None:
-                states = self.model.zero_states(B)
-            tick = time.monotonic()
-            carried = states  # walk feeds each window the states the previous one returned
-            for k, loss, states in walk(self.train_w, self.train_step, carried, start=window):
-                loss = float(loss)
-                step += 1
-                if not math.isfinite(loss):
-                    raise CharlstmError(
-                        f"training loss became {loss} at step {step}; the last good checkpoint is "
-                        "kept; resume or restart with a lower --learning-rate"
-                    )
-                train_losses.append(loss)
-                now = time.monotonic()
-                self.callback(
-                    StepEvent(
-                        step, epoch, k, len(self.train_w), loss,
-                        B * T / max(now - tick, 1e-9), self._elapsed(start),
-                    )
-                )  # fmt: skip
-                tick = now
-                epoch_done = k == len(self.train_w) - 1
-                out_of_time = now >= deadline
-                if step % t.eval_every == 0 or epoch_done or out_of_time:
-                    next_epoch, next_window = (epoch + 1, 0) if epoch_done else (epoch, k + 1)
-                    self._evaluate_and_save(
-                        step, next_epoch, next_window, states, train_losses, start
-                    )
-                    train_losses, saved_at = [], step
-                    tick = time.monotonic()  # validation time is not training time
-                if out_of_time:
-                    stopped_by = "minutes"
-                    break
-            else:
-                epoch, window = epoch + 1, 0
+        with _sigint_requests_stop() as interrupt:
+            while epoch < t.epochs and stopped_by == "epochs":
+                if window == 0 or states is None:
+                    states = self.model.zero_states(B)
+                tick = time.monotonic()
+                carried = states  # walk feeds each window the states the previous one returned
+                for k, loss, states in walk(self.train_w, self.train_step, carried, start=window):
+                    loss = float(loss)
+                    step += 1
+                    if not math.isfinite(loss):
+                        raise CharlstmError(
+                            f"training loss became {loss} at step {step}; the last good checkpoint "
+                            "is kept; resume or restart with a lower --learning-rate"
+                        )
+                    train_losses.append(loss)
+                    now = time.monotonic()
+                    self.callback(
+                        StepEvent(
+                            step, epoch, k, len(self.train_w), loss,
+                            B * T / max(now - tick, 1e-9), self._elapsed(start),
+                        )
+                    )  # fmt: skip
+                    tick = now
+                    epoch_done = k == len(self.train_w) - 1
+                    out_of_time = now >= deadline
+                    if step % t.eval_every == 0 or epoch_done or out_of_time:
+                        next_epoch, next_window = (epoch + 1, 0) if epoch_done else (epoch, k + 1)
+                        self._evaluate_and_save(
+                            step, next_epoch, next_window, states, train_losses, start
+                        )
+                        train_losses, saved_at = [], step
+                        tick = time.monotonic()  # validation time is not training time
+                    if interrupt["stop"]:
+                        if saved_at != step:
+                            self._save(step, epoch, k + 1, states, start)
+                        raise TrainingInterrupted(self.run_dir.path, step)
+                    if out_of_time:
+                        stopped_by = "minutes"
+                        break
+                else:
+                    epoch, window = epoch + 1, 0
         if saved_at != step:  # e.g. resumed a finished run
             self._evaluate_and_save(step, epoch, window, states, train_losses, start)
         return TrainResult(self.run_dir.path, step, self.best_val, stopped_by)
@@ -320,6 +369,12 @@ class _Trainer:
             "learning_rate": lr,
             "elapsed_s": round(self._elapsed(start), 3),
         }
+        self._save(step, epoch, window, states, start)
+        self.run_dir.append_log(record)
+        self.callback(EvalEvent(record, is_best))
+
+    def _save(self, step, epoch, window, states, start) -> None:
+        """Checkpoint `step`; training continues at window `window` of epoch `epoch`."""
         progress = {
             "epoch": epoch,
             "window": window,
@@ -333,5 +388,3 @@ class _Trainer:
             self._train_state(states),
             progress,
         )
-        self.run_dir.append_log(record)
-        self.callback(EvalEvent(record, is_best))
