@@ -304,7 +304,7 @@ class _Trainer:
         deadline = start + t.minutes * 60 if t.minutes else math.inf
         step = int(self.optimizer.iterations.numpy())
         B, T = self.train_w.inputs.shape[0], self.train_w.seq_len
-        stopped_by, saved_at = "epochs", None
+        stopped_by, saved_at = "epochs", resumed_step
         train_losses: list[float] = []
         with _sigint_requests_stop() as interrupt:
             while epoch < t.epochs and stopped_by == "epochs":
@@ -369,8 +369,10 @@ class _Trainer:
             "learning_rate": lr,
             "elapsed_s": round(self._elapsed(start), 3),
         }
-        self._save(step, epoch, window, states, start)
+        # log first: a crash between the two leaves a record that resume drops and redoes,
+        # while the other order could leave a checkpoint whose record is never written
         self.run_dir.append_log(record)
+        self._save(step, epoch, window, states, start)
         self.callback(EvalEvent(record, is_best))
 
     def _save(self, step, epoch, window, states, start) -> None:

@@ -1,0 +1,5 @@
+"""`python -m charlstm` runs the command-line interface."""
+
+from charlstm.cli import cli
+
+cli()
