@@ -1,0 +1,172 @@
+"""A plain tanh RNN, written as our LSTMCell is, to show what the LSTM's gates buy.
+
+    TanhRNNCell          h_t = tanh(x_t W + h_{t-1} U + b), for keras.layers.RNN
+    CharRNN              Embedding -> N x RNN(TanhRNNCell) -> Dense, state in and out,
+                         the same interface as CharLSTM (call, step, zero_states)
+
+Weight names and layout are those of `keras.layers.SimpleRNNCell` (kernel, recurrent_kernel,
+bias), so Keras' cell is the oracle the tests hold ours to.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import keras
+from keras import ops
+
+from charlstm.config import ModelConfig
+
+# states: one [h] list per layer, each (B, H)
+States = list
+
+
+@keras.saving.register_keras_serializable(package="charlstm")
+class TanhRNNCell(keras.layers.Layer):
+    """One plain (Elman) RNN step, for use inside `keras.layers.RNN`. x_t: (B, D); h: (B, H).
+
+        h_t = tanh(x_t @ kernel + h_{t-1} @ recurrent_kernel + bias)      # (B, H)
+
+    Nothing gates the recurrence: dh_t / dh_{t-1} = diag(1 - h_t^2) recurrent_kernel^T, and a
+    gradient k steps back is a product of k such Jacobians, so it shrinks or grows
+    geometrically with k (Bengio et al., 1994; Pascanu et al., 2013). The LSTM's cell state
+    instead carries dc_t / dc_{t-1} = diag(f_t), which stays near 1 while the forget gate is open.
+
+    Weights: kernel (D, H), recurrent_kernel (H, H), bias (H,), named as in
+    `keras.layers.SimpleRNNCell`; kernel starts Glorot-uniform, recurrent_kernel orthogonal,
+    bias at 0.
+
+    Args:
+        units: H, the size of h.
+        kernel_initializer, recurrent_initializer: Keras initializers (names or objects); an
+            orthogonal recurrent_kernel with gain > 1 makes gradients explode, < 1 vanish.
+
+    Call:
+        inputs: (B, D); states: [h (B, H)].
+        Returns h_t (B, H) and the new states [h_t].
+    """
+
+    def __init__(
+        self,
+        units: int,
+        kernel_initializer="glorot_uniform",
+        recurrent_initializer="orthogonal",
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.units = units
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.recurrent_initializer = keras.initializers.get(recurrent_initializer)
+        self.state_size = [units]
+        self.output_size = units
+
+    def build(self, input_shape):
+        input_dim = input_shape[-1]
+        self.kernel = self.add_weight(
+            shape=(input_dim, self.units), initializer=self.kernel_initializer, name="kernel"
+        )
+        self.recurrent_kernel = self.add_weight(
+            shape=(self.units, self.units),
+            initializer=self.recurrent_initializer,
+            name="recurrent_kernel",
+        )
+        self.bias = self.add_weight(shape=(self.units,), initializer="zeros", name="bias")
+
+    def call(self, inputs, states, training=False):
+        (h_prev,) = states
+        h = ops.tanh(
+            ops.matmul(inputs, self.kernel) + ops.matmul(h_prev, self.recurrent_kernel) + self.bias
+        )
+        return h, [h]
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "units": self.units,
+            "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+            "recurrent_initializer": keras.initializers.serialize(self.recurrent_initializer),
+        }
+
+
+@keras.saving.register_keras_serializable(package="charlstm")
+class CharRNN(keras.Model):
+    """CharLSTM's twin with TanhRNNCell in place of LSTMCell, for side-by-side experiments.
+
+        e      = Embedding(ids)                      # (B, T, E)
+        x_l+1  = RNN(TanhRNNCell(H))(x_l, state_l)   # (B, T, H), for N layers
+        logits = Dense(V)(x_N)                       # (B, T, V)
+
+    No dropout. Sizes come from a ModelConfig (vocab_size, embedding_dim, units, num_layers),
+    so a CharRNN and a CharLSTM of one config differ only in their cells.
+
+    Args:
+        config: the ModelConfig; vocab_size must be set.
+        recurrent_initializer: passed to every TanhRNNCell.
+
+    Call:
+        ids: (B, T) int32.
+        states: None (zeros) or a list of N [h (B, H)].
+        Returns (logits (B, T, V) float32, states as above).
+    """
+
+    def __init__(self, config: ModelConfig, recurrent_initializer="orthogonal", **kwargs):
+        super().__init__(**kwargs)
+        if config.vocab_size < 1:
+            raise ValueError("ModelConfig.vocab_size must be set before building the model")
+        self.config = config
+        self.recurrent_initializer = keras.initializers.get(recurrent_initializer)
+        self.embedding = keras.layers.Embedding(
+            config.vocab_size, config.embedding_dim, name="embedding"
+        )
+        self.rnns = [
+            keras.layers.RNN(
+                TanhRNNCell(
+                    config.units, recurrent_initializer=self.recurrent_initializer, name="cell"
+                ),
+                return_sequences=True,
+                return_state=True,
+                name=f"rnn_{i}",
+            )
+            for i in range(config.num_layers)
+        ]
+        self.head = keras.layers.Dense(config.vocab_size, name="head")
+
+    def call(self, ids, states: States | None = None, training: bool = False):
+        x = self.embedding(ids)
+        new_states = []
+        for i, rnn in enumerate(self.rnns):
+            x, h = rnn(x, initial_state=None if states is None else states[i], training=training)
+            new_states.append([h])
+        return self.head(x), new_states
+
+    def step(self, ids, states: States):
+        """One character for every stream: ids (B,) int32 -> (logits (B, V), states)."""
+        x = self.embedding(ids)
+        new_states = []
+        for rnn, state in zip(self.rnns, states):
+            x, state = rnn.cell(x, state)
+            new_states.append(state)
+        return self.head(x), new_states
+
+    def zero_states(self, batch_size: int) -> States:
+        """N lists [zeros (B, H)]: the state at the start of a text."""
+        return [[ops.zeros((batch_size, self.config.units))] for _ in self.rnns]
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "config": dataclasses.asdict(self.config),
+            "recurrent_initializer": keras.initializers.serialize(self.recurrent_initializer),
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        return cls(ModelConfig(**config.pop("config")), **config)
+
+
+def build_rnn_model(config: ModelConfig, recurrent_initializer="orthogonal") -> CharRNN:
+    """A CharRNN with its weights created (called once on a (1, 1) input)."""
+    model = CharRNN(config, recurrent_initializer=recurrent_initializer, name="char_rnn")
+    model(ops.zeros((1, 1), dtype="int32"))
+    return model
