@@ -102,7 +102,7 @@ def _field_options(cls, skip=()):
         for f in reversed(dataclasses.fields(cls)):
             if f.name in skip:
                 continue
-            kind = {"int": int, "float": float, "float | None": float}[str(f.type)]
+            kind = {"int": int, "float": float, "float | None": float, "str": str}[str(f.type)]
             default = "none" if f.default is None else f.default
             func = click.option(
                 f"--{f.name.replace('_', '-')}",
@@ -117,6 +117,8 @@ def _field_options(cls, skip=()):
 
 
 MODEL_OPTIONS = ("embedding_dim", "units", "num_layers", "dropout")
+TEXT_OPTIONS = ("encoding", "errors")
+RUN_ONLY = {"model", "train", "corpus"}
 
 
 @cli.command()
@@ -128,6 +130,7 @@ MODEL_OPTIONS = ("embedding_dim", "units", "num_layers", "dropout")
     help="Continue the run in --out from its last checkpoint (start it if there is none).",
 )
 @click.option("--force", is_flag=True, help="Replace a run or files already in --out.")
+@_field_options(RunConfig, skip=RUN_ONLY)
 @_field_options(ModelConfig, skip={"vocab_size"})
 @_field_options(TrainConfig)
 def train(text_file, out, resume, force, **options) -> None:
@@ -152,8 +155,11 @@ def train(text_file, out, resume, force, **options) -> None:
     if resume and (Path(out) / "config.json").exists():
         _check_resume_options(Path(out), text_file, given)
     model = ModelConfig(**{k: v for k, v in given.items() if k in MODEL_OPTIONS})
-    train_cfg = TrainConfig(**{k: v for k, v in given.items() if k not in MODEL_OPTIONS})
-    config = RunConfig(model=model, train=train_cfg, corpus=text_file or "")
+    train_cfg = TrainConfig(
+        **{k: v for k, v in given.items() if k not in MODEL_OPTIONS + TEXT_OPTIONS}
+    )
+    text = {k: v for k, v in given.items() if k in TEXT_OPTIONS}
+    config = RunConfig(model=model, train=train_cfg, corpus=text_file or "", **text)
     progress = _Progress()
 
     def callback(event) -> None:
@@ -204,6 +210,13 @@ def train(text_file, out, resume, force, **options) -> None:
     )
 
 
+def _section(config: RunConfig, name: str):
+    """The part of a RunConfig that holds option `name`."""
+    if name in MODEL_OPTIONS:
+        return config.model
+    return config if name in TEXT_OPTIONS else config.train
+
+
 def _check_resume_options(out: Path, text_file: str | None, given: dict) -> None:
     """With --resume, options other than --epochs/--minutes must agree with the run's config."""
     from charlstm.checkpoint import RunDir  # noqa: PLC0415
@@ -212,8 +225,7 @@ def _check_resume_options(out: Path, text_file: str | None, given: dict) -> None
     differ = [
         f"--{name.replace('_', '-')}"
         for name, value in given.items()
-        if name not in ("epochs", "minutes")
-        and getattr(saved.model if name in MODEL_OPTIONS else saved.train, name) != value
+        if name not in ("epochs", "minutes") and getattr(_section(saved, name), name) != value
     ]
     if text_file and str(Path(text_file).resolve()) != saved.corpus:
         differ.append("TEXT_FILE")
@@ -291,7 +303,8 @@ def generate(run_dir, prime, length, temperature, top_k, top_p, seed, num_sample
 @click.argument("run_dir")
 @click.argument("text_file")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def evaluate(run_dir, text_file, as_json) -> None:
+@_field_options(RunConfig, skip=RUN_ONLY)
+def evaluate(run_dir, text_file, as_json, encoding, errors) -> None:
     """Loss of RUN_DIR's best checkpoint on TEXT_FILE: nats/char, bits/char, perplexity."""
     _import_tensorflow()
     from charlstm.checkpoint import RunDir  # noqa: PLC0415 (slow import)
@@ -299,7 +312,7 @@ def evaluate(run_dir, text_file, as_json) -> None:
     from charlstm.evaluate import eval_windows, evaluate_windows  # noqa: PLC0415
 
     run = RunDir.open(Path(run_dir))
-    text = read_text(text_file)
+    text = read_text(text_file, encoding or "utf-8", errors or "strict")
     ids = run.tokenizer.encode(text)
     windows = eval_windows(ids, run.config.train.batch_size, run.config.train.seq_len)
     loss = evaluate_windows(run.load_model(), windows)

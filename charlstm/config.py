@@ -90,6 +90,14 @@ class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     corpus: str = ""  # path of the text file, or "default" for the embedded corpus
+    encoding: str = _opt("utf-8", "the text file's encoding")
+    errors: str = _opt("strict", "undecodable bytes: strict refuses, replace makes them U+FFFD")
+
+    def __post_init__(self) -> None:
+        _check(
+            self.errors in ("strict", "replace"),
+            f"errors must be strict or replace, got {self.errors!r}",
+        )
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True) + "\n"
@@ -116,7 +124,10 @@ def _from_dict(cls: type, data: object, where: str):
     values = {}
     for name, value in data.items():
         values[name] = _coerce(hints[name], value, f"{where}: {cls.__name__}.{name}")
-    return cls(**values)
+    try:
+        return cls(**values)
+    except CharlstmError as err:  # a range check in __post_init__, which cannot name the file
+        raise CharlstmError(f"{where}: {err}") from err
 
 
 def _coerce(hint, value, where: str):

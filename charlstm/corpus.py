@@ -7,6 +7,7 @@ never trained on.
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import logging
 import sys
@@ -46,14 +47,29 @@ class Corpus:
         return f"{self.name} ({docs}{len(self.text):,} characters)"
 
 
-def read_text(path: str | Path) -> str:
-    """Read a UTF-8 text file and return its NFC form.
+ERRORS = ("strict", "replace")
+
+
+def read_text(path: str | Path, encoding: str = "utf-8", errors: str = "strict") -> str:
+    """Read a text file and return its NFC form.
+
+    Args:
+        encoding: the file's encoding (any Python codec name).
+        errors: "strict" refuses undecodable bytes; "replace" turns them into U+FFFD and logs
+            a warning with the first one's byte offset.
 
     Raises:
-        CharlstmError: missing, not a file, empty, binary (NUL bytes) or invalid UTF-8;
-            the message names the file and, for bad UTF-8, the byte offset.
+        CharlstmError: missing, not a file, empty, binary (NUL bytes in an encoding that has
+            none), or undecodable under "strict"; the message names the file and, for bad
+            bytes, the byte offset.
     """
     path = Path(path)
+    try:
+        codec = codecs.lookup(encoding).name
+    except LookupError as err:
+        raise CharlstmError(f"unknown encoding {encoding!r}") from err
+    if errors not in ERRORS:
+        raise CharlstmError(f"errors must be one of {', '.join(ERRORS)}, got {errors!r}")
     if not path.exists():
         raise CharlstmError(f"{path}: no such file")
     if not path.is_file():
@@ -65,24 +81,33 @@ def read_text(path: str | Path) -> str:
     if not data:
         raise CharlstmError(f"{path}: the file is empty; give a UTF-8 text file")
     nul = data.find(b"\x00", 0, _BINARY_SNIFF_BYTES)
-    if nul >= 0:
+    if nul >= 0 and not codec.startswith(("utf-16", "utf-32")):
         raise CharlstmError(
             f"{path}: looks binary (NUL byte at offset {nul}); give a UTF-8 text file"
         )
     try:
-        text = data.decode("utf-8")
+        text = data.decode(codec)
     except UnicodeDecodeError as err:
-        raise CharlstmError(
-            f"{path}: not valid UTF-8 (byte offset {err.start}); convert it to UTF-8 first"
-        ) from err
+        if errors == "strict":
+            raise CharlstmError(
+                f"{path}: not valid {codec} (byte offset {err.start}); convert it, or pass "
+                "--encoding or --errors replace"
+            ) from err
+        text = data.decode(codec, errors="replace")
+        log.warning(
+            "%s: not valid %s from byte offset %d; undecodable bytes became U+FFFD",
+            path,
+            codec,
+            err.start,
+        )
     return unicodedata.normalize("NFC", text)
 
 
-def load_corpus(path: str | Path | None) -> Corpus:
+def load_corpus(path: str | Path | None, encoding: str = "utf-8", errors: str = "strict") -> Corpus:
     """The corpus a run trains on: the file at `path`, or the default corpus when None."""
-    if path is None or str(path) == DEFAULT_CORPUS:
+    if path is None or str(path) in ("", DEFAULT_CORPUS):
         return default_corpus()
-    return Corpus(name=str(path), text=read_text(path))
+    return Corpus(name=str(path), text=read_text(path, encoding, errors))
 
 
 def default_corpus(max_chars: int = DEFAULT_CORPUS_CHARS) -> Corpus:

@@ -148,12 +148,12 @@ def train(
                     config, train=dataclasses.replace(config.train, **overrides)
                 )
                 run.save_config(config)
-            corpus = load_corpus(config.corpus)
+            corpus = load_corpus(config.corpus, config.encoding, config.errors)
             _, train_w, val_w = prepare_data(corpus.text, corpus.starts, run.tokenizer, config)
             trainer = _Trainer(run, config, train_w, val_w, callback)
             return trainer.run(resume=True, corpus=corpus.description)
     config = config or RunConfig()
-    corpus = load_corpus(config.corpus or None)
+    corpus = load_corpus(config.corpus, config.encoding, config.errors)
     tokenizer = CharTokenizer.build(corpus.text)
     if tokenizer.vocab_size < 3:
         raise CharlstmError(

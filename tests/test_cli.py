@@ -5,7 +5,7 @@ import pytest
 from click.testing import CliRunner
 
 from charlstm.cli import cli
-from charlstm.config import ModelConfig, TrainConfig
+from charlstm.config import ModelConfig, RunConfig, TrainConfig
 from tests.conftest import TINY_TRAIN_ARGS
 
 
@@ -24,7 +24,8 @@ def test_train_options_match_config_fields():
     train = cli.commands["train"]
     options = {p.name for p in train.params} - {"text_file", "out", "resume", "force"}
     fields = {f for f in ModelConfig.__dataclass_fields__ if f != "vocab_size"}
-    assert options == fields | set(TrainConfig.__dataclass_fields__)
+    run_fields = set(RunConfig.__dataclass_fields__) - {"model", "train", "corpus"}
+    assert options == fields | set(TrainConfig.__dataclass_fields__) | run_fields
 
 
 @pytest.mark.parametrize("command", ["train", "generate", "evaluate", "info"])
@@ -147,6 +148,31 @@ def test_bad_generate_settings_get_one_line(trained_run, args, message):
     result = invoke("generate", trained_run, *args)
     assert_one_error_line(result)
     assert message in result.stderr
+
+
+def test_invalid_utf8_trains_with_errors_replace_and_a_warning(tmp_path, text_file):
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(text_file.read_bytes() + b"caf\xe9\n" + text_file.read_bytes())
+    out = tmp_path / "run"
+    result = invoke("train", bad, "--out", out, *TINY_TRAIN_ARGS, "--errors", "replace")
+    assert result.exit_code == 0, result.output
+    assert f"byte offset {len(text_file.read_bytes()) + 3}" in result.stderr
+    assert json.loads((out / "config.json").read_text())["errors"] == "replace"
+
+
+def test_latin1_text_trains_with_encoding_option(tmp_path, text_file):
+    latin = tmp_path / "latin.txt"
+    latin.write_bytes(text_file.read_text().replace("cat", "caf\u00e9").encode("latin-1"))
+    result = invoke("train", latin, "--out", tmp_path / "run", *TINY_TRAIN_ARGS)
+    assert_one_error_line(result)
+    assert "--encoding" in result.stderr
+    result = invoke(
+        "train", latin, "--out", tmp_path / "run", *TINY_TRAIN_ARGS, "--encoding", "latin-1"
+    )
+    assert result.exit_code == 0, result.output
+    assert "\u00e9" in (tmp_path / "run" / "tokenizer.json").read_text(encoding="utf-8") or (
+        "é" in (tmp_path / "run" / "tokenizer.json").read_text(encoding="utf-8")
+    )
 
 
 def test_usage_errors_are_one_line_with_exit_2(trained_run):
