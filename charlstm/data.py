@@ -44,12 +44,14 @@ def split_ids(
     cuts = [round(n * (1 - val_fraction - test_fraction)), round(n * (1 - test_fraction))]
     if len(starts) > 1:
         inner = np.asarray(starts[1:], dtype=np.int64)
-        first = inner[np.argmin(np.abs(inner - cuts[0]))] if len(inner) else n
-        later = inner[inner > first] if test_fraction > 0 else np.append(inner[inner > first], n)
-        if first >= n or not len(later):
+        # with a test part, the val cut leaves at least one later start for the test cut
+        firsts = inner[:-1] if test_fraction > 0 else inner
+        if not len(firsts):
             raise CharlstmError(
                 f"{len(starts)} documents are too few to split into train/val/test parts"
             )
+        first = firsts[np.argmin(np.abs(firsts - cuts[0]))]
+        later = inner[inner > first] if test_fraction > 0 else np.append(inner[inner > first], n)
         cuts = [int(first), int(later[np.argmin(np.abs(later - cuts[1]))])]
     return Splits(train=ids[: cuts[0]], val=ids[cuts[0] : cuts[1]], test=ids[cuts[1] :])
 

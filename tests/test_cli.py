@@ -185,3 +185,41 @@ def test_bad_train_settings_get_one_line(tmp_path, text_file):
     result = invoke("train", text_file, "--out", tmp_path / "run", "--seq-len", "0")
     assert_one_error_line(result)
     assert "seq_len" in result.stderr
+
+
+def test_a_text_of_one_repeated_character_is_refused(tmp_path):
+    same = tmp_path / "aaa.txt"
+    same.write_text("a" * 5000, encoding="utf-8")
+    result = invoke("train", same, "--out", tmp_path / "run", *TINY_TRAIN_ARGS)
+    assert_one_error_line(result)
+    assert "one distinct character" in result.stderr
+
+
+def test_prime_with_unseen_characters_warns_in_one_line_and_generates(trained_run):
+    result = invoke("generate", trained_run, "--prime", "Zebra\u00e9!", "--length", 20)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("Zebra\u00e9!")
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and "not in the vocabulary" in warnings[0]
+
+
+def test_resume_with_a_changed_option_is_refused_and_the_run_kept(tmp_path, text_file):
+    out = tmp_path / "run"
+    assert invoke("train", text_file, "--out", out, *TINY_TRAIN_ARGS).exit_code == 0
+    config = (out / "config.json").read_text()
+    result = invoke("train", text_file, "--out", out, "--resume", "--units", "32")
+    assert_one_error_line(result)
+    assert "--units" in result.stderr
+    assert (out / "config.json").read_text() == config
+
+
+@pytest.mark.slow
+def test_a_50_mb_single_line_trains_within_its_time_budget(tmp_path):
+    line = tmp_path / "line.txt"
+    words = ("lorem ipsum dolor sit amet consectetur adipiscing elit " * 1000).encode()
+    with open(line, "wb") as f:
+        for _ in range(50 * 2**20 // len(words)):
+            f.write(words)
+    result = invoke("train", line, "--out", tmp_path / "run", *TINY_TRAIN_ARGS, "--minutes", "0.05")
+    assert result.exit_code == 0, result.output
+    assert "done (minutes)" in result.stderr

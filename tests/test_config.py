@@ -1,0 +1,148 @@
+"""RunConfig <-> JSON: a round trip, and refusal of unknown keys, wrong types and bad values."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from charlstm.config import ModelConfig, RunConfig, TrainConfig
+from charlstm.errors import CharlstmError
+
+SOURCE = "runs/a/config.json"
+
+
+def parse(data) -> RunConfig:
+    return RunConfig.from_json(json.dumps(data), source=SOURCE)
+
+
+def refused(*parts: str):
+    """pytest.raises for a CharlstmError naming the file, then each part, in order."""
+    return pytest.raises(
+        CharlstmError, match="^" + re.escape(SOURCE) + ".*" + ".*".join(map(re.escape, parts))
+    )
+
+
+def test_default_config_round_trips_through_json():
+    assert RunConfig.from_json(RunConfig().to_json()) == RunConfig()
+
+
+def test_every_field_round_trips_through_json():
+    config = RunConfig(
+        model=ModelConfig(vocab_size=67, embedding_dim=5, units=7, num_layers=3, dropout=0.25),
+        train=TrainConfig(batch_size=2, seq_len=3, learning_rate=1e-3, minutes=1.5, seed=9),
+        corpus="data/input.txt",
+    )
+    text = config.to_json()
+    assert RunConfig.from_json(text) == config
+    assert json.loads(text)["model"]["units"] == 7 and json.loads(text)["train"]["minutes"] == 1.5
+
+
+@settings(deadline=None)
+@given(
+    model=st.builds(
+        ModelConfig,
+        vocab_size=st.integers(0, 10_000),
+        units=st.integers(1, 4096),
+        num_layers=st.integers(1, 16),
+        dropout=st.floats(0.0, 1.0, exclude_max=True),
+    ),
+    train=st.builds(
+        TrainConfig,
+        seq_len=st.integers(1, 10_000),
+        learning_rate=st.floats(1e-9, 10.0),
+        minutes=st.none() | st.floats(0.01, 1e6),
+        test_fraction=st.floats(0.0, 0.5, exclude_max=True),
+        seed=st.integers(0, 2**32),
+    ),
+    corpus=st.text(),
+)
+def test_any_valid_config_round_trips_through_json(model, train, corpus):
+    config = RunConfig(model=model, train=train, corpus=corpus)
+    assert RunConfig.from_json(config.to_json()) == config
+
+
+def test_missing_keys_take_the_defaults():
+    assert parse({"train": {"seq_len": 7}}) == RunConfig(train=TrainConfig(seq_len=7))
+
+
+def test_unknown_top_level_key_is_refused():
+    with refused("unknown key(s) optimizer in RunConfig"):
+        parse({"optimizer": "sgd"})
+
+
+def test_unknown_nested_key_is_refused():
+    with refused("RunConfig.model", "unknown key(s) colour in ModelConfig"):
+        parse({"model": {"units": 8, "colour": "red"}})
+
+
+@pytest.mark.parametrize(
+    ("section", "field", "value", "type_name"),
+    [
+        ("train", "seq_len", "100", "int"),  # a string for an int
+        ("train", "seq_len", True, "int"),  # bool is an int subclass in Python
+        ("train", "batch_size", 64.0, "int"),
+        ("train", "minutes", "5", "float"),
+        ("model", "dropout", False, "float"),
+        ("model", "units", None, "int"),
+        ("model", "num_layers", [2], "int"),
+    ],
+)
+def test_wrong_types_are_refused_naming_the_field(section, field, value, type_name):
+    owner = {"model": "ModelConfig", "train": "TrainConfig"}[section]
+    with refused(f"{owner}.{field} must be {type_name}, got {json.dumps(value)}"):
+        parse({section: {field: value}})
+
+
+def test_string_field_refuses_a_number():
+    with refused("RunConfig.corpus must be str, got 3"):
+        parse({"corpus": 3})
+
+
+def test_nested_section_must_be_an_object():
+    with refused("RunConfig.model", "expected a JSON object for ModelConfig"):
+        parse({"model": [64, 256]})
+
+
+@pytest.mark.parametrize(
+    ("section", "field", "value"),
+    [
+        ("train", "seq_len", 0),
+        ("train", "batch_size", -1),
+        ("train", "val_fraction", 0.5),
+        ("train", "minutes", 0),
+        ("model", "dropout", 1.0),
+        ("model", "num_layers", 17),
+    ],
+)
+def test_out_of_range_values_are_refused_naming_the_field(section, field, value):
+    with refused(f"RunConfig.{section}", f"{field} must be", f"got {value}"):
+        parse({section: {field: value}})
+
+
+@pytest.mark.parametrize("text", ["", "{model: 1}", "{'model': {}}", '{"model": {}', "garbage"])
+def test_text_that_is_not_json_is_refused(text):
+    with refused("is not valid JSON"):
+        RunConfig.from_json(text, source=SOURCE)
+
+
+@pytest.mark.parametrize("text", ["[]", "null", "42", '"model"'])
+def test_json_that_is_not_an_object_is_refused(text):
+    with refused("expected a JSON object for RunConfig"):
+        RunConfig.from_json(text, source=SOURCE)
+
+
+def test_ints_are_accepted_for_float_fields():
+    config = parse({"model": {"dropout": 0}, "train": {"learning_rate": 1, "minutes": 2}})
+    assert config.model.dropout == 0.0 and type(config.model.dropout) is float
+    assert config.train.learning_rate == 1.0 and type(config.train.learning_rate) is float
+    assert config.train.minutes == 2.0 and type(config.train.minutes) is float
+
+
+def test_null_is_accepted_only_where_the_field_is_optional():
+    assert parse({"train": {"minutes": None}}).train.minutes is None
+    with refused("TrainConfig.learning_rate must be float, got null"):
+        parse({"train": {"learning_rate": None}})
