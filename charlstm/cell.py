@@ -9,16 +9,19 @@ from keras import ops
 def lstm_update(z, c_prev):
     """The gate equations after the matmuls: z (B, 4H) = [z_i | z_f | z_g | z_o], c_prev (B, H).
 
-        c_t = sigmoid(z_f) * c_prev + sigmoid(z_i) * tanh(z_g)
-        h_t = sigmoid(z_o) * tanh(c_t)
+        i, f, o = sigmoid(z_i), sigmoid(z_f), sigmoid(z_o);  g = tanh(z_g)
+        c_t = f * c_prev + i * g
+        h_t = o * tanh(c_t)
 
-    Returns (h_t, c_t), each (B, H). LSTMCell and the fused layer both step through this one
-    function, so there is one formula.
+    Returns (h_t, c_t, (i, f, g, o)), each (B, H). LSTMCell and the fused layer both step
+    through this one function, so there is one formula; the fused layer keeps the gates for
+    its backward pass.
     """
     z_i, z_f, z_g, z_o = ops.split(z, 4, axis=-1)
-    c = ops.sigmoid(z_f) * c_prev + ops.sigmoid(z_i) * ops.tanh(z_g)
-    h = ops.sigmoid(z_o) * ops.tanh(c)
-    return h, c
+    i, f, g, o = ops.sigmoid(z_i), ops.sigmoid(z_f), ops.tanh(z_g), ops.sigmoid(z_o)
+    c = f * c_prev + i * g
+    h = o * ops.tanh(c)
+    return h, c, (i, f, g, o)
 
 
 @keras.saving.register_keras_serializable(package="charlstm")
@@ -89,7 +92,7 @@ class LSTMCell(keras.layers.Layer):
         h_prev, c_prev = states
         # one matmul pair for all four gates: four small ones are slower
         z = ops.matmul(inputs, self.kernel) + ops.matmul(h_prev, self.recurrent_kernel) + self.bias
-        h, c = lstm_update(z, c_prev)
+        h, c, _ = lstm_update(z, c_prev)
         return h, [h, c]
 
     def get_config(self):

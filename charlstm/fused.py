@@ -6,9 +6,18 @@ step. The recurrence does not need it there: the inputs of all T steps are proje
     XW = x @ kernel + bias                      # (B, T, 4H): one large matmul
     for t in 0..T-1:                             # tf.while_loop, compiled with the train step
         z_t = XW[:, t] + h_{t-1} @ recurrent_kernel
-        h_t, c_t = lstm_update(z_t, c_{t-1})     # the cell's own gate equations
+        h_t, c_t, _ = lstm_update(z_t, c_{t-1})  # the cell's own gate equations
 
-which is the same arithmetic in a faster order. The weights are the LSTMCell's (the layer holds
+which is the same arithmetic in a faster order. The backward pass is written out
+(`tf.custom_gradient`) rather than left to autodiff of the loop, which would do two small
+matmuls per step for the weight and input gradients. Here the reverse loop does only the
+recurrent one, dh_{t-1} = dz_t @ recurrent_kernel^T, keeping every dz_t; afterwards
+
+    d recurrent_kernel = H_prev^T @ dZ          # (H, T*B) @ (T*B, 4H): one large matmul
+    d XW = dZ                                  # kernel, bias and input gradients follow by
+                                               # autodiff of the projection: large matmuls
+
+The weights are the LSTMCell's (the layer holds
 one, named "cell"), so variable paths, checkpoints and `CharLSTM.step` are shared with the
 reference `RNN(LSTMCell)`, which the tests hold this layer to.
 """
@@ -49,18 +58,71 @@ class FusedLSTM(keras.layers.Layer):
             zeros = tf.zeros((batch, self.units), inputs.dtype)
             initial_state = [zeros, zeros]
         h0, c0 = initial_state
-        steps = inputs.shape[1]  # static: XLA needs a fixed trip count
         xw = tf.einsum("btd,dg->tbg", inputs, cell.kernel) + cell.bias  # (T, B, 4H)
-
-        def body(t, h, c, hs):
-            h, c = lstm_update(xw[t] + tf.matmul(h, cell.recurrent_kernel), c)
-            return t + 1, h, c, hs.write(t, h)
-
-        hs = tf.TensorArray(inputs.dtype, size=steps)
-        _, h, c, hs = tf.while_loop(
-            lambda t, *_: t < steps, body, (0, h0, c0, hs), maximum_iterations=steps
-        )
-        return tf.transpose(hs.stack(), [1, 0, 2]), h, c
+        hs, h, c = lstm_recurrence(xw, h0, c0, tf.convert_to_tensor(cell.recurrent_kernel))
+        return tf.transpose(hs, [1, 0, 2]), h, c
 
     def get_config(self):
         return {**super().get_config(), "units": self.units}
+
+
+@tf.custom_gradient
+def lstm_recurrence(xw, h0, c0, recurrent_kernel):
+    """Run the gate equations over T projected inputs.
+
+    Args:
+        xw: (T, B, 4H), x_t @ kernel + bias for every step.
+        h0, c0: (B, H), the initial state.
+        recurrent_kernel: (H, 4H).
+
+    Returns:
+        hs (T, B, H), h_T (B, H), c_T (B, H), and the hand-written gradient function.
+    """
+    steps = xw.shape[0]  # static: XLA needs a fixed trip count
+    U = recurrent_kernel
+
+    def forward(t, h, c, hs, cs, gates):
+        h, c, (i, f, g, o) = lstm_update(xw[t] + tf.matmul(h, U), c)
+        return t + 1, h, c, hs.write(t, h), cs.write(t, c), gates.write(t, tf.stack([i, f, g, o]))
+
+    arrays = [tf.TensorArray(xw.dtype, size=steps) for _ in range(3)]
+    _, h, c, hs, cs, gates = tf.while_loop(
+        lambda t, *_: t < steps, forward, (0, h0, c0, *arrays), maximum_iterations=steps
+    )
+    hs, cs, gates = hs.stack(), cs.stack(), gates.stack()  # (T, B, H) x 2, (T, 4, B, H)
+
+    def backward(d_hs, d_h, d_c):
+        # autodiff hands None for outputs the loss does not use, e.g. the final state
+        d_hs = tf.zeros_like(hs) if d_hs is None else d_hs
+        d_h = tf.zeros_like(h) if d_h is None else d_h
+        d_c = tf.zeros_like(c) if d_c is None else d_c
+        c_prev = tf.concat([c0[None], cs[:-1]], axis=0)  # (T, B, H)
+        U_t = tf.transpose(U)
+
+        def step_back(k, dh_next, dc_next, dzs):
+            t = steps - 1 - k
+            i, f, g, o = tf.unstack(gates[t])
+            tanh_c = tf.tanh(cs[t])
+            dh = d_hs[t] + dh_next
+            dc = dc_next + dh * o * (1 - tanh_c * tanh_c)
+            dz = tf.concat(
+                [
+                    dc * g * i * (1 - i),  # dz_i
+                    dc * c_prev[t] * f * (1 - f),  # dz_f
+                    dc * i * (1 - g * g),  # dz_g
+                    dh * tanh_c * o * (1 - o),  # dz_o
+                ],
+                axis=-1,
+            )
+            return k + 1, tf.matmul(dz, U_t), dc * f, dzs.write(t, dz)
+
+        dzs = tf.TensorArray(xw.dtype, size=steps)
+        _, dh0, dc0, dzs = tf.while_loop(
+            lambda k, *_: k < steps, step_back, (0, d_h, d_c, dzs), maximum_iterations=steps
+        )
+        dz = dzs.stack()  # (T, B, 4H)
+        h_prev = tf.concat([h0[None], hs[:-1]], axis=0)  # (T, B, H)
+        d_U = tf.einsum("tbh,tbg->hg", h_prev, dz)
+        return dz, dh0, dc0, d_U
+
+    return (hs, h, c), backward
