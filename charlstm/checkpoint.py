@@ -253,7 +253,7 @@ class RunDir:
         model_tensors: dict[str, np.ndarray],
         train_state_tensors: dict[str, np.ndarray],
         progress: dict,
-        keep: int = 2,
+        keep: int,
     ) -> Checkpoint:
         """Write checkpoint `step`, then prune to the newest `keep` plus the best one."""
         folder = self.path / CHECKPOINTS / f"step-{step:08d}"

@@ -59,6 +59,7 @@ class TrainConfig:
     epochs: int = _opt(20, "passes over the training part")
     minutes: float | None = _opt(None, "time budget; stops at epochs or minutes, first reached")
     eval_every: int = _opt(200, "steps between validation passes (also at every epoch end)")
+    keep_checkpoints: int = _opt(2, "newest checkpoints kept (the best one is kept as well)")
     val_fraction: float = _opt(0.05, "share of the text for validation (after the train part)")
     test_fraction: float = _opt(0.05, "share of the text held out for testing (the end)")
     seed: int = _opt(0, "seed for initial weights and dropout")
@@ -72,6 +73,10 @@ class TrainConfig:
         _check(self.epochs >= 1, f"epochs must be at least 1, got {self.epochs}")
         _check(self.minutes is None or self.minutes > 0, f"minutes must be > 0, got {self.minutes}")
         _check(self.eval_every >= 1, f"eval_every must be at least 1, got {self.eval_every}")
+        _check(
+            self.keep_checkpoints >= 1,
+            f"keep_checkpoints must be at least 1, got {self.keep_checkpoints}",
+        )
         _check(
             0 < self.val_fraction < 0.5,
             f"val_fraction must be in (0, 0.5), got {self.val_fraction}",

@@ -389,4 +389,5 @@ class _Trainer:
             {v.path: np.asarray(v.numpy()) for v in self.model.weights},
             self._train_state(states),
             progress,
+            keep=self.config.train.keep_checkpoints,
         )

@@ -25,10 +25,11 @@ def run(tmp_path):
     return RunDir.create(tmp_path / "run", config, tokenizer)
 
 
-def _write(run, step, best_step=None, value=0.0):
-    tensors = {"w": np.full((2, 3), value, np.float32)}
+def _write(run, step, best_step=None, keep=2):
+    tensors = {"w": np.full((2, 3), step, np.float32)}
     state = {"optimizer/iteration": np.array(step, np.int64)}
-    return run.write_checkpoint(step, tensors, state, {"best_step": best_step, "epoch": 0})
+    progress = {"best_step": best_step, "epoch": 0}
+    return run.write_checkpoint(step, tensors, state, progress, keep=keep)
 
 
 def test_atomic_write_replaces_the_file_and_leaves_no_temporary(tmp_path):
@@ -78,6 +79,8 @@ def test_pruning_keeps_the_newest_two_and_the_best(run):
         _write(run, step, best_step=20)
     assert [c.step for c in run.checkpoints()] == [20, 30, 40]
     assert run.best_checkpoint().step == 20
+    _write(run, 50, best_step=50, keep=3)
+    assert [c.step for c in run.checkpoints()] == [30, 40, 50]
 
 
 def test_assign_tensors_refuses_missing_names_and_wrong_shapes_or_dtypes():
