@@ -130,7 +130,7 @@ class TorchBackend:
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.params, 5.0)
         self.optimizer.step()
-        return float(loss)
+        return loss.item()
 
 
 def time_training(backends, windows, warmup: int, steps: int, rounds: int) -> dict[str, float]:
@@ -203,7 +203,7 @@ def run_config(layers, units, batch, args, ids, vocab, with_generation: bool) ->
     }
     if with_generation:
         model = backends[0].model
-        tokenizer = CharTokenizer.build("".join(map(chr, range(32, 32 + vocab - 1))))
+        tokenizer = CharTokenizer.build("\n" + "".join(map(chr, range(32, 32 + vocab - 2))))
         gen = {
             streams: time_generation(model, tokenizer, streams, args.gen_length, args.rounds)
             for streams in (1, 64)
