@@ -14,8 +14,28 @@ from charlstm.fused import FusedLSTM
 States = list
 
 
+class CellStack(keras.Model):
+    """Embedding -> layers each holding a `cell` -> Dense head, stepped one character at a time.
+
+    Subclasses (CharLSTM here, rnn.CharRNN) build `embedding`, `rnns` and `head`.
+    """
+
+    def step(self, ids, states: States):
+        """One character for every stream, straight through the cells (no RNN loop of one step).
+
+        ids: (B,) int32; states: N [h, c]. Returns (logits (B, V), states). The same cells and
+        weights as `call`, so `call` on T steps equals T calls of `step`.
+        """
+        x = self.embedding(ids)
+        new_states = []
+        for rnn, state in zip(self.rnns, states):
+            x, state = rnn.cell(x, state)
+            new_states.append(state)
+        return self.head(x), new_states
+
+
 @keras.saving.register_keras_serializable(package="charlstm")
-class CharLSTM(keras.Model):
+class CharLSTM(CellStack):
     """Next-character logits from ids, with every layer's (h, c) passed in and returned.
 
         e      = Embedding(ids)                      # (B, T, E)
@@ -73,19 +93,6 @@ class CharLSTM(keras.Model):
             new_states.append([h, c])
             if self.config.dropout > 0:
                 x = dropout(x, training=training)
-        return self.head(x), new_states
-
-    def step(self, ids, states: States):
-        """One character for every stream, straight through the cells (no RNN loop of one step).
-
-        ids: (B,) int32; states: N [h, c]. Returns (logits (B, V), states). The same cells and
-        weights as `call`, so `call` on T steps equals T calls of `step`.
-        """
-        x = self.embedding(ids)
-        new_states = []
-        for rnn, state in zip(self.rnns, states):
-            x, state = rnn.cell(x, state)
-            new_states.append(state)
         return self.head(x), new_states
 
     def zero_states(self, batch_size: int) -> States:

@@ -16,9 +16,7 @@ import keras
 from keras import ops
 
 from charlstm.config import ModelConfig
-
-# states: one [h] list per layer, each (B, H)
-States = list
+from charlstm.model import CellStack, States  # here: one [h (B, H)] list per layer
 
 
 @keras.saving.register_keras_serializable(package="charlstm")
@@ -89,7 +87,7 @@ class TanhRNNCell(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="charlstm")
-class CharRNN(keras.Model):
+class CharRNN(CellStack):
     """CharLSTM's twin with TanhRNNCell in place of LSTMCell, for side-by-side experiments.
 
         e      = Embedding(ids)                      # (B, T, E)
@@ -137,15 +135,6 @@ class CharRNN(keras.Model):
         for i, rnn in enumerate(self.rnns):
             x, h = rnn(x, initial_state=None if states is None else states[i], training=training)
             new_states.append([h])
-        return self.head(x), new_states
-
-    def step(self, ids, states: States):
-        """One character for every stream: ids (B,) int32 -> (logits (B, V), states)."""
-        x = self.embedding(ids)
-        new_states = []
-        for rnn, state in zip(self.rnns, states):
-            x, state = rnn.cell(x, state)
-            new_states.append(state)
         return self.head(x), new_states
 
     def zero_states(self, batch_size: int) -> States:

@@ -67,24 +67,13 @@ def bracket_text(k: int, n: int, seed: int = 0) -> str:
     return "".join(tokenizer.decode(row) + tokenizer.decode([c]) + "\n" for row, c in zip(x, y))
 
 
-def _optimizer(learning_rate: float, grad_clip: float):
-    import keras
+def _train_step(model, learning_rate: float, grad_clip: float, loss=None):
+    """train.make_train_step with a constant learning rate, and optionally another loss."""
+    from charlstm.config import TrainConfig
+    from charlstm.train import make_optimizer, make_train_step, mean_nll
 
-    return keras.optimizers.Adam(learning_rate, global_clipnorm=grad_clip)
-
-
-def _compiled_step(model, optimizer, loss_fn):
-    """A compiled training step: (x, y, states) -> (mean loss, states), one Adam update."""
-    import tensorflow as tf
-
-    def step(x, y, states):
-        with tf.GradientTape() as tape:
-            loss, states = loss_fn(x, y, states)
-        variables = model.trainable_variables
-        optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
-        return loss, states
-
-    return tf.function(step, jit_compile=True)
+    config = TrainConfig(learning_rate=learning_rate, grad_clip=grad_clip, lr_decay=1.0)
+    return make_train_step(model, make_optimizer(config, 1), loss or mean_nll)
 
 
 def fit_last(
@@ -109,12 +98,12 @@ def fit_last(
     """
     import tensorflow as tf
 
-    def loss_fn(x, y, states):
+    def last_char_loss(model, x, y, states):
         logits, _ = model(x, states, training=True)  # (B, T, V)
         ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits[:, -1])
         return tf.reduce_mean(ce), states
 
-    step = _compiled_step(model, _optimizer(learning_rate, grad_clip), loss_fn)
+    step = _train_step(model, learning_rate, grad_clip, last_char_loss)
     rng = np.random.default_rng(seed)
     zeros = model.zero_states(batch_size)
     deadline = time.monotonic() + minutes * 60 if minutes else math.inf
@@ -169,15 +158,9 @@ def fit_windows(
     Returns:
         the loss (nats/char) of every step; stops after `steps` or `minutes`, first reached.
     """
-    import tensorflow as tf
+    from charlstm.evaluate import walk
 
-    from charlstm.evaluate import nll_sum, walk
-
-    def loss_fn(x, y, states):
-        nll, states = nll_sum(model, x, y, states, training=True)
-        return nll / tf.cast(tf.size(y), tf.float32), states
-
-    step = _compiled_step(model, _optimizer(learning_rate, grad_clip), loss_fn)
+    step = _train_step(model, learning_rate, grad_clip)
     deadline = time.monotonic() + minutes * 60 if minutes else math.inf
     losses: list[float] = []
     while len(losses) < steps:

@@ -192,21 +192,30 @@ def _sigint_requests_stop():
         signal.signal(signal.SIGINT, previous)
 
 
-def make_train_step(model: CharLSTM, optimizer: keras.optimizers.Optimizer) -> Callable:
-    """One compiled TBPTT step: (x, y (B, T) int32, states) -> (mean loss, states after).
+def mean_nll(model, x, y, states):
+    """Mean -ln p(next char) over a window, nats/char, and the states after it."""
+    nll, states = nll_sum(model, x, y, states, training=True)
+    return nll / tf.cast(tf.size(y), tf.float32), states
+
+
+def make_train_step(
+    model: CharLSTM, optimizer: keras.optimizers.Optimizer, loss: Callable = mean_nll
+) -> Callable:
+    """One compiled TBPTT step: (x, y (B, T) int32, states) -> (loss, states after).
 
     The whole step (forward, backward through time, Adam) is one XLA computation. The states
     come out as values, so the next window starts from them without a gradient path back.
+    `loss(model, x, y, states) -> (scalar, states)` may be replaced, e.g. by a task that
+    scores only the last character.
     """
 
     def train_step(x, y, states):
         variables = model.trainable_variables
         with tf.GradientTape() as tape:
-            nll, states = nll_sum(model, x, y, states, training=True)
-            loss = nll / tf.cast(tf.size(y), tf.float32)
-        grads = tape.gradient(loss, variables)
+            value, states = loss(model, x, y, states)
+        grads = tape.gradient(value, variables)
         optimizer.apply_gradients(zip(grads, variables))
-        return loss, states
+        return value, states
 
     return tf.function(train_step, jit_compile=True)
 
