@@ -49,30 +49,35 @@ class SamplingConfig:
             raise CharlstmError(f"seed must be in [0, 2**31), got {self.seed}")
 
 
-def top_k_filter(logits, k):
-    """Keep the k largest logits of each row, set the rest to -inf; k <= 0 keeps all.
+def top_k_top_p_filter(logits, k, p):
+    """Keep the k most likely characters, then of those the fewest whose probability (renormalized
+    over the k) reaches p; set the rest to -inf. One sort serves both filters.
 
-    logits: (B, V); k: int or int32 scalar tensor (one compiled sampler serves every k).
+    The most likely character is always kept; k <= 0 and p >= 1 each keep all.
+    logits: (B, V); k: int or int32 scalar, p: float or float32 scalar (tensors let one
+    compiled sampler serve every setting). Returns (B, V).
     """
-    sorted_logits = tf.sort(logits, axis=-1, direction="DESCENDING")
-    vocab = tf.shape(logits)[-1]
-    kth = tf.gather(sorted_logits, tf.clip_by_value(k - 1, 0, vocab - 1), axis=-1)[:, None]
-    keep = (logits >= kth) | (k <= 0)
-    return tf.where(keep, logits, tf.constant(-np.inf, logits.dtype))
+    sorted_logits = tf.sort(logits, axis=-1, direction="DESCENDING")  # (B, V)
+    rank = tf.range(tf.shape(logits)[-1])
+    in_top_k = (rank < k) | (k <= 0)  # (V,)
+    sorted_k = tf.where(in_top_k, sorted_logits, tf.constant(-np.inf, logits.dtype))
+    before = tf.cumsum(tf.nn.softmax(sorted_k, axis=-1), axis=-1, exclusive=True)
+    keep_sorted = in_top_k & ((before < p) | (p >= 1))  # a prefix of each sorted row
+    cutoff = tf.reduce_min(tf.where(keep_sorted, sorted_logits, np.inf), axis=-1, keepdims=True)
+    return tf.where(logits >= cutoff, logits, tf.constant(-np.inf, logits.dtype))
+
+
+def top_k_filter(logits, k):
+    """Keep the k largest logits of each row, the rest -inf; k <= 0 keeps all. (B, V)."""
+    return top_k_top_p_filter(logits, k, 1.0)
 
 
 def top_p_filter(logits, p):
     """Nucleus filter: keep the fewest most likely characters whose probability sum reaches p.
 
-    The most likely character is always kept; p >= 1 keeps all. logits: (B, V); p: float or
-    float32 scalar tensor.
+    The most likely character is always kept; p >= 1 keeps all. (B, V).
     """
-    sorted_logits = tf.sort(logits, axis=-1, direction="DESCENDING")
-    probs = tf.nn.softmax(sorted_logits, axis=-1)
-    before = tf.cumsum(probs, axis=-1, exclusive=True)  # mass of the strictly more likely ones
-    cutoff = tf.reduce_min(tf.where(before < p, sorted_logits, np.inf), axis=-1, keepdims=True)
-    keep = (logits >= cutoff) | (p >= 1)
-    return tf.where(keep, logits, tf.constant(-np.inf, logits.dtype))
+    return top_k_top_p_filter(logits, 0, p)
 
 
 def pick_next(logits, temperature, top_k, top_p, seed, step):
@@ -84,7 +89,7 @@ def pick_next(logits, temperature, top_k, top_p, seed, step):
     """
     greedy = tf.argmax(logits, axis=-1, output_type=tf.int32)
     scaled = logits / tf.maximum(tf.cast(temperature, logits.dtype), 1e-6)
-    filtered = top_p_filter(top_k_filter(scaled, top_k), top_p)
+    filtered = top_k_top_p_filter(scaled, top_k, top_p)
     pair = tf.stack([tf.cast(seed, tf.int32), tf.cast(step, tf.int32)])
     drawn = tf.random.stateless_categorical(filtered, 1, seed=pair, dtype=tf.int32)[:, 0]
     return tf.where(temperature > 0, drawn, greedy)

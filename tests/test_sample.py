@@ -10,6 +10,7 @@ from charlstm.sample import (
     pick_next,
     prime_states,
     top_k_filter,
+    top_k_top_p_filter,
     top_p_filter,
 )
 
@@ -35,6 +36,15 @@ def test_top_p_keeps_the_smallest_set_reaching_p():
     assert _kept(top_p_filter(LOGITS, p))[0] == set(order[:2])
     assert _kept(top_p_filter(LOGITS, 1e-6)) == [{1}, {0}]
     np.testing.assert_array_equal(top_p_filter(LOGITS, 1.0), LOGITS)
+
+
+def test_top_k_then_top_p_renormalizes_over_the_k_kept():
+    logits = tf.math.log(tf.constant([[0.4, 0.3, 0.2, 0.1]]))
+    # over all four, 0.4 + 0.3 reaches 0.65; over the top two (0.57, 0.43) it takes both too
+    assert _kept(top_k_top_p_filter(logits, 2, 0.65)) == [{0, 1}]
+    # top-2 renormalized: 0.571 alone reaches 0.55, while over all four 0.4 would not
+    assert _kept(top_k_top_p_filter(logits, 2, 0.55)) == [{0}]
+    assert _kept(top_p_filter(logits, 0.55)) == [{0, 1}]
 
 
 def test_temperature_zero_is_greedy():
