@@ -2,9 +2,9 @@
 
 Strategies are pure functions over logits (B, V). `generate` feeds the prime once, then one id
 per step, carrying the state; the steps run in a compiled TensorFlow loop, `chunk` characters
-per call, and each chunk is handed out as soon as it is ready. Randomness is
-`tf.random.stateless_categorical` seeded with (seed, t) for step t, so a seed gives the same
-text however the steps are grouped into chunks.
+per call, and each chunk is handed out as soon as it is ready. Randomness is one
+`tf.random.stateless_uniform` number per stream and step, seeded with (seed, t) for step t, so
+a seed gives the same text however the steps are grouped into chunks.
 """
 
 from __future__ import annotations
@@ -49,22 +49,49 @@ class SamplingConfig:
             raise CharlstmError(f"seed must be in [0, 2**31), got {self.seed}")
 
 
-def top_k_top_p_filter(logits, k, p):
-    """Keep the k most likely characters, then of those the fewest whose probability (renormalized
-    over the k) reaches p; set the rest to -inf. One sort serves both filters.
+# up to this vocabulary size the filters rank characters by comparing all pairs, (B, V, V):
+# several times faster than a sort under XLA on the CPU; beyond it, (B, V, V) grows too large
+PAIRWISE_MAX_VOCAB = 512
 
-    The most likely character is always kept; k <= 0 and p >= 1 each keep all.
+
+def top_k_top_p_filter(logits, k, p, pairwise: bool | None = None):
+    """Keep the k most likely characters, then of those the fewest whose probability (renormalized
+    over the k) reaches p; set the rest to -inf.
+
+    In the order of decreasing logits (ties: the lower id first), position r is kept while
+    r < k and the probability mass of positions before r, over the k, is < p. Ties with the last
+    kept logit are kept too. The most likely character is always kept; k <= 0 and p >= 1 each
+    keep all.
+
     logits: (B, V); k: int or int32 scalar, p: float or float32 scalar (tensors let one
-    compiled sampler serve every setting). Returns (B, V).
+    compiled sampler serve every setting). pairwise: rank by comparing all pairs of characters
+    ((B, V, V), no sort) or by one sort; None picks pairwise up to PAIRWISE_MAX_VOCAB. Both give
+    the same result. Returns (B, V).
     """
-    sorted_logits = tf.sort(logits, axis=-1, direction="DESCENDING")  # (B, V)
-    rank = tf.range(tf.shape(logits)[-1])
-    in_top_k = (rank < k) | (k <= 0)  # (V,)
-    sorted_k = tf.where(in_top_k, sorted_logits, tf.constant(-np.inf, logits.dtype))
-    before = tf.cumsum(tf.nn.softmax(sorted_k, axis=-1), axis=-1, exclusive=True)
-    keep_sorted = in_top_k & ((before < p) | (p >= 1))  # a prefix of each sorted row
-    cutoff = tf.reduce_min(tf.where(keep_sorted, sorted_logits, np.inf), axis=-1, keepdims=True)
-    return tf.where(logits >= cutoff, logits, tf.constant(-np.inf, logits.dtype))
+    V = logits.shape[-1]
+    if pairwise is None:
+        pairwise = V <= PAIRWISE_MAX_VOCAB
+    k = tf.convert_to_tensor(k, tf.int32)
+    p = tf.convert_to_tensor(p, logits.dtype)
+    neg_inf = tf.constant(-np.inf, logits.dtype)
+    if pairwise:
+        # ahead[b, j, i]: character j comes before i in the order
+        lj, li = logits[:, :, None], logits[:, None, :]
+        earlier = tf.range(V)[:, None] < tf.range(V)[None, :]
+        ahead = tf.cast((lj > li) | ((lj == li) & earlier), logits.dtype)  # (B, V, V)
+        rank = tf.cast(tf.reduce_sum(ahead, axis=1), tf.int32)  # (B, V): position in the order
+        in_top_k = (rank < k) | (k <= 0)
+        probs = tf.nn.softmax(tf.where(in_top_k, logits, neg_inf), axis=-1)
+        before = tf.einsum("bj,bji->bi", probs, ahead)  # mass of the kept ones ahead of i
+        ranked = logits
+    else:
+        ranked = tf.sort(logits, axis=-1, direction="DESCENDING")  # (B, V), position r
+        in_top_k = (tf.range(V) < k) | (k <= 0)
+        probs = tf.nn.softmax(tf.where(in_top_k, ranked, neg_inf), axis=-1)
+        before = tf.cumsum(probs, axis=-1, exclusive=True)
+    keep = in_top_k & ((before < p) | (p >= 1))  # a prefix of the order
+    cutoff = tf.reduce_min(tf.where(keep, ranked, np.inf), axis=-1, keepdims=True)
+    return tf.where(logits >= cutoff, logits, neg_inf)
 
 
 def top_k_filter(logits, k):
@@ -80,18 +107,35 @@ def top_p_filter(logits, p):
     return top_k_top_p_filter(logits, 0, p)
 
 
+def draw(logits, seed, step):
+    """One id per row (B,) int32, drawn from softmax(logits) (B, V) by inverting the cumulative
+    distribution at one uniform number per row, `tf.random.stateless_uniform` seeded with
+    (seed, step): V times fewer random numbers than drawing from per-character noise. Rows may
+    hold -inf (filtered characters); those are never drawn.
+    """
+    probs = tf.nn.softmax(logits, axis=-1)
+    cumulative = tf.cumsum(probs, axis=-1)  # (B, V)
+    pair = tf.stack([tf.cast(seed, tf.int32), tf.cast(step, tf.int32)])
+    u = tf.random.stateless_uniform(tf.shape(logits)[:1], seed=pair, dtype=logits.dtype)
+    target = u[:, None] * cumulative[:, -1:]  # (B, 1), in [0, total)
+    # the first id whose cumulative probability passes the target; rounding can push the count
+    # past the last drawable id, which caps it
+    count = tf.reduce_sum(tf.cast(cumulative <= target, tf.int32), axis=-1)
+    ids = tf.range(tf.shape(logits)[-1])
+    last = tf.reduce_max(tf.where(probs > 0, ids, 0), axis=-1)
+    return tf.minimum(count, last)
+
+
 def pick_next(logits, temperature, top_k, top_p, seed, step):
     """Next ids (B,) int32 from logits (B, V).
 
-    temperature 0 takes the argmax; otherwise a draw from softmax(filtered logits / temperature)
-    by `tf.random.stateless_categorical` seeded with (seed, step). All arguments may be
-    tensors, so one compiled sampler serves every setting.
+    temperature 0 takes the argmax; otherwise `draw` from softmax(filtered logits / temperature)
+    seeded with (seed, step). All arguments may be tensors, so one compiled sampler serves
+    every setting.
     """
     greedy = tf.argmax(logits, axis=-1, output_type=tf.int32)
     scaled = logits / tf.maximum(tf.cast(temperature, logits.dtype), 1e-6)
-    filtered = top_k_top_p_filter(scaled, top_k, top_p)
-    pair = tf.stack([tf.cast(seed, tf.int32), tf.cast(step, tf.int32)])
-    drawn = tf.random.stateless_categorical(filtered, 1, seed=pair, dtype=tf.int32)[:, 0]
+    drawn = draw(top_k_top_p_filter(scaled, top_k, top_p), seed, step)
     return tf.where(temperature > 0, drawn, greedy)
 
 

@@ -6,6 +6,7 @@ from charlstm.checkpoint import RunDir
 from charlstm.errors import CharlstmError
 from charlstm.sample import (
     SamplingConfig,
+    draw,
     generate,
     pick_next,
     prime_states,
@@ -45,6 +46,28 @@ def test_top_k_then_top_p_renormalizes_over_the_k_kept():
     # top-2 renormalized: 0.571 alone reaches 0.55, while over all four 0.4 would not
     assert _kept(top_k_top_p_filter(logits, 2, 0.55)) == [{0}]
     assert _kept(top_p_filter(logits, 0.55)) == [{0, 1}]
+
+
+@pytest.mark.parametrize("k", [0, 1, 3, 17, 40])
+@pytest.mark.parametrize("p", [1e-6, 0.3, 0.9, 1.0])
+def test_pairwise_ranking_keeps_what_the_sort_keeps(k, p):
+    rng = np.random.default_rng(k)
+    logits = rng.normal(size=(64, 40)).astype(np.float32)
+    logits[rng.random(logits.shape) < 0.2] = 0.5  # ties, also at the cutoff
+    logits[:, 7] = -np.inf  # an already filtered character
+    pairwise = top_k_top_p_filter(tf.constant(logits), k, p, pairwise=True).numpy()
+    by_sort = top_k_top_p_filter(tf.constant(logits), k, p, pairwise=False).numpy()
+    np.testing.assert_array_equal(pairwise, by_sort)
+    assert np.isfinite(pairwise).any(axis=1).all()  # the most likely is always kept
+
+
+def test_draw_never_picks_a_filtered_character_and_follows_the_rest():
+    logits = tf.tile(tf.constant([[-np.inf, 0.0, -np.inf, np.log(3.0), -np.inf]]), [20000, 1])
+    ids = draw(logits, 4, 9).numpy()
+    observed = np.bincount(ids, minlength=5) / len(ids)
+    assert observed[[0, 2, 4]].sum() == 0
+    np.testing.assert_allclose(observed[[1, 3]], [0.25, 0.75], atol=0.015)
+    np.testing.assert_array_equal(draw(logits[:50], 4, 9), ids[:50])  # seeded: same ids again
 
 
 def test_temperature_zero_is_greedy():
