@@ -41,6 +41,9 @@ class FusedLSTM(keras.layers.Layer):
         inputs: (B, T, D); initial_state: [h (B, H), c (B, H)] or None for zeros.
         Returns (outputs (B, T, H), h_T (B, H), c_T (B, H)), like
         `keras.layers.RNN(cell, return_sequences=True, return_state=True)`.
+
+    A stack of layers runs faster time-major, without a transpose per layer: `project`
+    (or `project_ids` for the first layer) then `recur`, as CharLSTM does.
     """
 
     def __init__(self, units: int, **kwargs):
@@ -52,15 +55,32 @@ class FusedLSTM(keras.layers.Layer):
         self.cell.build((input_shape[0], input_shape[-1]))
 
     def call(self, inputs, initial_state=None, training=False):
-        cell = self.cell
-        batch = tf.shape(inputs)[0]
+        xw = self.project(tf.transpose(inputs, [1, 0, 2]))
+        hs, h, c = self.recur(xw, initial_state)
+        return tf.transpose(hs, [1, 0, 2]), h, c
+
+    def project(self, inputs):
+        """Time-major inputs (T, B, D) -> x_t @ kernel + bias for every step, (T, B, 4H)."""
+        return tf.einsum("tbd,dg->tbg", inputs, self.cell.kernel) + self.cell.bias
+
+    def project_ids(self, ids, embeddings):
+        """`project` of embedded ids without embedding them: Embedding(ids) @ kernel is a row
+        of embeddings @ kernel, so one (V, E) @ (E, 4H) matmul and a gather replace a
+        (T*B, E) @ (E, 4H) one, and backpropagation the same way.
+
+        ids: (B, T) int32; embeddings: (V, E). Returns (T, B, 4H).
+        """
+        table = tf.matmul(embeddings, self.cell.kernel) + self.cell.bias  # (V, 4H)
+        return tf.gather(table, tf.transpose(ids))
+
+    def recur(self, xw, initial_state=None):
+        """The recurrence over projected inputs xw (T, B, 4H); initial_state [h, c] (B, H) or
+        None for zeros. Returns time-major hs (T, B, H), h_T, c_T."""
         if initial_state is None:
-            zeros = tf.zeros((batch, self.units), inputs.dtype)
+            zeros = tf.zeros((tf.shape(xw)[1], self.units), xw.dtype)
             initial_state = [zeros, zeros]
         h0, c0 = initial_state
-        xw = tf.einsum("btd,dg->tbg", inputs, cell.kernel) + cell.bias  # (T, B, 4H)
-        hs, h, c = lstm_recurrence(xw, h0, c0, tf.convert_to_tensor(cell.recurrent_kernel))
-        return tf.transpose(hs, [1, 0, 2]), h, c
+        return lstm_recurrence(xw, h0, c0, tf.convert_to_tensor(self.cell.recurrent_kernel))
 
     def get_config(self):
         return {**super().get_config(), "units": self.units}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 import keras
+import tensorflow as tf
 
 from charlstm.cell import LSTMCell
 from charlstm.config import ModelConfig
@@ -49,7 +50,8 @@ class CharLSTM(CellStack):
 
     Args:
         config: the ModelConfig; vocab_size must be set.
-        fused: run each layer as FusedLSTM (inputs projected once, one compiled loop);
+        fused: run each layer as FusedLSTM (inputs projected once, one compiled loop, the
+            first layer's projection looked up from Embedding @ kernel, time-major throughout);
             False uses the reference `keras.layers.RNN(LSTMCell)`. Same weights, same paths.
 
     Call:
@@ -85,7 +87,17 @@ class CharLSTM(CellStack):
         ]
         self.head = keras.layers.Dense(config.vocab_size, name="head")
 
+    def build(self, input_shape):
+        self.embedding.build(input_shape)
+        dim = self.config.embedding_dim
+        for rnn in self.rnns:
+            rnn.build((None, None, dim))
+            dim = self.config.units
+        self.head.build((None, None, dim))
+
     def call(self, ids, states: States | None = None, training: bool = False):
+        if self.fused:
+            return self._call_fused(ids, states, training)
         x = self.embedding(ids)
         new_states = []
         for i, (rnn, dropout) in enumerate(zip(self.rnns, self.dropouts)):
@@ -94,6 +106,22 @@ class CharLSTM(CellStack):
             if self.config.dropout > 0:
                 x = dropout(x, training=training)
         return self.head(x), new_states
+
+    def _call_fused(self, ids, states, training):
+        """The same computation, time-major from the first projection to the logits, the first
+        layer's projection taken from a (V, 4H) table (FusedLSTM.project_ids)."""
+        new_states = []
+        x = None  # (T, B, H) after the first layer
+        for i, (rnn, dropout) in enumerate(zip(self.rnns, self.dropouts)):
+            if i == 0:
+                xw = rnn.project_ids(ids, self.embedding.embeddings)
+            else:
+                xw = rnn.project(x)
+            x, h, c = rnn.recur(xw, None if states is None else states[i])
+            new_states.append([h, c])
+            if self.config.dropout > 0:
+                x = dropout(x, training=training)
+        return tf.transpose(self.head(x), [1, 0, 2]), new_states
 
     def zero_states(self, batch_size: int) -> States:
         """N pairs of zeros (B, H): the state at the start of a text."""
