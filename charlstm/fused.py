@@ -102,14 +102,14 @@ def lstm_recurrence(xw, h0, c0, recurrent_kernel):
     U = recurrent_kernel
 
     def forward(t, h, c, hs, cs, gates):
-        h, c, (i, f, g, o) = lstm_update(xw[t] + tf.matmul(h, U), c)
-        return t + 1, h, c, hs.write(t, h), cs.write(t, c), gates.write(t, tf.stack([i, f, g, o]))
+        h, c, a = lstm_update(xw[t] + tf.matmul(h, U), c)
+        return t + 1, h, c, hs.write(t, h), cs.write(t, c), gates.write(t, a)
 
     arrays = [tf.TensorArray(xw.dtype, size=steps) for _ in range(3)]
     _, h, c, hs, cs, gates = tf.while_loop(
         lambda t, *_: t < steps, forward, (0, h0, c0, *arrays), maximum_iterations=steps
     )
-    hs, cs, gates = hs.stack(), cs.stack(), gates.stack()  # (T, B, H) x 2, (T, 4, B, H)
+    hs, cs, gates = hs.stack(), cs.stack(), gates.stack()  # (T, B, H) x 2, (T, B, 4H)
 
     def backward(d_hs, d_h, d_c):
         # autodiff hands None for outputs the loss does not use, e.g. the final state
@@ -121,7 +121,7 @@ def lstm_recurrence(xw, h0, c0, recurrent_kernel):
 
         def step_back(k, dh_next, dc_next, dzs):
             t = steps - 1 - k
-            i, f, g, o = tf.unstack(gates[t])
+            i, f, g, o = tf.split(gates[t], 4, axis=-1)
             tanh_c = tf.tanh(cs[t])
             dh = d_hs[t] + dh_next
             dc = dc_next + dh * o * (1 - tanh_c * tanh_c)
