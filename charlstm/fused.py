@@ -71,7 +71,9 @@ class FusedLSTM(keras.layers.Layer):
         ids: (B, T) int32; embeddings: (V, E). Returns (T, B, 4H).
         """
         table = tf.matmul(embeddings, self.cell.kernel) + self.cell.bias  # (V, 4H)
-        return tf.gather(table, tf.transpose(ids))
+        # transposed by einsum: TensorFlow's oneDNN transpose logs an error line for int32 on
+        # some AVX-512 CPUs (then falls back); einsum stays clear of it
+        return tf.gather(table, tf.einsum("bt->tb", ids))
 
     def recur(self, xw, initial_state=None):
         """The recurrence over projected inputs xw (T, B, 4H); initial_state [h, c] (B, H) or

@@ -1,5 +1,8 @@
 import json
+import re
 import shutil
+import subprocess
+import sys
 
 import pytest
 from click.testing import CliRunner
@@ -223,3 +226,16 @@ def test_a_50_mb_single_line_trains_within_its_time_budget(tmp_path):
     result = invoke("train", line, "--out", tmp_path / "run", *TINY_TRAIN_ARGS, "--minutes", "0.05")
     assert result.exit_code == 0, result.output
     assert "done (minutes)" in result.stderr
+
+
+def test_generate_in_a_fresh_process_writes_no_tensorflow_log_lines(trained_run):
+    # TensorFlow's C++ logging (e.g. oneDNN's notes and errors) goes to fd 2, around click
+    result = subprocess.run(
+        [sys.executable, "-m", "charlstm", "generate", str(trained_run), "--length", "20"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert len(result.stdout) >= 20
+    assert not re.search(r"^[IWEF]\d{4} ", result.stderr, re.MULTILINE), result.stderr
