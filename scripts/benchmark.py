@@ -181,6 +181,47 @@ def matmul_peak(n: int = 1024, rounds: int = 5) -> float:
     return best
 
 
+def recurrent_matmul_rates(batch: int, units: int, steps: int = 300, rounds: int = 5) -> dict:
+    """FLOP/s of the recurrence's per-step matmul (B, H) @ (H, 4H): chained in an XLA loop, as
+    charlstm runs it, and PyTorch's (MKL) on the same shapes, when installed. Training does
+    two such matmuls per step and layer, one way and back; they bound how fast a loop over
+    them can be."""
+    flops = 2 * batch * units * 4 * units * steps
+    U = tf.random.normal((units, 4 * units)) * 0.05
+
+    @tf.function(jit_compile=True)
+    def chain(h):
+        def body(t, h):
+            z = tf.matmul(h, U)  # every column used, so XLA cannot drop any
+            return t + 1, tf.tanh(tf.add_n(tf.split(z, 4, axis=-1)))
+
+        return tf.while_loop(lambda t, _: t < steps, body, (0, h))[1]
+
+    h = tf.random.normal((batch, units))
+    chain(h).numpy()
+    best = 0.0
+    for _ in range(rounds):
+        start = time.perf_counter()
+        chain(h).numpy()
+        best = max(best, flops / (time.perf_counter() - start))
+    rates = {"xla": best}
+    try:
+        import torch
+    except ImportError:
+        return rates
+    torch.set_num_threads(os.cpu_count() or 1)
+    tU, th = torch.from_numpy(U.numpy()), torch.from_numpy(h.numpy())
+    z = torch.empty(batch, 4 * units)
+    best = 0.0
+    for _ in range(rounds):
+        start = time.perf_counter()
+        for _ in range(steps):  # the matmul alone: its rate, without Python's per-op cost
+            torch.mm(th, tU, out=z)
+        best = max(best, flops / (time.perf_counter() - start))
+    rates["torch"] = best
+    return rates
+
+
 def run_config(layers, units, batch, args, ids, vocab, with_generation: bool) -> dict:
     windows = tbptt_windows(ids, batch, args.seq_len)
     backends = [CharlstmBackend(vocab, args.embedding_dim, units, layers, batch, args.seq_len)]
@@ -200,6 +241,7 @@ def run_config(layers, units, batch, args, ids, vocab, with_generation: bool) ->
         "train_chars_per_s": rates,
         "ratio_vs": {name: ours / rate for name, rate in rates.items() if name != "charlstm"},
         "train_flops_per_char": train_flops,
+        "recurrent_matmul_flops": recurrent_matmul_rates(batch, units),
     }
     if with_generation:
         model = backends[0].model
@@ -285,6 +327,14 @@ def _table(report) -> str:
             f"{ratio['keras.layers.LSTM']:.2f} | "
             f"{f'{ratio[TORCH]:.2f}' if TORCH in ratio else 'n/a'} | "
             f"{r['fraction_of_matmul_peak']:.0%} |"
+        )
+    lines.append("")
+    lines.append("per-step recurrent matmul (B, H) @ (H, 4H), GFLOP/s, XLA loop / PyTorch:")
+    for r in report["results"]:
+        m = r["recurrent_matmul_flops"]
+        torch_rate = f"{m['torch'] / 1e9:.0f}" if "torch" in m else "n/a"
+        lines.append(
+            f"- {r['layers']} x {r['units']}, B {r['batch_size']}: {m['xla'] / 1e9:.0f} / {torch_rate}"
         )
     for r in report["results"]:
         if "generate_chars_per_s" in r:
