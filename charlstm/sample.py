@@ -126,17 +126,19 @@ def draw(logits, seed, step):
     return tf.minimum(count, last)
 
 
-def pick_next(logits, temperature, top_k, top_p, seed, step):
+def pick_next(logits, temperature, top_k, top_p, seed, step, filtering: bool = True):
     """Next ids (B,) int32 from logits (B, V).
 
     temperature 0 takes the argmax; otherwise `draw` from softmax(filtered logits / temperature)
-    seeded with (seed, step). All arguments may be tensors, so one compiled sampler serves
-    every setting.
+    seeded with (seed, step). All arguments but `filtering` may be tensors, so one compiled
+    sampler serves every setting. filtering (a Python bool): False leaves out the top-k/top-p
+    filter, which keeps all anyway when top_k <= 0 and top_p >= 1, and saves its work.
     """
     greedy = tf.argmax(logits, axis=-1, output_type=tf.int32)
     scaled = logits / tf.maximum(tf.cast(temperature, logits.dtype), 1e-6)
-    drawn = draw(top_k_top_p_filter(scaled, top_k, top_p), seed, step)
-    return tf.where(temperature > 0, drawn, greedy)
+    if filtering:
+        scaled = top_k_top_p_filter(scaled, top_k, top_p)
+    return tf.where(temperature > 0, draw(scaled, seed, step), greedy)
 
 
 def prime_states(model: CharLSTM, prime_ids: np.ndarray, num_samples: int):
@@ -154,15 +156,18 @@ _SAMPLERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 def sampler(model: CharLSTM):
     """The model's compiled loop:
-    (last (B,), states, t0, steps, temperature, top_k, top_p, seed) -> (ids (B, steps), last,
-    states). `steps` is a Python int (each distinct value compiles once).
+    (last (B,), states, t0, steps, temperature, top_k, top_p, seed, filtering) ->
+    (ids (B, steps), last, states). `steps` and `filtering` are Python values (each distinct
+    value compiles once).
     """
     if model not in _SAMPLERS:
 
-        def sample_chunk(last, states: States, t0, steps, temperature, top_k, top_p, seed):
+        def sample_chunk(
+            last, states: States, t0, steps, temperature, top_k, top_p, seed, filtering
+        ):
             def body(i, last, states, out):
                 logits, states = model.step(last, states)
-                nxt = pick_next(logits, temperature, top_k, top_p, seed, t0 + i)
+                nxt = pick_next(logits, temperature, top_k, top_p, seed, t0 + i, filtering)
                 return i + 1, nxt, states, out.write(i, nxt)
 
             out = tf.TensorArray(tf.int32, size=steps)
@@ -204,6 +209,7 @@ def generate(
         tf.constant(sampling.top_k, tf.int32),
         tf.constant(sampling.top_p, tf.float32),
         tf.constant(sampling.seed, tf.int32),
+        sampling.top_k > 0 or sampling.top_p < 1,
     )
     t = 0
     while t < length:
