@@ -10,8 +10,9 @@ a seed gives the same text however the steps are grouped into chunks.
 from __future__ import annotations
 
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import tensorflow as tf
@@ -142,29 +143,45 @@ def pick_next(logits, temperature, top_k, top_p, seed, step, filtering: bool = T
 
 
 def prime_states(model: CharLSTM, prime_ids: np.ndarray, num_samples: int):
-    """Feed all but the last prime id at once: (states, last ids (B,)) to start sampling from."""
+    """Feed all but the last prime id: (states, last ids (B,)) to start sampling from."""
     rows = np.tile(prime_ids[None, :], (num_samples, 1)).astype(np.int32)  # (B, P)
     states = model.zero_states(num_samples)
     if rows.shape[1] > 1:
-        _, states = model(rows[:, :-1], states)
+        states = compiled(model).feed(tf.constant(rows[:, :-1]), states)
     return states, tf.constant(rows[:, -1])
 
 
-# one compiled sampler per model, reused across calls, seeds and settings
-_SAMPLERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+class Compiled(NamedTuple):
+    """A model's compiled loops, built once per model and reused across calls and settings.
 
-
-def sampler(model: CharLSTM):
-    """The model's compiled loop:
-    (last (B,), states, t0, steps, temperature, top_k, top_p, seed, filtering) ->
-    (ids (B, steps), last, states). `steps` and `filtering` are Python values (each distinct
-    value compiles once).
+    feed: (ids (B, P), states) -> states after them, `model.step` after step; a TensorFlow
+        graph, not XLA, traced once for every B and prime length P (XLA compiles per shape).
+    sample: (last (B,), states, t0, steps, temperature, top_k, top_p, seed, filtering) ->
+        (ids (B, steps), last, states); XLA. `steps` and `filtering` are Python values (each
+        distinct value compiles once). XLA always: compiled and uncompiled kernels draw
+        different random streams.
     """
-    if model not in _SAMPLERS:
 
-        def sample_chunk(
-            last, states: States, t0, steps, temperature, top_k, top_p, seed, filtering
-        ):
+    feed: Callable
+    sample: Callable
+
+
+_COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def compiled(model: CharLSTM) -> Compiled:
+    """The model's `Compiled` loops."""
+    if model not in _COMPILED:
+
+        def feed(ids, states: States):
+            def body(t, states):
+                _, states = model.step(ids[:, t], states)
+                return t + 1, states
+
+            steps = tf.shape(ids)[1]
+            return tf.while_loop(lambda t, _: t < steps, body, (0, states))[1]
+
+        def sample(last, states: States, t0, steps, temperature, top_k, top_p, seed, filtering):
             def body(i, last, states, out):
                 logits, states = model.step(last, states)
                 nxt = pick_next(logits, temperature, top_k, top_p, seed, t0 + i, filtering)
@@ -176,9 +193,16 @@ def sampler(model: CharLSTM):
             )
             return tf.transpose(out.stack()), last, states
 
-        # XLA always: compiled and uncompiled kernels draw different random streams
-        _SAMPLERS[model] = tf.function(sample_chunk, jit_compile=True, reduce_retracing=True)
-    return _SAMPLERS[model]
+        any_batch = tf.nest.map_structure(  # states of any batch size
+            lambda t: tf.TensorSpec((None, *t.shape[1:]), t.dtype), model.zero_states(1)
+        )
+        _COMPILED[model] = Compiled(
+            feed=tf.function(
+                feed, input_signature=[tf.TensorSpec((None, None), tf.int32), any_batch]
+            ),
+            sample=tf.function(sample, jit_compile=True, reduce_retracing=True),
+        )
+    return _COMPILED[model]
 
 
 def generate(
@@ -203,7 +227,7 @@ def generate(
         raise CharlstmError(f"num_samples must be at least 1, got {num_samples}")
     context = prime or ("\n" if "\n" in tokenizer.chars else tokenizer.chars[-1])
     states, last = prime_states(model, tokenizer.encode(context), num_samples)
-    run = sampler(model)
+    run = compiled(model).sample
     settings = (
         tf.constant(sampling.temperature, tf.float32),
         tf.constant(sampling.top_k, tf.int32),

@@ -6,6 +6,7 @@ from charlstm.checkpoint import RunDir
 from charlstm.errors import CharlstmError
 from charlstm.sample import (
     SamplingConfig,
+    compiled,
     draw,
     generate,
     pick_next,
@@ -111,6 +112,19 @@ def test_same_seed_gives_same_text_and_another_seed_differs(run):
     assert a != c
 
 
+def test_prime_is_fed_by_one_traced_loop_that_matches_the_model_call(run):
+    run_dir, model = run
+    feed = compiled(model).feed
+    for prime in ("ROMEO:\nWhat light", "A longer prime, of other length.\n" * 3):
+        ids = run_dir.tokenizer.encode(prime)
+        states, last = prime_states(model, ids, 2)
+        _, expected = model(np.tile(ids[None, :-1], (2, 1)), model.zero_states(2))
+        for got, want in zip(sum(states, []), sum(expected, [])):
+            np.testing.assert_allclose(got, want, atol=1e-5)
+        assert last.numpy().tolist() == [ids[-1]] * 2
+    assert feed.experimental_get_tracing_count() == 1  # any prime length, one trace
+
+
 def test_text_does_not_depend_on_chunk_size(run):
     sampling = SamplingConfig(seed=1, top_k=5, top_p=0.9)
     whole = _text(run, prime="A", length=50, sampling=sampling, chunk=256)
@@ -128,7 +142,7 @@ def test_compiled_sampler_matches_a_step_by_step_reference(run, sampling):
     prime = run_dir.tokenizer.encode("My friend")
     states, last = prime_states(model, prime, 3)
 
-    # one Python call per character; XLA like the sampler, since XLA and TensorFlow's own
+    # one Python call per character; XLA like the compiled sampler, since XLA and TensorFlow's own
     # kernels draw different random streams from one seed
     @tf.function(jit_compile=True)
     def one_step(last, states, t):
