@@ -344,9 +344,8 @@ def _table(report) -> str:
     for r in report["results"]:
         m = r["recurrent_matmul_flops"]
         torch_rate = f"{m['torch'] / 1e9:.0f}" if "torch" in m else "n/a"
-        lines.append(
-            f"- {r['layers']} x {r['units']}, B {r['batch_size']}: {m['xla'] / 1e9:.0f} / {torch_rate}"
-        )
+        model = f"{r['layers']} x {r['units']}, B {r['batch_size']}"
+        lines.append(f"- {model}: {m['xla'] / 1e9:.0f} / {torch_rate}")
     for r in report["results"]:
         if "generate_chars_per_s" in r:
             lines.append("")

@@ -1,10 +1,13 @@
 """FusedLSTM is held to the reference RNN(LSTMCell): same weights, same loss and gradients."""
 
+import keras
 import numpy as np
 import tensorflow as tf
 
+from charlstm.cell import LSTMCell
 from charlstm.config import ModelConfig, TrainConfig
 from charlstm.evaluate import nll_sum
+from charlstm.fused import FusedLSTM
 from charlstm.model import build_model
 from charlstm.train import make_optimizer, make_train_step
 
@@ -65,3 +68,17 @@ def test_compiled_fused_train_step_follows_the_reference_over_several_steps():
         np.testing.assert_allclose(losses[0], losses[1], rtol=1e-4)
     for a, b in zip(fused.weights, reference.weights):
         np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-4)
+
+
+def test_fused_layer_alone_matches_rnn_of_the_cell():
+    x = tf.constant(np.random.default_rng(3).normal(size=(B, T, 4)), tf.float32)
+    _, _, states = _data()
+    fused = FusedLSTM(CONFIG.units)
+    reference = keras.layers.RNN(LSTMCell(CONFIG.units), return_sequences=True, return_state=True)
+    fused(x, initial_state=states[0])
+    reference(x, initial_state=states[0])
+    for a, b in zip(fused.weights, reference.weights):
+        b.assign(a)
+    for got, want in zip(fused(x, initial_state=states[0]), reference(x, initial_state=states[0])):
+        np.testing.assert_allclose(got, want, atol=1e-5)
+    assert fused(x)[0].shape == (B, T, CONFIG.units)  # zero initial state
