@@ -96,32 +96,22 @@ class CharLSTM(CellStack):
         self.head.build((None, None, dim))
 
     def call(self, ids, states: States | None = None, training: bool = False):
-        if self.fused:
-            return self._call_fused(ids, states, training)
-        x = self.embedding(ids)
+        # fused: time-major (T, B, .) from the first projection to the logits, the first
+        # layer's projection taken from a (V, 4H) table (FusedLSTM.project_ids)
+        x = None if self.fused else self.embedding(ids)
         new_states = []
         for i, (rnn, dropout) in enumerate(zip(self.rnns, self.dropouts)):
-            x, h, c = rnn(x, initial_state=None if states is None else states[i], training=training)
-            new_states.append([h, c])
-            if self.config.dropout > 0:
-                x = dropout(x, training=training)
-        return self.head(x), new_states
-
-    def _call_fused(self, ids, states, training):
-        """The same computation, time-major from the first projection to the logits, the first
-        layer's projection taken from a (V, 4H) table (FusedLSTM.project_ids)."""
-        new_states = []
-        x = None  # (T, B, H) after the first layer
-        for i, (rnn, dropout) in enumerate(zip(self.rnns, self.dropouts)):
-            if i == 0:
-                xw = rnn.project_ids(ids, self.embedding.embeddings)
+            state = None if states is None else states[i]
+            if not self.fused:
+                x, h, c = rnn(x, initial_state=state, training=training)
             else:
-                xw = rnn.project(x)
-            x, h, c = rnn.recur(xw, None if states is None else states[i])
+                xw = rnn.project_ids(ids, self.embedding.embeddings) if i == 0 else rnn.project(x)
+                x, h, c = rnn.recur(xw, state)
             new_states.append([h, c])
             if self.config.dropout > 0:
                 x = dropout(x, training=training)
-        return tf.transpose(self.head(x), [1, 0, 2]), new_states
+        logits = self.head(x)
+        return (tf.transpose(logits, [1, 0, 2]) if self.fused else logits), new_states
 
     def zero_states(self, batch_size: int) -> States:
         """N pairs of zeros (B, H): the state at the start of a text."""
