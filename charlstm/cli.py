@@ -219,7 +219,7 @@ def _section(config: RunConfig, name: str):
 
 def _check_resume_options(out: Path, text_file: str | None, given: dict) -> None:
     """With --resume, options other than --epochs/--minutes must agree with the run's config."""
-    from charlstm.checkpoint import RunDir  # noqa: PLC0415
+    from charlstm.rundir import RunDir  # noqa: PLC0415
 
     saved = RunDir.open(out).config
     differ = [
@@ -280,7 +280,7 @@ class _Progress:
 def generate(run_dir, prime, length, temperature, top_k, top_p, seed, num_samples) -> None:
     """Generate text from the best checkpoint in RUN_DIR; the text streams to stdout."""
     _import_tensorflow()
-    from charlstm.checkpoint import RunDir  # noqa: PLC0415 (slow import)
+    from charlstm.rundir import RunDir  # noqa: PLC0415 (slow import)
     from charlstm.sample import SamplingConfig, generate  # noqa: PLC0415
 
     sampling = SamplingConfig(temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
@@ -307,9 +307,9 @@ def generate(run_dir, prime, length, temperature, top_k, top_p, seed, num_sample
 def evaluate(run_dir, text_file, as_json, encoding, errors) -> None:
     """Loss of RUN_DIR's best checkpoint on TEXT_FILE: nats/char, bits/char, perplexity."""
     _import_tensorflow()
-    from charlstm.checkpoint import RunDir  # noqa: PLC0415 (slow import)
     from charlstm.corpus import read_text  # noqa: PLC0415
     from charlstm.evaluate import eval_windows, evaluate_windows  # noqa: PLC0415
+    from charlstm.rundir import RunDir  # noqa: PLC0415 (slow import)
 
     run = RunDir.open(Path(run_dir))
     text = read_text(text_file, encoding or "utf-8", errors or "strict")
@@ -329,7 +329,7 @@ def evaluate(run_dir, text_file, as_json, encoding, errors) -> None:
 @click.argument("run_dir")
 def info(run_dir) -> None:
     """Describe RUN_DIR: config, vocabulary, checkpoints, last log line."""
-    from charlstm.checkpoint import RunDir  # noqa: PLC0415 (slow import)
+    from charlstm.rundir import RunDir  # noqa: PLC0415 (slow import)
 
     run = RunDir.open(Path(run_dir))
     checkpoints = run.checkpoints()

@@ -27,13 +27,13 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from charlstm.checkpoint import CONFIG, Checkpoint, RunDir, assign_tensors, run_lock
 from charlstm.config import RunConfig, TrainConfig
 from charlstm.corpus import load_corpus
 from charlstm.data import Windows, split_ids, tbptt_windows
 from charlstm.errors import CharlstmError
 from charlstm.evaluate import Loss, eval_windows, evaluate_windows, make_eval_step, nll_sum, walk
 from charlstm.model import CharLSTM, States, build_model
+from charlstm.rundir import CONFIG, Checkpoint, RunDir, assign_tensors, run_lock
 from charlstm.tokenizer import CharTokenizer
 
 log = logging.getLogger(__name__)

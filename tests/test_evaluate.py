@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from charlstm.checkpoint import RunDir
 from charlstm.evaluate import Loss, eval_windows, evaluate_windows, walk
+from charlstm.rundir import RunDir
 
 
 def test_loss_units_convert_between_nats_bits_and_perplexity():

@@ -10,8 +10,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from charlstm import plots  # noqa: E402
-from charlstm.inspect import LayerTrace, Trace  # noqa: E402
+from charlstm.explore import plots  # noqa: E402
+from charlstm.explore.probe import LayerTrace, Trace  # noqa: E402
 
 
 @pytest.fixture(autouse=True)

@@ -13,10 +13,10 @@ from subprocess import DEVNULL
 import numpy as np
 import pytest
 
-from charlstm import checkpoint as ckpt_module
-from charlstm.checkpoint import CONFIG, LOCK, MODEL, RunDir, run_lock
+from charlstm import rundir as rundir_module
 from charlstm.data import tbptt_windows
 from charlstm.errors import CharlstmError
+from charlstm.rundir import CONFIG, LOCK, MODEL, RunDir, run_lock
 from charlstm.train import StepEvent, train
 from tests.conftest import tiny_config
 
@@ -100,7 +100,7 @@ def test_a_crash_during_a_save_leaves_the_previous_checkpoint_in_use(
     tmp_path, text_file, monkeypatch
 ):
     out = tmp_path / "run"
-    real_write = ckpt_module.atomic_write_bytes
+    real_write = rundir_module.atomic_write_bytes
     writes = {"n": 0}
 
     def crash_on_the_sixth_checkpoint_file(path, data):
@@ -110,10 +110,10 @@ def test_a_crash_during_a_save_leaves_the_previous_checkpoint_in_use(
                 raise OSError(28, "No space left on device")
         real_write(path, data)
 
-    monkeypatch.setattr(ckpt_module, "atomic_write_bytes", crash_on_the_sixth_checkpoint_file)
+    monkeypatch.setattr(rundir_module, "atomic_write_bytes", crash_on_the_sixth_checkpoint_file)
     with pytest.raises(OSError):
         train(out, tiny_config(str(text_file), eval_every=5))
-    monkeypatch.setattr(ckpt_module, "atomic_write_bytes", real_write)
+    monkeypatch.setattr(rundir_module, "atomic_write_bytes", real_write)
     run = RunDir.open(out)
     assert [c.step for c in run.checkpoints()] == [5]
     result = train(out, resume=True, epochs=1)
@@ -242,7 +242,7 @@ def test_malformed_safetensors_headers_are_refused(tmp_path, data):
     path = tmp_path / "bad.safetensors"
     path.write_bytes(data)
     with pytest.raises(CharlstmError, match="not a valid safetensors file"):
-        ckpt_module.read_tensors(path)
+        rundir_module.read_tensors(path)
 
 
 def test_a_tokenizer_that_does_not_match_the_models_vocabulary_is_refused(run_copy):

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from charlstm.config import ModelConfig
-from charlstm.rnn import CharRNN, TanhRNNCell, build_rnn_model
+from charlstm.explore.rnn import CharRNN, TanhRNNCell, build_rnn_model
 
 B, T, D, H = 2, 3, 5, 7
 V, E, N = 11, 4, 2

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from charlstm.checkpoint import RunDir
 from charlstm.errors import CharlstmError
+from charlstm.rundir import RunDir
 from charlstm.sample import (
     SamplingConfig,
     compiled,

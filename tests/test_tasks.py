@@ -4,11 +4,11 @@ import keras
 import numpy as np
 import pytest
 
-from charlstm import tasks
 from charlstm.config import ModelConfig
 from charlstm.data import tbptt_windows
+from charlstm.explore import tasks
+from charlstm.explore.rnn import build_rnn_model
 from charlstm.model import build_model
-from charlstm.rnn import build_rnn_model
 
 
 @pytest.fixture(scope="module")

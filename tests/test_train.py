@@ -4,8 +4,8 @@ import math
 import numpy as np
 import pytest
 
-from charlstm.checkpoint import RunDir
 from charlstm.errors import CharlstmError
+from charlstm.rundir import RunDir
 from charlstm.train import EvalEvent, StepEvent, _Trainer, prepare_data, train
 from tests.conftest import tiny_config
 

@@ -3,7 +3,10 @@ import json
 import numpy as np
 import pytest
 
-from charlstm.checkpoint import (
+from charlstm.config import ModelConfig, RunConfig
+from charlstm.errors import CharlstmError
+from charlstm.model import build_model
+from charlstm.rundir import (
     CHECKPOINTS,
     MODEL,
     RunDir,
@@ -12,9 +15,6 @@ from charlstm.checkpoint import (
     read_tensors,
     tensors_to_bytes,
 )
-from charlstm.config import ModelConfig, RunConfig
-from charlstm.errors import CharlstmError
-from charlstm.model import build_model
 from charlstm.tokenizer import CharTokenizer
 
 

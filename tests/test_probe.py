@@ -1,15 +1,15 @@
-"""inspect: the trace is held to the model itself; features, cell search, gradients, losses."""
+"""probe: the trace is held to the model itself; features, cell search, gradients, losses."""
 
 import keras
 import numpy as np
 import pytest
 
-from charlstm import inspect
 from charlstm.config import ModelConfig
 from charlstm.data import tbptt_windows
 from charlstm.evaluate import evaluate_windows
+from charlstm.explore import probe
+from charlstm.explore.rnn import build_rnn_model
 from charlstm.model import build_model
-from charlstm.rnn import build_rnn_model
 from charlstm.tokenizer import CharTokenizer
 
 E, H, N = 5, 7, 2
@@ -36,7 +36,7 @@ def model(tokenizer):
 
 @pytest.fixture(scope="module")
 def traced(model, tokenizer):
-    return inspect.trace(model, tokenizer, TEXT)
+    return probe.trace(model, tokenizer, TEXT)
 
 
 def test_trace_h_and_c_equal_the_rnn_layers_of_the_model(model, tokenizer, traced):
@@ -70,8 +70,8 @@ def test_trace_from_given_states_continues_the_model(model, tokenizer):
     first, rest = TEXT[:9], TEXT[9:]
     _, states = model(tokenizer.encode(first)[None, :])
 
-    continued = inspect.trace(model, tokenizer, rest, states=states)
-    whole = inspect.trace(model, tokenizer, TEXT)
+    continued = probe.trace(model, tokenizer, rest, states=states)
+    whole = probe.trace(model, tokenizer, TEXT)
 
     np.testing.assert_allclose(continued.layers[1].c, whole.layers[1].c[9:], atol=1e-5)
 
@@ -99,12 +99,12 @@ def test_trace_keeps_the_characters_and_scores_each_next_one(tokenizer, traced):
 def test_trace_refuses_a_model_that_is_not_an_lstm(tokenizer):
     rnn = build_rnn_model(ModelConfig(vocab_size=tokenizer.vocab_size, embedding_dim=3, units=4))
     with pytest.raises(TypeError, match="not an LSTM"):
-        inspect.trace(rnn, tokenizer, "def")
+        probe.trace(rnn, tokenizer, "def")
 
 
 def test_text_features_track_quotes_brackets_column_and_indentation():
     text = "a('x)'\n  b]\n"
-    f = inspect.text_features(text)
+    f = probe.text_features(text)
 
     np.testing.assert_array_equal(f["in_quotes"], [0, 0, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0])
     np.testing.assert_array_equal(f["bracket_depth"], [0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0])
@@ -117,14 +117,14 @@ def test_find_cells_ranks_the_unit_that_copies_a_feature_first(traced):
     feature = traced.layers[1].c[:, 4] * 3 + 1  # an exact linear function of one cell
     noise = np.random.default_rng(0).normal(size=len(feature))
 
-    (best,) = inspect.find_cells(traced, {"copy": feature, "noise": noise}, top=1)[:1]
+    (best,) = probe.find_cells(traced, {"copy": feature, "noise": noise}, top=1)[:1]
 
     assert (best.feature, best.layer, best.unit) == ("copy", 1, 4)
     assert best.correlation == pytest.approx(1.0)
 
 
 def test_gate_saturation_counts_steps_below_and_above_thresholds(traced):
-    shut, open_ = inspect.gate_saturation(traced, 1)["f"]
+    shut, open_ = probe.gate_saturation(traced, 1)["f"]
     f = traced.layers[1].f
 
     assert shut.shape == open_.shape == (H,)
@@ -133,7 +133,7 @@ def test_gate_saturation_counts_steps_below_and_above_thresholds(traced):
 
 
 def test_forget_half_life_is_where_the_product_of_f_halves(traced):
-    life = inspect.forget_half_life(traced, 0)
+    life = probe.forget_half_life(traced, 0)
     mean_log_f = np.log(traced.layers[0].f).mean(axis=0)
 
     np.testing.assert_allclose(np.exp(mean_log_f * life), 0.5, rtol=1e-6)
@@ -145,13 +145,13 @@ def test_state_gradient_norms_match_central_differences_of_the_model(model, toke
     targets = tokenizer.encode("fx")
     t, layer, eps = 2, N - 1, 1e-2  # the top layer: c^top_t reaches the loss only through time
 
-    norms = inspect.state_gradient_norms(model, ids, targets)
+    norms = probe.state_gradient_norms(model, ids, targets)
 
     _, states = model(ids[:, : t + 1])  # the states after step t
     states = [[np.asarray(h, np.float64), np.asarray(c, np.float64)] for h, c in states]
 
     # dL/dc_t is the total derivative: h_t = o_t * tanh(c_t) moves with c_t
-    o = np.stack([inspect.trace(model, tokenizer, tokenizer.decode(row[: t + 1])).layers[layer].o[t]
+    o = np.stack([probe.trace(model, tokenizer, tokenizer.decode(row[: t + 1])).layers[layer].o[t]
                   for row in ids])  # fmt: skip
 
     def loss(c):  # sum over the batch of -ln p(target) at the last step, from c^top_t = c
@@ -180,7 +180,7 @@ def test_state_gradient_norms_of_a_tanh_rnn_have_h_only_and_shrink_with_small_we
     )
     ids = np.random.default_rng(0).integers(0, 9, size=(3, 12))
 
-    norms = inspect.state_gradient_norms(rnn, ids, np.array([1, 2, 3]))
+    norms = probe.state_gradient_norms(rnn, ids, np.array([1, 2, 3]))
 
     assert set(norms) == {"h"} and norms["h"].shape == (1, 12)
     assert norms["h"][0, 11] < 1e-3 * norms["h"][0, 0]
@@ -189,7 +189,7 @@ def test_state_gradient_norms_of_a_tanh_rnn_have_h_only_and_shrink_with_small_we
 def test_window_loss_with_carry_equals_evaluate_windows(model, tokenizer):
     windows = tbptt_windows(tokenizer.encode(TEXT * 3), 2, 8, whole=False)
 
-    carried = inspect.window_loss(model, windows, carry=True)
+    carried = probe.window_loss(model, windows, carry=True)
 
     assert carried.nats == pytest.approx(evaluate_windows(model, windows).nats, rel=1e-5)
 
@@ -198,7 +198,7 @@ def test_window_loss_without_carry_scores_each_window_from_zero_state(model, tok
     ids = tokenizer.encode(TEXT * 3)
     windows = tbptt_windows(ids, 2, 8, whole=False)
 
-    reset = inspect.window_loss(model, windows, carry=False)
+    reset = probe.window_loss(model, windows, carry=False)
 
     total = 0.0
     for x, y in windows:
@@ -207,4 +207,4 @@ def test_window_loss_without_carry_scores_each_window_from_zero_state(model, tok
             keras.ops.sum(keras.ops.sparse_categorical_crossentropy(y, logits, from_logits=True))
         )
     assert reset.nats == pytest.approx(total / windows.num_chars, rel=1e-5)
-    assert reset.nats != pytest.approx(inspect.window_loss(model, windows).nats, rel=1e-4)
+    assert reset.nats != pytest.approx(probe.window_loss(model, windows).nats, rel=1e-4)

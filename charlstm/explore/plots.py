@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from charlstm.inspect import gate_saturation
+from charlstm.explore.probe import gate_saturation
 
 NEWLINE = "\u21b5"  # how a newline shows in a heat map, at the end of its line
 
@@ -131,10 +131,10 @@ def plot_gate_saturation(trace, layer: int, axes=None, low: float = 0.1, high: f
     """Histograms over units of how often each gate is shut (< low) or open (> high).
 
     One panel per gate (i, f, o): for each unit, the fraction of steps its gate is below
-    `low` and the fraction above `high`, as `inspect.gate_saturation` computes them.
+    `low` and the fraction above `high`, as `probe.gate_saturation` computes them.
 
     Args:
-        trace: an inspect.Trace.
+        trace: a probe.Trace.
         axes: three Axes, or None for a new figure.
 
     Returns:
@@ -159,7 +159,7 @@ def plot_gradient_norms(norms: dict[str, np.ndarray], ax=None, title: str = ""):
 
     Args:
         norms: label -> (K,) norms, index k being k steps back (a row of
-            `inspect.state_gradient_norms`).
+            `probe.state_gradient_norms`).
     """
     ax = _axes(ax, (6, 3.5))
     for label, values in norms.items():
