@@ -7,11 +7,8 @@ from keras import ops
 
 
 def lstm_update(z, c_prev):
-    """The gate equations after the matmuls: z (B, 4H) = [z_i | z_f | z_g | z_o], c_prev (B, H).
-
-        i, f, o = sigmoid(z_i), sigmoid(z_f), sigmoid(z_o);  g = tanh(z_g)
-        c_t = f * c_prev + i * g
-        h_t = o * tanh(c_t)
+    """LSTMCell's gate equations after the matmuls (see its docstring): z (B, 4H) =
+    [z_i | z_f | z_g | z_o], c_prev (B, H).
 
     All four activations come from one tanh over (B, 4H), sigmoid(x) = tanh(x / 2) / 2 + 1 / 2
     (an identity, not an approximation): one elementwise pass where four would run.

@@ -8,7 +8,6 @@ TensorFlow is imported inside the commands so that `--help` stays fast.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import os
@@ -17,7 +16,7 @@ from pathlib import Path
 
 import click
 
-from charlstm.config import ModelConfig, RunConfig, TrainConfig
+from charlstm.config import Option, RunConfig, SamplingConfig, options
 from charlstm.errors import CharlstmError
 
 EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
@@ -95,30 +94,31 @@ def cli(verbose: bool) -> None:
     _setup_logging(verbose)
 
 
-def _field_options(cls, skip=()):
-    """click options named after a config dataclass' fields; defaults stay in the dataclass."""
+def _options(declared: list[Option]):
+    """click options for config fields, from what their `setting` declares: the help, the range
+    (click.IntRange / FloatRange) or choices; the defaults stay in the dataclass."""
 
     def decorate(func):
-        for f in reversed(dataclasses.fields(cls)):
-            if f.name in skip:
-                continue
-            kind = {"int": int, "float": float, "float | None": float, "str": str}[str(f.type)]
-            default = "none" if f.default is None else f.default
+        for option in reversed(declared):
+            kind = option.type
+            if option.choices:
+                kind = click.Choice(option.choices)
+            elif option.range is not None:
+                r = option.range
+                kind = {int: click.IntRange, float: click.FloatRange}[option.type](
+                    r.min, r.max, min_open=r.min_open, max_open=r.max_open
+                )
+            default = "none" if option.default is None else option.default
             func = click.option(
-                f"--{f.name.replace('_', '-')}",
-                f.name,
+                f"--{option.name.replace('_', '-')}",
+                option.name,
                 type=kind,
                 default=None,  # unset options leave the dataclass default in place
-                help=f"{f.metadata['help']} [default: {default}]",
+                help=f"{option.help} [default: {default}]",
             )(func)
         return func
 
     return decorate
-
-
-MODEL_OPTIONS = ("embedding_dim", "units", "num_layers", "dropout")
-TEXT_OPTIONS = ("encoding", "errors")
-RUN_ONLY = {"model", "train", "corpus"}
 
 
 @cli.command()
@@ -130,10 +130,8 @@ RUN_ONLY = {"model", "train", "corpus"}
     help="Continue the run in --out from its last checkpoint (start it if there is none).",
 )
 @click.option("--force", is_flag=True, help="Replace a run or files already in --out.")
-@_field_options(RunConfig, skip=RUN_ONLY)
-@_field_options(ModelConfig, skip={"vocab_size"})
-@_field_options(TrainConfig)
-def train(text_file, out, resume, force, **options) -> None:
+@_options(options(RunConfig))
+def train(text_file, out, resume, force, **settings) -> None:
     """Train on TEXT_FILE (UTF-8), or on the built-in default corpus when none is given.
 
     The default corpus is Python's own standard library source, read offline from this
@@ -149,17 +147,12 @@ def train(text_file, out, resume, force, **options) -> None:
         train,
     )
 
-    given = {k: v for k, v in options.items() if v is not None}
+    given = {k: v for k, v in settings.items() if v is not None}
     if out is None:
         out = Path("runs") / (Path(text_file).stem if text_file else "default")
     if resume and (Path(out) / "config.json").exists():
         _check_resume_options(Path(out), text_file, given)
-    model = ModelConfig(**{k: v for k, v in given.items() if k in MODEL_OPTIONS})
-    train_cfg = TrainConfig(
-        **{k: v for k, v in given.items() if k not in MODEL_OPTIONS + TEXT_OPTIONS}
-    )
-    text = {k: v for k, v in given.items() if k in TEXT_OPTIONS}
-    config = RunConfig(model=model, train=train_cfg, corpus=text_file or "", **text)
+    config = RunConfig.from_options(text_file or "", **given)
     progress = _Progress()
 
     def callback(event) -> None:
@@ -210,22 +203,16 @@ def train(text_file, out, resume, force, **options) -> None:
     )
 
 
-def _section(config: RunConfig, name: str):
-    """The part of a RunConfig that holds option `name`."""
-    if name in MODEL_OPTIONS:
-        return config.model
-    return config if name in TEXT_OPTIONS else config.train
-
-
 def _check_resume_options(out: Path, text_file: str | None, given: dict) -> None:
     """With --resume, options other than --epochs/--minutes must agree with the run's config."""
     from charlstm.rundir import RunDir  # noqa: PLC0415
 
     saved = RunDir.open(out).config
+    values = saved.option_values()
     differ = [
         f"--{name.replace('_', '-')}"
         for name, value in given.items()
-        if name not in ("epochs", "minutes") and getattr(_section(saved, name), name) != value
+        if name not in ("epochs", "minutes") and values[name] != value
     ]
     if text_file and str(Path(text_file).resolve()) != saved.corpus:
         differ.append("TEXT_FILE")
@@ -272,28 +259,26 @@ class _Progress:
 @click.argument("run_dir")
 @click.option("--prime", default="", help="Text to start from (printed first).")
 @click.option("--length", default=500, show_default=True, help="Characters to generate.")
-@click.option("--temperature", default=1.0, show_default=True, help="0 is greedy.")
-@click.option("--top-k", default=0, show_default=True, help="Keep the k likeliest (0: all).")
-@click.option("--top-p", default=1.0, show_default=True, help="Nucleus mass to keep (1: all).")
-@click.option("--seed", default=0, show_default=True, help="Same seed, same text.")
+@_options(options(SamplingConfig))
 @click.option("--num-samples", default=1, show_default=True, help="Samples drawn in one batch.")
-def generate(run_dir, prime, length, temperature, top_k, top_p, seed, num_samples) -> None:
+def generate(run_dir, prime, length, num_samples, **settings) -> None:
     """Generate text from the best checkpoint in RUN_DIR; the text streams to stdout."""
     _import_tensorflow()
     from charlstm.rundir import RunDir  # noqa: PLC0415 (slow import)
-    from charlstm.sample import SamplingConfig, generate  # noqa: PLC0415
+    from charlstm.sample import Sampler  # noqa: PLC0415
 
-    sampling = SamplingConfig(temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
+    sampling = SamplingConfig(**{k: v for k, v in settings.items() if v is not None})
     run = RunDir.open(Path(run_dir))
-    model = run.load_model()
-    pieces = generate(model, run.tokenizer, prime, length, sampling, num_samples)
+    sampler = Sampler(run.load_model(), run.tokenizer)
     if num_samples == 1:
         click.echo(prime, nl=False)
-        for (piece,) in pieces:
+        for piece in sampler.generate(prime, length, sampling):
             click.echo(piece, nl=False)
         click.echo()
         return
-    samples = ["".join(parts) for parts in zip(*pieces)]
+    samples = [
+        "".join(parts) for parts in zip(*sampler.generate(prime, length, sampling, num_samples))
+    ]
     for i, sample in enumerate(samples):
         click.echo(f"--- sample {i + 1} ---", err=True)
         click.echo(prime + sample)
@@ -303,7 +288,7 @@ def generate(run_dir, prime, length, temperature, top_k, top_p, seed, num_sample
 @click.argument("run_dir")
 @click.argument("text_file")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-@_field_options(RunConfig, skip=RUN_ONLY)
+@_options(options(RunConfig, nested=False))
 def evaluate(run_dir, text_file, as_json, encoding, errors) -> None:
     """Loss of RUN_DIR's best checkpoint on TEXT_FILE: nats/char, bits/char, perplexity."""
     _import_tensorflow()
@@ -329,19 +314,16 @@ def evaluate(run_dir, text_file, as_json, encoding, errors) -> None:
 @click.argument("run_dir")
 def info(run_dir) -> None:
     """Describe RUN_DIR: config, vocabulary, checkpoints, last log line."""
-    from charlstm.rundir import RunDir  # noqa: PLC0415 (slow import)
+    _import_tensorflow()
+    from charlstm.model import build_model  # noqa: PLC0415 (slow import)
+    from charlstm.rundir import RunDir  # noqa: PLC0415
 
     run = RunDir.open(Path(run_dir))
     checkpoints = run.checkpoints()
     records = run.read_log()
     c = run.config
     m = c.model
-    params = (
-        m.vocab_size * m.embedding_dim
-        + sum(4 * m.units * ((m.embedding_dim if i == 0 else m.units) + m.units + 1)
-              for i in range(m.num_layers))
-        + m.units * m.vocab_size + m.vocab_size
-    )  # fmt: skip
+    params = build_model(m).count_params()
     lines = [
         f"run: {run.path}",
         f"corpus: {c.corpus}",

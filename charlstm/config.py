@@ -1,14 +1,17 @@
-"""Run configuration: ModelConfig, TrainConfig, RunConfig and their JSON form.
+"""Run configuration: ModelConfig, TrainConfig, RunConfig, SamplingConfig and their JSON form.
 
-A run saves its RunConfig as ``config.json`` when it starts; ``generate``, ``evaluate``, ``info``
-and resume rebuild everything from it. Reading refuses unknown keys, wrong types and out-of-range
-values, so a config file can never name code to run.
+Each setting is a dataclass field, and the `setting` that declares it states its help text, its
+range or choices once: validation, the command-line options (`charlstm.cli`) and their `--help`
+all derive from that. A run saves its RunConfig as ``config.json`` when it starts; `generate`,
+`evaluate`, `info` and resume rebuild everything from it. Reading refuses unknown keys, wrong
+types and out-of-range values, so a config file can never name code to run.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -16,93 +19,128 @@ from dataclasses import dataclass, field
 from charlstm.errors import CharlstmError
 
 
-def _check(condition: bool, message: str) -> None:
-    if not condition:
-        raise CharlstmError(message)
+@dataclass(frozen=True)
+class Range:
+    """The values a number may take: min and max (None: unbounded), each closed or open."""
+
+    min: float | None = None
+    max: float | None = None
+    min_open: bool = False
+    max_open: bool = False
+
+    def __contains__(self, value: float) -> bool:
+        if self.min is not None and (value <= self.min if self.min_open else value < self.min):
+            return False
+        return self.max is None or (value < self.max if self.max_open else value <= self.max)
+
+    def __str__(self) -> str:
+        if self.max is None:
+            return f"> {self.min}" if self.min_open else f"at least {self.min}"
+        if self.min is None:
+            return f"< {self.max}" if self.max_open else f"at most {self.max}"
+        return (
+            f"in {'(' if self.min_open else '['}{self.min}, {self.max}"
+            f"{')' if self.max_open else ']'}"
+        )
 
 
-def _opt(default, help: str):
-    """A field with the help text its CLI option shows."""
-    return field(default=default, metadata={"help": help})
+def setting(default, help: str, *, choices: tuple[str, ...] = (), **bounds):
+    """A field that is also a command-line option, with its help and its allowed values.
+
+    bounds: Range's min, max, min_open, max_open. A field declared with plain `field` (or a
+    bare default) is not an option: vocab_size and corpus are set by the run itself.
+    """
+    allowed = Range(**bounds) if bounds else None
+    return field(default=default, metadata={"help": help, "range": allowed, "choices": choices})
+
+
+def check_settings(config) -> None:
+    """Refuse values outside a dataclass' declared ranges and choices, and non-finite floats.
+
+    Raises:
+        CharlstmError: naming the field, what it must be and the value given.
+    """
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if value is None or dataclasses.is_dataclass(value):
+            continue
+        if isinstance(value, float) and not math.isfinite(value):
+            raise CharlstmError(f"{f.name} must be a finite number, got {value}")
+        allowed, choices = f.metadata.get("range"), f.metadata.get("choices")
+        if allowed is not None and value not in allowed:
+            raise CharlstmError(f"{f.name} must be {allowed}, got {value}")
+        if choices and value not in choices:
+            raise CharlstmError(f"{f.name} must be one of {', '.join(choices)}, got {value!r}")
+
+
+class _Settings:
+    """Base of the config dataclasses: every instance is checked against its declarations."""
+
+    def __post_init__(self) -> None:
+        check_settings(self)
 
 
 @dataclass(frozen=True)
-class ModelConfig:
+class ModelConfig(_Settings):
     """Embedding(V, E) -> num_layers x LSTM(units) -> Dense(V).
 
     vocab_size is V, set from the tokenizer when a run starts.
     """
 
-    vocab_size: int = 0
-    embedding_dim: int = _opt(64, "E, size of each character's embedding")
-    units: int = _opt(256, "H, size of h and c in every LSTM layer")
-    num_layers: int = _opt(2, "stacked LSTM layers")
-    dropout: float = _opt(0.0, "dropout after each LSTM layer, in training only")
-
-    def __post_init__(self) -> None:
-        _check(self.vocab_size >= 0, f"vocab_size must be at least 0, got {self.vocab_size}")
-        _check(self.embedding_dim >= 1, f"embedding_dim must be >= 1, got {self.embedding_dim}")
-        _check(self.units >= 1, f"units must be at least 1, got {self.units}")
-        _check(1 <= self.num_layers <= 16, f"num_layers must be in 1..16, got {self.num_layers}")
-        _check(0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}")
+    vocab_size: int = field(default=0, metadata={"range": Range(min=0)})
+    embedding_dim: int = setting(64, "E, size of each character's embedding", min=1)
+    units: int = setting(256, "H, size of h and c in every LSTM layer", min=1)
+    num_layers: int = setting(2, "stacked LSTM layers", min=1, max=16)
+    dropout: float = setting(
+        0.0, "dropout after each LSTM layer, in training only", min=0.0, max=1.0, max_open=True
+    )
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(_Settings):
     """How to train: TBPTT layout, optimizer, schedule, budget and evaluation cadence."""
 
-    batch_size: int = _opt(64, "B, parallel text streams per step")
-    seq_len: int = _opt(100, "T, characters per window; gradients stop at window edges")
-    learning_rate: float = _opt(2e-3, "Adam's learning rate at the start")
-    lr_decay: float = _opt(0.97, "learning-rate factor applied at every epoch (char-rnn's)")
-    grad_clip: float = _opt(5.0, "clip the global gradient norm to this")
-    epochs: int = _opt(20, "passes over the training part")
-    minutes: float | None = _opt(None, "time budget; stops at epochs or minutes, first reached")
-    eval_every: int = _opt(200, "steps between validation passes (also at every epoch end)")
-    keep_checkpoints: int = _opt(2, "newest checkpoints kept (the best one is kept as well)")
-    val_fraction: float = _opt(0.05, "share of the text for validation (after the train part)")
-    test_fraction: float = _opt(0.05, "share of the text held out for testing (the end)")
-    seed: int = _opt(0, "seed for initial weights and dropout")
-
-    def __post_init__(self) -> None:
-        _check(self.batch_size >= 1, f"batch_size must be at least 1, got {self.batch_size}")
-        _check(self.seq_len >= 1, f"seq_len must be at least 1, got {self.seq_len}")
-        _check(self.learning_rate > 0, f"learning_rate must be > 0, got {self.learning_rate}")
-        _check(0 < self.lr_decay <= 1, f"lr_decay must be in (0, 1], got {self.lr_decay}")
-        _check(self.grad_clip > 0, f"grad_clip must be > 0, got {self.grad_clip}")
-        _check(self.epochs >= 1, f"epochs must be at least 1, got {self.epochs}")
-        _check(self.minutes is None or self.minutes > 0, f"minutes must be > 0, got {self.minutes}")
-        _check(self.eval_every >= 1, f"eval_every must be at least 1, got {self.eval_every}")
-        _check(
-            self.keep_checkpoints >= 1,
-            f"keep_checkpoints must be at least 1, got {self.keep_checkpoints}",
-        )
-        _check(
-            0 < self.val_fraction < 0.5,
-            f"val_fraction must be in (0, 0.5), got {self.val_fraction}",
-        )
-        _check(
-            0 <= self.test_fraction < 0.5,
-            f"test_fraction must be in [0, 0.5), got {self.test_fraction}",
-        )
-        _check(self.seed >= 0, f"seed must be at least 0, got {self.seed}")
+    batch_size: int = setting(64, "B, parallel text streams per step", min=1)
+    seq_len: int = setting(100, "T, characters per window; gradients stop at window edges", min=1)
+    learning_rate: float = setting(2e-3, "Adam's learning rate at the start", min=0, min_open=True)
+    lr_decay: float = setting(
+        0.97, "learning-rate factor applied at every epoch (char-rnn's)", min=0, max=1,
+        min_open=True,
+    )  # fmt: skip
+    grad_clip: float = setting(5.0, "clip the global gradient norm to this", min=0, min_open=True)
+    epochs: int = setting(20, "passes over the training part", min=1)
+    minutes: float | None = setting(
+        None, "time budget; stops at epochs or minutes, first reached", min=0, min_open=True
+    )
+    eval_every: int = setting(
+        200, "steps between validation passes (also at every epoch end)", min=1
+    )
+    keep_checkpoints: int = setting(
+        2, "newest checkpoints kept (the best one is kept as well)", min=1
+    )
+    val_fraction: float = setting(
+        0.05, "share of the text for validation (after the train part)", min=0, max=0.5,
+        min_open=True, max_open=True,
+    )  # fmt: skip
+    test_fraction: float = setting(
+        0.05, "share of the text held out for testing (the end)", min=0, max=0.5, max_open=True
+    )
+    seed: int = setting(0, "seed for initial weights and dropout", min=0)
 
 
 @dataclass(frozen=True)
-class RunConfig:
+class RunConfig(_Settings):
     """Everything a run needs to be rebuilt: the model, the training and the corpus it read."""
 
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     corpus: str = ""  # path of the text file, or "default" for the embedded corpus
-    encoding: str = _opt("utf-8", "the text file's encoding")
-    errors: str = _opt("strict", "undecodable bytes: strict refuses, replace makes them U+FFFD")
-
-    def __post_init__(self) -> None:
-        _check(
-            self.errors in ("strict", "replace"),
-            f"errors must be strict or replace, got {self.errors!r}",
-        )
+    encoding: str = setting("utf-8", "the text file's encoding")
+    errors: str = setting(
+        "strict",
+        "undecodable bytes: strict refuses, replace makes them U+FFFD",
+        choices=("strict", "replace"),
+    )
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True) + "\n"
@@ -115,6 +153,81 @@ class RunConfig:
         except json.JSONDecodeError as err:
             raise CharlstmError(f"{source} is not valid JSON: {err}") from err
         return _from_dict(cls, data, source)
+
+    @classmethod
+    def from_options(cls, corpus: str = "", **values) -> RunConfig:
+        """A RunConfig from flat option values (`units=128, seq_len=50`); None leaves a default.
+
+        Raises:
+            CharlstmError: a value out of its range.
+        """
+        given = {name: value for name, value in values.items() if value is not None}
+        sections = {}
+        for name, section in option_sections(cls).items():
+            own = {f.name for f in dataclasses.fields(section)} & set(given)
+            sections[name] = section(**{key: given.pop(key) for key in own})
+        unknown = set(given) - {option.name for option in options(cls, nested=False)}
+        if unknown:
+            raise TypeError(f"not RunConfig options: {sorted(unknown)}")
+        return cls(**sections, corpus=corpus, **given)
+
+    def option_values(self) -> dict[str, object]:
+        """Every option's value in this config, by its flat name (the inverse of from_options)."""
+        values = {o.name: getattr(self, o.name) for o in options(type(self), nested=False)}
+        for name, section in option_sections(type(self)).items():
+            values |= {o.name: getattr(getattr(self, name), o.name) for o in options(section)}
+        return values
+
+
+@dataclass(frozen=True)
+class SamplingConfig(_Settings):
+    """How `charlstm.sample` draws each next character."""
+
+    temperature: float = setting(1.0, "0 is greedy; above 1 flattens, below 1 sharpens", min=0)
+    top_k: int = setting(0, "keep the k likeliest characters (0: all)", min=0)
+    top_p: float = setting(
+        1.0, "keep the fewest likeliest characters whose probability reaches p (1: all)",
+        min=0, max=1, min_open=True,
+    )  # fmt: skip
+    seed: int = setting(
+        0, "the same seed, model and prime give the same text", min=0, max=2**31 - 1
+    )
+
+
+class Option(typing.NamedTuple):
+    """A config field that is a command-line option, as `setting` declared it."""
+
+    name: str
+    type: type  # int, float or str
+    default: object
+    help: str
+    range: Range | None
+    choices: tuple[str, ...]
+
+
+def options(cls: type, nested: bool = True) -> list[Option]:
+    """The command-line options of config dataclass `cls` (and, if nested, of its sections)."""
+    hints = typing.get_type_hints(cls)
+    found = [
+        Option(f.name, field_type(hints[f.name]), f.default, f.metadata["help"],
+               f.metadata["range"], f.metadata["choices"])
+        for f in dataclasses.fields(cls)
+        if "help" in f.metadata
+    ]  # fmt: skip
+    if nested:
+        for section in option_sections(cls).values():
+            found += options(section)
+    return found
+
+
+def option_sections(cls: type) -> dict[str, type]:
+    """The fields of `cls` that are config dataclasses themselves: name -> dataclass."""
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls) if _is_section(hints[f.name])}
+
+
+def _is_section(hint) -> bool:
+    return isinstance(hint, type) and dataclasses.is_dataclass(hint)
 
 
 def _from_dict(cls: type, data: object, where: str):
@@ -131,19 +244,24 @@ def _from_dict(cls: type, data: object, where: str):
         values[name] = _coerce(hints[name], value, f"{where}: {cls.__name__}.{name}")
     try:
         return cls(**values)
-    except CharlstmError as err:  # a range check in __post_init__, which cannot name the file
+    except CharlstmError as err:  # a range check, which cannot name the file
         raise CharlstmError(f"{where}: {err}") from err
+
+
+def field_type(hint) -> type:
+    """The plain type of a field's hint: `float | None` -> float."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        (hint,) = [a for a in typing.get_args(hint) if a is not type(None)]
+    return hint
 
 
 def _coerce(hint, value, where: str):
     """Check one JSON value against a field's type hint; ints are accepted for floats."""
-    if dataclasses.is_dataclass(hint):
+    if _is_section(hint):
         return _from_dict(hint, value, where)
-    args = typing.get_args(hint)
-    if typing.get_origin(hint) in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        (hint,) = [a for a in args if a is not type(None)]
+    if value is None and type(None) in typing.get_args(hint):
+        return None
+    hint = field_type(hint)
     if hint is bool:
         ok = isinstance(value, bool)
     elif hint is int:

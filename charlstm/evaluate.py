@@ -15,7 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from charlstm.data import Windows, tbptt_windows
-from charlstm.model import CharLSTM, States
+from charlstm.model import CharModel, States
 
 
 @dataclass(frozen=True)
@@ -63,7 +63,7 @@ def walk(
         yield k, out, states
 
 
-def nll_sum(model: CharLSTM, x, y, states: States, training: bool = False):
+def nll_sum(model: CharModel, x, y, states: States, training: bool = False):
     """Sum of -ln p(y | x) over a window and the states after it.
 
     x, y: (B, T) int32. Returns (scalar float32, states).
@@ -73,17 +73,25 @@ def nll_sum(model: CharLSTM, x, y, states: States, training: bool = False):
     return tf.reduce_sum(losses), states
 
 
-def make_eval_step(model: CharLSTM) -> Callable:
+def make_eval_step(model: CharModel) -> Callable:
     """A compiled (x, y, states) -> (nll sum, states) for `walk`."""
     return tf.function(lambda x, y, states: nll_sum(model, x, y, states), jit_compile=True)
 
 
-def evaluate_windows(model: CharLSTM, windows: Windows, eval_step: Callable | None = None) -> Loss:
-    """Mean loss over every target of `windows`, streams starting from zero state."""
+def evaluate_windows(
+    model: CharModel, windows: Windows, eval_step: Callable | None = None, carry: bool = True
+) -> Loss:
+    """Mean loss over every target of `windows`, streams starting from zero state.
+
+    carry=True carries each window's final states into the next, so every character sees the
+    whole text before it. carry=False starts every window from zeros, so character j of a
+    window sees only the j characters before it in that window: the difference is what
+    carrying state buys.
+    """
     eval_step = eval_step or make_eval_step(model)
-    total = 0.0
-    for _, nll, _ in walk(windows, eval_step, model.zero_states(windows.inputs.shape[0])):
-        total += float(nll)
+    zeros = model.zero_states(windows.inputs.shape[0])
+    step = eval_step if carry else (lambda x, y, _: eval_step(x, y, zeros))
+    total = sum(float(nll) for _, nll, _ in walk(windows, step, zeros))
     return Loss(nats=total / windows.num_chars, chars=windows.num_chars)
 
 

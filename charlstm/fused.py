@@ -61,7 +61,7 @@ class FusedLSTM(keras.layers.Layer):
 
     def project(self, inputs):
         """Time-major inputs (T, B, D) -> x_t @ kernel + bias for every step, (T, B, 4H)."""
-        return tf.einsum("tbd,dg->tbg", inputs, self.cell.kernel) + self.cell.bias
+        return project(inputs, self.cell)
 
     def project_ids(self, ids, embeddings):
         """`project` of embedded ids without embedding them: Embedding(ids) @ kernel is a row
@@ -88,6 +88,35 @@ class FusedLSTM(keras.layers.Layer):
         return {**super().get_config(), "units": self.units}
 
 
+def project(inputs, cell: LSTMCell):
+    """Time-major inputs (T, B, D) -> x_t @ cell.kernel + cell.bias for every step, (T, B, 4H)."""
+    return tf.einsum("tbd,dg->tbg", inputs, cell.kernel) + cell.bias
+
+
+def lstm_forward(xw, h0, c0, recurrent_kernel):
+    """The forward loop over T projected inputs, keeping what the backward pass needs.
+
+    Args:
+        xw: (T, B, 4H), x_t @ kernel + bias for every step.
+        h0, c0: (B, H), the initial state.
+        recurrent_kernel: (H, 4H).
+
+    Returns:
+        hs, cs (T, B, H): h_t and c_t after every step; gates (T, B, 4H): [i | f | g | o].
+    """
+    steps = xw.shape[0]  # static: XLA needs a fixed trip count
+
+    def forward(t, h, c, hs, cs, gates):
+        h, c, a = lstm_update(xw[t] + tf.matmul(h, recurrent_kernel), c)
+        return t + 1, h, c, hs.write(t, h), cs.write(t, c), gates.write(t, a)
+
+    arrays = [tf.TensorArray(xw.dtype, size=steps) for _ in range(3)]
+    _, _, _, hs, cs, gates = tf.while_loop(
+        lambda t, *_: t < steps, forward, (0, h0, c0, *arrays), maximum_iterations=steps
+    )
+    return hs.stack(), cs.stack(), gates.stack()
+
+
 @tf.custom_gradient
 def lstm_recurrence(xw, h0, c0, recurrent_kernel):
     """Run the gate equations over T projected inputs.
@@ -100,18 +129,10 @@ def lstm_recurrence(xw, h0, c0, recurrent_kernel):
     Returns:
         hs (T, B, H), h_T (B, H), c_T (B, H), and the hand-written gradient function.
     """
-    steps = xw.shape[0]  # static: XLA needs a fixed trip count
+    steps = xw.shape[0]
     U = recurrent_kernel
-
-    def forward(t, h, c, hs, cs, gates):
-        h, c, a = lstm_update(xw[t] + tf.matmul(h, U), c)
-        return t + 1, h, c, hs.write(t, h), cs.write(t, c), gates.write(t, a)
-
-    arrays = [tf.TensorArray(xw.dtype, size=steps) for _ in range(3)]
-    _, h, c, hs, cs, gates = tf.while_loop(
-        lambda t, *_: t < steps, forward, (0, h0, c0, *arrays), maximum_iterations=steps
-    )
-    hs, cs, gates = hs.stack(), cs.stack(), gates.stack()  # (T, B, H) x 2, (T, B, 4H)
+    hs, cs, gates = lstm_forward(xw, h0, c0, U)  # (T, B, H) x 2, (T, B, 4H)
+    h, c = hs[-1], cs[-1]
 
     def backward(d_hs, d_h, d_c):
         # autodiff hands None for outputs the loss does not use, e.g. the final state

@@ -1,4 +1,13 @@
-"""The character model: Embedding -> N x RNN(LSTMCell) -> Dense, with its state in the open."""
+"""One model family: Embedding -> N x recurrent layer -> Dense, every layer's state in the open.
+
+    CharModel      the family: embedding, stacked layers of one cell type, dropout, head,
+                   states, config; its `call` runs each layer as `keras.layers.RNN(cell)`
+    CharLSTM       the model charlstm trains: LSTMCell weights run by FusedLSTM layers
+    RNNCharLSTM    the same weights under `keras.layers.RNN(LSTMCell)`: the reference the tests
+                   hold CharLSTM to
+
+A new cell is one `CharModel` subclass naming its `cell_type` (`explore.rnn.CharRNN` is one).
+"""
 
 from __future__ import annotations
 
@@ -11,81 +20,60 @@ from charlstm.cell import LSTMCell
 from charlstm.config import ModelConfig
 from charlstm.fused import FusedLSTM
 
-# states: one [h, c] pair per layer, each (B, H)
-States = list
+LayerState = list[tf.Tensor]  # one layer's state, each (B, H): [h, c] for an LSTM, [h] for an RNN
+States = list[LayerState]  # one per layer, bottom first
 
 
-class CellStack(keras.Model):
-    """Embedding -> layers each holding a `cell` -> Dense head, stepped one character at a time.
+class CharModel(keras.Model):
+    """Next-character logits from ids, with every layer's state passed in and returned.
 
-    Subclasses (CharLSTM here, rnn.CharRNN) build `embedding`, `rnns` and `head`.
-    """
+        e      = Embedding(ids)                          # (B, T, E)
+        x_1    = layer_1(e, state_1)                     # (B, T, H)
+        x_l+1  = layer_l+1(drop(x_l), state_l+1)         # dropout between layers, training only
+        logits = Dense(V)(drop(x_N))                     # (B, T, V)
 
-    def step(self, ids, states: States):
-        """One character for every stream, straight through the cells (no RNN loop of one step).
-
-        ids: (B,) int32; states: N [h, c]. Returns (logits (B, V), states). The same cells and
-        weights as `call`, so `call` on T steps equals T calls of `step`.
-        """
-        x = self.embedding(ids)
-        new_states = []
-        for rnn, state in zip(self.rnns, states):
-            x, state = rnn.cell(x, state)
-            new_states.append(state)
-        return self.head(x), new_states
-
-
-@keras.saving.register_keras_serializable(package="charlstm")
-class CharLSTM(CellStack):
-    """Next-character logits from ids, with every layer's (h, c) passed in and returned.
-
-        e      = Embedding(ids)                      # (B, T, E)
-        x_1    = RNN(LSTMCell(H))(e, state_1)        # (B, T, H), repeated for N layers,
-        x_l+1  = RNN(LSTMCell(H))(drop(x_l), state_l+1)   # dropout between layers
-        logits = Dense(V)(drop(x_N))                 # (B, T, V)
-
-    The states leave as plain values, so a caller carries them from one TBPTT window into the
-    next (no gradient crosses the edge: that is the truncation) or from one sampled character
-    to the next.
+    Each layer runs one cell of `cell_type` (its equations are in its docstring). The states
+    leave as plain values, so a caller carries them from one TBPTT window into the next (no
+    gradient crosses the edge: that is the truncation) or from one sampled character to the
+    next. Variable paths are `<model>/<layer_prefix>_<l>/cell/<weight>`.
 
     Args:
         config: the ModelConfig; vocab_size must be set.
-        fused: run each layer as FusedLSTM (inputs projected once, one compiled loop, the
-            first layer's projection looked up from Embedding @ kernel, time-major throughout);
-            False uses the reference `keras.layers.RNN(LSTMCell)`. Same weights, same paths.
 
     Call:
         ids: (B, T) int32.
-        states: None (zeros) or a list of N [h (B, H), c (B, H)].
+        states: None (zeros) or a list of N layer states, each a list of (B, H) tensors.
         training: enables dropout.
         Returns (logits (B, T, V) float32, states as above).
     """
 
-    def __init__(self, config: ModelConfig, fused: bool = True, **kwargs):
+    cell_type: type[keras.layers.Layer]
+    layer_prefix: str
+
+    def __init__(self, config: ModelConfig, **kwargs):
         super().__init__(**kwargs)
         if config.vocab_size < 1:
             raise ValueError("ModelConfig.vocab_size must be set before building the model")
         self.config = config
-        self.fused = fused
         self.embedding = keras.layers.Embedding(
             config.vocab_size, config.embedding_dim, name="embedding"
         )
-        self.rnns = [
-            FusedLSTM(config.units, name=f"lstm_{i}")
-            if fused
-            else keras.layers.RNN(
-                LSTMCell(config.units, name="cell"),
-                return_sequences=True,
-                return_state=True,
-                name=f"lstm_{i}",
-            )
-            for i in range(config.num_layers)
-        ]
+        self.rnns = [self.make_layer(f"{self.layer_prefix}_{i}") for i in range(config.num_layers)]
         self.dropouts = [
             keras.layers.Dropout(config.dropout, name=f"dropout_{i}")
             for i in range(config.num_layers)
         ]
         self.head = keras.layers.Dense(config.vocab_size, name="head")
+
+    def make_cell(self) -> keras.layers.Layer:
+        """One layer's cell, named "cell"."""
+        return self.cell_type(self.config.units, name="cell")
+
+    def make_layer(self, name: str) -> keras.layers.Layer:
+        """One whole-sequence layer over a cell: (B, T, D), state -> (B, T, H), *state."""
+        return keras.layers.RNN(
+            self.make_cell(), return_sequences=True, return_state=True, name=name
+        )
 
     def build(self, input_shape):
         self.embedding.build(input_shape)
@@ -96,36 +84,36 @@ class CharLSTM(CellStack):
         self.head.build((None, None, dim))
 
     def call(self, ids, states: States | None = None, training: bool = False):
-        # fused: time-major (T, B, .) from the first projection to the logits, the first
-        # layer's projection taken from a (V, 4H) table (FusedLSTM.project_ids)
-        x = None if self.fused else self.embedding(ids)
+        x = self.embedding(ids)
         new_states = []
-        for i, (rnn, dropout) in enumerate(zip(self.rnns, self.dropouts)):
-            state = None if states is None else states[i]
-            if not self.fused:
-                x, h, c = rnn(x, initial_state=state, training=training)
-            else:
-                xw = rnn.project_ids(ids, self.embedding.embeddings) if i == 0 else rnn.project(x)
-                x, h, c = rnn.recur(xw, state)
-            new_states.append([h, c])
-            if self.config.dropout > 0:
-                x = dropout(x, training=training)
-        logits = self.head(x)
-        return (tf.transpose(logits, [1, 0, 2]) if self.fused else logits), new_states
+        for rnn, dropout, state in zip(self.rnns, self.dropouts, states or [None] * len(self.rnns)):
+            x, *state = rnn(x, initial_state=state, training=training)
+            new_states.append(state)
+            x = dropout(x, training=training)
+        return self.head(x), new_states
+
+    def step(self, ids, states: States):
+        """One character for every stream, straight through the cells (no loop of one step).
+
+        ids: (B,) int32; states: N layer states. Returns (logits (B, V), states). The same
+        cells and weights as `call`, so `call` on T steps equals T calls of `step`.
+        """
+        x = self.embedding(ids)
+        new_states = []
+        for rnn, state in zip(self.rnns, states):
+            x, state = rnn.cell(x, state)
+            new_states.append(state)
+        return self.head(x), new_states
 
     def zero_states(self, batch_size: int) -> States:
-        """N pairs of zeros (B, H): the state at the start of a text."""
-        H = self.config.units
+        """Every layer's state at the start of a text: zeros (B, H) for each of the cell's."""
         return [
-            [keras.ops.zeros((batch_size, H)), keras.ops.zeros((batch_size, H))] for _ in self.rnns
+            [keras.ops.zeros((batch_size, size)) for size in rnn.cell.state_size]
+            for rnn in self.rnns
         ]
 
     def get_config(self):
-        return {
-            **super().get_config(),
-            "config": dataclasses.asdict(self.config),
-            "fused": self.fused,
-        }
+        return {**super().get_config(), "config": dataclasses.asdict(self.config)}
 
     @classmethod
     def from_config(cls, config):
@@ -133,8 +121,46 @@ class CharLSTM(CellStack):
         return cls(ModelConfig(**config.pop("config")), **config)
 
 
-def build_model(config: ModelConfig, fused: bool = True) -> CharLSTM:
-    """A CharLSTM with its weights created (called once on a (1, 1) input)."""
-    model = CharLSTM(config, fused=fused, name="char_lstm")
+@keras.saving.register_keras_serializable(package="charlstm")
+class CharLSTM(CharModel):
+    """The LSTM model, each layer a FusedLSTM over an LSTMCell's weights.
+
+    Time-major (T, B, .) from the first projection to the logits: the first layer's input
+    projection is looked up from the (V, 4H) table Embedding @ kernel (`FusedLSTM.project_ids`),
+    every layer's recurrence is one compiled loop (`FusedLSTM.recur`). Same weights and variable
+    paths as RNNCharLSTM, and the same results.
+    """
+
+    cell_type = LSTMCell
+    layer_prefix = "lstm"
+
+    def make_layer(self, name: str) -> FusedLSTM:
+        return FusedLSTM(self.config.units, name=name)
+
+    def call(self, ids, states: States | None = None, training: bool = False):
+        x, new_states = None, []
+        for rnn, dropout, state in zip(self.rnns, self.dropouts, states or [None] * len(self.rnns)):
+            xw = rnn.project_ids(ids, self.embedding.embeddings) if x is None else rnn.project(x)
+            x, h, c = rnn.recur(xw, state)  # (T, B, H)
+            new_states.append([h, c])
+            x = dropout(x, training=training)
+        return tf.transpose(self.head(x), [1, 0, 2]), new_states
+
+
+@keras.saving.register_keras_serializable(package="charlstm")
+class RNNCharLSTM(CharModel):
+    """CharLSTM's reference: each layer `keras.layers.RNN(LSTMCell)`, one cell call per step."""
+
+    cell_type = LSTMCell
+    layer_prefix = "lstm"
+
+
+def built(model: CharModel) -> CharModel:
+    """`model` with its weights created (called once on a (1, 1) input)."""
     model(keras.ops.zeros((1, 1), dtype="int32"))
     return model
+
+
+def build_model(config: ModelConfig, fused: bool = True) -> CharModel:
+    """A built CharLSTM, or with fused=False its reference RNNCharLSTM (same variable paths)."""
+    return built((CharLSTM if fused else RNNCharLSTM)(config, name="char_lstm"))

@@ -87,13 +87,22 @@ def read_tensors(path: Path) -> dict[str, np.ndarray]:
         raise CharlstmError(f"{path}: not a valid safetensors file ({err})") from err
 
 
-def assign_tensors(variables, tensors: dict[str, np.ndarray], source: str) -> None:
-    """Assign tensors to Keras variables by `variable.path`, after checking they match exactly.
+def variables_by_path(variables) -> dict:
+    """{variable.path: variable}: the names a model's weights are saved under."""
+    return {v.path: v for v in variables}
+
+
+def assign_tensors(by_path: dict, tensors: dict[str, np.ndarray], source: str) -> None:
+    """Assign tensors to the variables of the same name, after checking they match exactly.
+
+    Args:
+        by_path: name -> Keras variable.
+        tensors: name -> array, e.g. read from a safetensors file.
+        source: where the tensors came from, for messages.
 
     Raises:
         CharlstmError: a name missing or extra, or a shape or dtype differing.
     """
-    by_path = {v.path: v for v in variables}
     missing, extra = sorted(set(by_path) - set(tensors)), sorted(set(tensors) - set(by_path))
     if missing or extra:
         raise CharlstmError(
@@ -314,7 +323,11 @@ class RunDir:
 
         checkpoint = checkpoint or self.best_checkpoint()
         model = build_model(self.config.model)
-        assign_tensors(model.weights, checkpoint.model_tensors(), str(checkpoint.path / MODEL))
+        assign_tensors(
+            variables_by_path(model.weights),
+            checkpoint.model_tensors(),
+            str(checkpoint.path / MODEL),
+        )
         return model
 
     # log

@@ -1,53 +1,25 @@
-"""Generate text: next-character strategies over logits, and the loop that feeds them.
+"""Generate text: next-character strategies over logits, and a sampler that feeds them.
 
-Strategies are pure functions over logits (B, V). `generate` feeds the prime once, then one id
-per step, carrying the state; the steps run in a compiled TensorFlow loop, `chunk` characters
-per call, and each chunk is handed out as soon as it is ready. Randomness is one
-`tf.random.stateless_uniform` number per stream and step, seeded with (seed, t) for step t, so
-a seed gives the same text however the steps are grouped into chunks.
+Strategies are pure functions over logits (B, V). A `Sampler` holds a model's two compiled
+loops: `feed` runs the prime through the model once, `sample` then draws one id per step,
+carrying the state, `chunk` characters per call, each chunk handed out as soon as it is ready.
+Randomness is one `tf.random.stateless_uniform` number per stream and step, seeded with
+(seed, t) for step t, so a seed gives the same text however the steps are grouped into chunks.
 """
 
 from __future__ import annotations
 
-import weakref
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from typing import NamedTuple
+from collections.abc import Iterator
 
 import numpy as np
 import tensorflow as tf
 
+from charlstm.config import SamplingConfig
 from charlstm.errors import CharlstmError
-from charlstm.model import CharLSTM, States
+from charlstm.model import CharModel, States
 from charlstm.tokenizer import CharTokenizer
 
 MAX_LENGTH = 10_000_000
-
-
-@dataclass(frozen=True)
-class SamplingConfig:
-    """How each next character is drawn.
-
-    temperature: 0 picks the most likely character (greedy); otherwise logits / temperature.
-    top_k: keep the k most likely characters (0: all).
-    top_p: keep the smallest set whose probability reaches top_p (1: all).
-    seed: the same seed, model and prime give the same text.
-    """
-
-    temperature: float = 1.0
-    top_k: int = 0
-    top_p: float = 1.0
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if not (self.temperature >= 0 and np.isfinite(self.temperature)):
-            raise CharlstmError(f"temperature must be >= 0, got {self.temperature}")
-        if self.top_k < 0:
-            raise CharlstmError(f"top_k must be >= 0 (0 keeps all), got {self.top_k}")
-        if not 0 < self.top_p <= 1:
-            raise CharlstmError(f"top_p must be in (0, 1], got {self.top_p}")
-        if not 0 <= self.seed < 2**31:
-            raise CharlstmError(f"seed must be in [0, 2**31), got {self.seed}")
 
 
 # up to this vocabulary size the filters rank characters by comparing all pairs, (B, V, V):
@@ -142,102 +114,107 @@ def pick_next(logits, temperature, top_k, top_p, seed, step, filtering: bool = T
     return tf.where(temperature > 0, draw(scaled, seed, step), greedy)
 
 
-def prime_states(model: CharLSTM, prime_ids: np.ndarray, num_samples: int):
-    """Feed all but the last prime id: (states, last ids (B,)) to start sampling from."""
-    rows = np.tile(prime_ids[None, :], (num_samples, 1)).astype(np.int32)  # (B, P)
-    states = model.zero_states(num_samples)
-    if rows.shape[1] > 1:
-        states = compiled(model).feed(tf.constant(rows[:, :-1]), states)
-    return states, tf.constant(rows[:, -1])
+class Sampler:
+    """A model's compiled generation loops, built once and reused across calls and settings.
 
-
-class Compiled(NamedTuple):
-    """A model's compiled loops, built once per model and reused across calls and settings.
-
-    feed: (ids (B, P), states) -> states after them, `model.step` after step; a TensorFlow
-        graph, not XLA, traced once for every B and prime length P (XLA compiles per shape).
-    sample: (last (B,), states, t0, steps, temperature, top_k, top_p, seed, filtering) ->
-        (ids (B, steps), last, states); XLA. `steps` and `filtering` are Python values (each
-        distinct value compiles once). XLA always: compiled and uncompiled kernels draw
-        different random streams.
+    Args:
+        model: a CharModel (its `step` and `zero_states`).
+        tokenizer: the run's tokenizer.
     """
 
-    feed: Callable
-    sample: Callable
-
-
-_COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-def compiled(model: CharLSTM) -> Compiled:
-    """The model's `Compiled` loops."""
-    if model not in _COMPILED:
-
-        def feed(ids, states: States):
-            def body(t, states):
-                _, states = model.step(ids[:, t], states)
-                return t + 1, states
-
-            steps = tf.shape(ids)[1]
-            return tf.while_loop(lambda t, _: t < steps, body, (0, states))[1]
-
-        def sample(last, states: States, t0, steps, temperature, top_k, top_p, seed, filtering):
-            def body(i, last, states, out):
-                logits, states = model.step(last, states)
-                nxt = pick_next(logits, temperature, top_k, top_p, seed, t0 + i, filtering)
-                return i + 1, nxt, states, out.write(i, nxt)
-
-            out = tf.TensorArray(tf.int32, size=steps)
-            _, last, states, out = tf.while_loop(
-                lambda i, *_: i < steps, body, (tf.constant(0), last, states, out)
-            )
-            return tf.transpose(out.stack()), last, states
-
+    def __init__(self, model: CharModel, tokenizer: CharTokenizer):
+        self.model, self.tokenizer = model, tokenizer
         any_batch = tf.nest.map_structure(  # states of any batch size
-            lambda t: tf.TensorSpec((None, *t.shape[1:]), t.dtype), model.zero_states(1)
+            lambda s: tf.TensorSpec((None, *s.shape[1:]), s.dtype), model.zero_states(1)
         )
-        _COMPILED[model] = Compiled(
-            feed=tf.function(
-                feed, input_signature=[tf.TensorSpec((None, None), tf.int32), any_batch]
-            ),
-            sample=tf.function(sample, jit_compile=True, reduce_retracing=True),
+        # a TensorFlow graph, not XLA: traced once for every batch and prime length (XLA
+        # compiles per shape)
+        self.feed = tf.function(
+            self._feed, input_signature=[tf.TensorSpec((None, None), tf.int32), any_batch]
         )
-    return _COMPILED[model]
+        # XLA always: compiled and uncompiled kernels draw different random streams; `steps`
+        # and `filtering` are Python values, each distinct value compiled once
+        self.sample = tf.function(self._sample, jit_compile=True, reduce_retracing=True)
+
+    def _feed(self, ids, states: States) -> States:
+        """ids (B, P) -> the states after them, one `model.step` after another."""
+
+        def body(t, states):
+            _, states = self.model.step(ids[:, t], states)
+            return t + 1, states
+
+        steps = tf.shape(ids)[1]
+        return tf.while_loop(lambda t, _: t < steps, body, (0, states))[1]
+
+    def _sample(self, last, states: States, t0, steps, temperature, top_k, top_p, seed, filtering):
+        """`steps` ids after `last` (B,): (ids (B, steps), the last ids, states); step t0 + i
+        draws with seed (seed, t0 + i)."""
+
+        def body(i, last, states, out):
+            logits, states = self.model.step(last, states)
+            nxt = pick_next(logits, temperature, top_k, top_p, seed, t0 + i, filtering)
+            return i + 1, nxt, states, out.write(i, nxt)
+
+        out = tf.TensorArray(tf.int32, size=steps)
+        _, last, states, out = tf.while_loop(
+            lambda i, *_: i < steps, body, (tf.constant(0), last, states, out)
+        )
+        return tf.transpose(out.stack()), last, states
+
+    def prime(self, prime_ids: np.ndarray, num_samples: int) -> tuple[States, tf.Tensor]:
+        """Feed all but the last prime id: (states, last ids (B,)) to start sampling from."""
+        rows = np.tile(prime_ids[None, :], (num_samples, 1)).astype(np.int32)  # (B, P)
+        states = self.model.zero_states(num_samples)
+        if rows.shape[1] > 1:
+            states = self.feed(tf.constant(rows[:, :-1]), states)
+        return states, tf.constant(rows[:, -1])
+
+    def generate(
+        self,
+        prime: str = "",
+        length: int = 500,
+        sampling: SamplingConfig | None = None,
+        num_samples: int | None = None,
+        chunk: int = 256,
+    ) -> Iterator[str] | Iterator[tuple[str, ...]]:
+        """Sample `length` characters after `prime`, handed out as each chunk is ready.
+
+        Yields the next piece of the text (without the prime); with num_samples, a tuple of
+        the next piece of each of that many samples, drawn at once as a batch. An empty prime
+        starts as if after a newline.
+        """
+        sampling = sampling or SamplingConfig()
+        if not 1 <= length <= MAX_LENGTH:
+            raise CharlstmError(f"length must be in 1..{MAX_LENGTH:,}, got {length}")
+        if num_samples is not None and num_samples < 1:
+            raise CharlstmError(f"num_samples must be at least 1, got {num_samples}")
+        chars = self.tokenizer.chars
+        context = prime or ("\n" if "\n" in chars else chars[-1])
+        states, last = self.prime(self.tokenizer.encode(context), num_samples or 1)
+        settings = (
+            tf.constant(sampling.temperature, tf.float32),
+            tf.constant(sampling.top_k, tf.int32),
+            tf.constant(sampling.top_p, tf.float32),
+            tf.constant(sampling.seed, tf.int32),
+            sampling.top_k > 0 or sampling.top_p < 1,
+        )
+        for t in range(0, length, chunk):
+            ids, last, states = self.sample(
+                last, states, tf.constant(t, tf.int32), min(chunk, length - t), *settings
+            )
+            pieces = tuple(self.tokenizer.decode(row) for row in ids.numpy())
+            yield pieces if num_samples is not None else pieces[0]
 
 
 def generate(
-    model: CharLSTM,
+    model: CharModel,
     tokenizer: CharTokenizer,
     prime: str = "",
     length: int = 500,
     sampling: SamplingConfig | None = None,
-    num_samples: int = 1,
+    num_samples: int | None = None,
     chunk: int = 256,
-) -> Iterator[list[str]]:
-    """Sample `length` characters after `prime` for `num_samples` streams at once.
-
-    Yields lists of num_samples strings, the next piece of each sample, as each chunk of up to
-    `chunk` steps is ready; joined, they are the generated text (without the prime). An empty
-    prime starts as if after a newline.
-    """
-    sampling = sampling or SamplingConfig()
-    if not 1 <= length <= MAX_LENGTH:
-        raise CharlstmError(f"length must be in 1..{MAX_LENGTH:,}, got {length}")
-    if num_samples < 1:
-        raise CharlstmError(f"num_samples must be at least 1, got {num_samples}")
-    context = prime or ("\n" if "\n" in tokenizer.chars else tokenizer.chars[-1])
-    states, last = prime_states(model, tokenizer.encode(context), num_samples)
-    run = compiled(model).sample
-    settings = (
-        tf.constant(sampling.temperature, tf.float32),
-        tf.constant(sampling.top_k, tf.int32),
-        tf.constant(sampling.top_p, tf.float32),
-        tf.constant(sampling.seed, tf.int32),
-        sampling.top_k > 0 or sampling.top_p < 1,
-    )
-    t = 0
-    while t < length:
-        n = min(chunk, length - t)
-        ids, last, states = run(last, states, tf.constant(t, tf.int32), n, *settings)
-        yield [tokenizer.decode(row) for row in ids.numpy()]
-        t += n
+) -> Iterator[str] | Iterator[tuple[str, ...]]:
+    """`Sampler(model, tokenizer).generate(...)`: one call's worth. A caller that generates
+    again from the same model keeps a Sampler, whose compiled loops are then built once."""
+    return Sampler(model, tokenizer).generate(prime, length, sampling, num_samples, chunk)

@@ -103,7 +103,7 @@ class CharTokenizer:
             encodable = _SURROGATES.sub(UNK, text)
         ids = np.empty(len(text), np.int32)
         # with at most 256 tokens, bytes(list) is the fastest way from Encoding.ids to an
-        # array: 0.08 s against 0.27 s for np.asarray(list) on 8.9M ids
+        # array: np.asarray(list) boxes every id
         small = self.vocab_size <= 256
         filled = 0
         for start in range(0, len(encodable), _GROUP_CHARS):

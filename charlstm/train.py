@@ -32,8 +32,15 @@ from charlstm.corpus import load_corpus
 from charlstm.data import Windows, split_ids, tbptt_windows
 from charlstm.errors import CharlstmError
 from charlstm.evaluate import Loss, eval_windows, evaluate_windows, make_eval_step, nll_sum, walk
-from charlstm.model import CharLSTM, States, build_model
-from charlstm.rundir import CONFIG, Checkpoint, RunDir, assign_tensors, run_lock
+from charlstm.model import CharModel, States, build_model
+from charlstm.rundir import (
+    CONFIG,
+    Checkpoint,
+    RunDir,
+    assign_tensors,
+    run_lock,
+    variables_by_path,
+)
 from charlstm.tokenizer import CharTokenizer
 
 log = logging.getLogger(__name__)
@@ -78,7 +85,8 @@ class TrainResult:
     stopped_by: str  # "epochs" or "minutes"
 
 
-Callback = Callable[[object], None]
+Event = StartEvent | StepEvent | EvalEvent
+Callback = Callable[[Event], None]
 
 
 def prepare_data(corpus_text: str, starts, tokenizer: CharTokenizer, config: RunConfig):
@@ -89,14 +97,14 @@ def prepare_data(corpus_text: str, starts, tokenizer: CharTokenizer, config: Run
             part is empty.
     """
     ids = tokenizer.encode(corpus_text)
-    t = config.train
-    splits = split_ids(ids, t.val_fraction, t.test_fraction, tuple(starts))
-    train = tbptt_windows(splits.train, t.batch_size, t.seq_len, whole=True)
+    settings = config.train
+    splits = split_ids(ids, settings.val_fraction, settings.test_fraction, tuple(starts))
+    train = tbptt_windows(splits.train, settings.batch_size, settings.seq_len, whole=True)
     if len(splits.val) < 2:
         raise CharlstmError(
             f"text too short: the validation part has {len(splits.val)} characters; give more text"
         )
-    return splits, train, eval_windows(splits.val, t.batch_size, t.seq_len)
+    return splits, train, eval_windows(splits.val, settings.batch_size, settings.seq_len)
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -151,7 +159,7 @@ def train(
             corpus = load_corpus(config.corpus, config.encoding, config.errors)
             _, train_w, val_w = prepare_data(corpus.text, corpus.starts, run.tokenizer, config)
             trainer = _Trainer(run, config, train_w, val_w, callback)
-            return trainer.run(resume=True, corpus=corpus.description)
+            return trainer.fit(resume=True, corpus=corpus.description)
     config = config or RunConfig()
     corpus = load_corpus(config.corpus, config.encoding, config.errors)
     tokenizer = CharTokenizer.build(corpus.text)
@@ -170,7 +178,7 @@ def train(
     with run_lock(out):
         run = RunDir.create(out, config, tokenizer, force=force)
         trainer = _Trainer(run, config, train_w, val_w, callback)
-        return trainer.run(resume=False, corpus=corpus.description)
+        return trainer.fit(resume=False, corpus=corpus.description)
 
 
 @contextlib.contextmanager
@@ -199,7 +207,7 @@ def mean_nll(model, x, y, states):
 
 
 def make_train_step(
-    model: CharLSTM, optimizer: keras.optimizers.Optimizer, loss: Callable = mean_nll
+    model: CharModel, optimizer: keras.optimizers.Optimizer, loss: Callable = mean_nll
 ) -> Callable:
     """One compiled TBPTT step: (x, y (B, T) int32, states) -> (loss, states after).
 
@@ -235,168 +243,165 @@ class _Trainer:
     """The model, optimizer and data of one run, and the loop over them."""
 
     def __init__(self, run: RunDir, config: RunConfig, train_w: Windows, val_w: Windows, callback):
-        self.run_dir, self.config, self.callback = run, config, callback
+        self.run, self.config, self.callback = run, config, callback
         self.train_w, self.val_w = train_w, val_w
-        t = config.train
-        keras.utils.set_random_seed(t.seed)
-        self.model: CharLSTM = build_model(config.model)
-        self.optimizer = make_optimizer(t, len(train_w))
+        keras.utils.set_random_seed(config.train.seed)
+        self.model = build_model(config.model)
+        self.optimizer = make_optimizer(config.train, len(train_w))
         self.optimizer.build(self.model.trainable_variables)
         self.train_step = make_train_step(self.model, self.optimizer)
         self.eval_step = make_eval_step(self.model)
+        # the TBPTT states travel as values; these hold them only for checkpoints
+        self.carry = [
+            [keras.Variable(s, trainable=False, name=f"carry_{i}_{j}") for j, s in enumerate(layer)]
+            for i, layer in enumerate(self.model.zero_states(train_w.inputs.shape[0]))
+        ]
         self.best_val: float | None = None
         self.best_step: int | None = None
-        self.elapsed_before = 0.0
+        self.elapsed_before, self.start = 0.0, time.monotonic()
 
-    # the state a checkpoint holds beyond the weights
+    def train_state(self) -> dict[str, keras.Variable]:
+        """What a checkpoint holds beyond the weights, by name: Adam's moments and step, the
+        carried (h, c) of every layer and the dropout RNG state."""
+        names = {f"optimizer/{v.path.split('/', 1)[-1]}": v for v in self.optimizer.variables}
+        for i, layer in enumerate(self.carry):
+            names |= {f"carry/{i}/{key}": v for key, v in zip("hc", layer)}
+        rng = [v for v in self.model.variables if "seed_generator" in v.path]
+        names |= {f"rng/{i}": v for i, v in enumerate(rng)}
+        return names
 
-    def _optimizer_vars(self):
-        """(name, variable) pairs, named by path without the optimizer's own uniquified name."""
-        return [(v.path.split("/", 1)[-1], v) for v in self.optimizer.variables]
-
-    def _rng_variables(self):
-        return [v for v in self.model.variables if "seed_generator" in v.path]
-
-    def _train_state(self, states: States) -> dict[str, np.ndarray]:
-        tensors = {f"optimizer/{name}": np.asarray(v.numpy()) for name, v in self._optimizer_vars()}
-        for i, (h, c) in enumerate(states):
-            tensors[f"carry/{i}/h"], tensors[f"carry/{i}/c"] = np.asarray(h), np.asarray(c)
-        for i, v in enumerate(self._rng_variables()):
-            tensors[f"rng/{i}"] = np.asarray(v.numpy())
-        return tensors
-
-    def _restore(self, ckpt: Checkpoint) -> States:
-        assign_tensors(self.model.weights, ckpt.model_tensors(), str(ckpt.path))
-        tensors = ckpt.train_state_tensors()
-        groups = {"optimizer": {}, "carry": {}, "rng": {}}
-        for name, value in tensors.items():
-            head, _, rest = name.partition("/")
-            if head not in groups:
-                raise CharlstmError(f"{ckpt.path}: unexpected tensor {name} in the training state")
-            groups[head][rest] = value
-        optimizer = dict(self._optimizer_vars())
-        if set(optimizer) != set(groups["optimizer"]):
-            raise CharlstmError(f"{ckpt.path}: the optimizer state does not match the model")
-        assign_tensors(
-            optimizer.values(),
-            {optimizer[name].path: value for name, value in groups["optimizer"].items()},
-            str(ckpt.path),
+    def _save(self, step: int, position: tuple[int, int], states: States) -> None:
+        """Checkpoint `step`; training continues at `position`, (epoch, window)."""
+        for variables, values in zip(self.carry, states):
+            for v, value in zip(variables, values):
+                v.assign(value)
+        epoch, window = position
+        progress = {
+            "epoch": epoch,
+            "window": window,
+            "best_val": self.best_val,
+            "best_step": self.best_step,
+            "elapsed_s": self._elapsed(),
+        }
+        self.run.write_checkpoint(
+            step,
+            _values(variables_by_path(self.model.weights)),
+            _values(self.train_state()),
+            progress,
+            keep=self.config.train.keep_checkpoints,
         )
-        rng = self._rng_variables()
-        assign_tensors(rng, {v.path: groups["rng"][str(i)] for i, v in enumerate(rng)}, "rng")
-        states = self.model.zero_states(self.config.train.batch_size)
-        for i, pair in enumerate(states):
-            for j, key in enumerate("hc"):
-                value = groups["carry"].get(f"{i}/{key}")
-                if value is None or value.shape != tuple(pair[j].shape):
-                    raise CharlstmError(f"{ckpt.path}: carried state {i}/{key} is missing or bad")
-                pair[j] = tf.constant(value)
+
+    def _restore(self, ckpt: Checkpoint) -> tuple[tuple[int, int], States]:
+        """Load checkpoint `ckpt`: its (epoch, window) position and carried states."""
+        assign_tensors(variables_by_path(self.model.weights), ckpt.model_tensors(), str(ckpt.path))
+        assign_tensors(self.train_state(), ckpt.train_state_tensors(), str(ckpt.path))
         p = ckpt.progress
         self.best_val, self.best_step = p.get("best_val"), p.get("best_step")
         self.elapsed_before = float(p.get("elapsed_s", 0.0))
-        return states
+        states = [[tf.convert_to_tensor(v) for v in layer] for layer in self.carry]
+        return (int(p["epoch"]), int(p["window"])), states
 
     # the loop
 
-    def run(self, resume: bool, corpus: str) -> TrainResult:
-        t = self.config.train
-        epoch, window, states, resumed_step = 0, 0, None, None
-        if resume and self.run_dir.checkpoints():
-            ckpt = self.run_dir.latest_checkpoint()
-            states = self._restore(ckpt)
-            epoch, window = int(ckpt.progress["epoch"]), int(ckpt.progress["window"])
-            self.run_dir.truncate_log(ckpt.step)
+    def _steps(self, position: tuple[int, int], carried: States | None):
+        """Train from `position` (epoch, window) to the last epoch's end, one window a step.
+
+        Each epoch starts from zero state (a resumed one from `carried`); within it `walk`
+        carries the states from window to window. Yields (epoch, window, loss, states after).
+        """
+        first_epoch, window = position
+        for epoch in range(first_epoch, self.config.train.epochs):
+            if window == 0 or carried is None:
+                carried = self.model.zero_states(self.train_w.inputs.shape[0])
+            for k, loss, after in walk(self.train_w, self.train_step, carried, start=window):
+                yield epoch, k, loss, after
+            window = 0
+
+    def fit(self, resume: bool, corpus: str) -> TrainResult:
+        """Train until the epochs or the minutes run out, or SIGINT (TrainingInterrupted).
+
+        Per step, one decision: evaluate (every eval_every steps, at each epoch's end, when
+        time is up), stop (time is up, or SIGINT), save (after each evaluation). Whatever
+        stopped the loop, the last step is saved after it.
+        """
+        settings = self.config.train
+        position, carried, resumed_step = (0, 0), None, None
+        if resume and self.run.checkpoints():
+            ckpt = self.run.latest_checkpoint()
+            position, carried = self._restore(ckpt)
+            self.run.truncate_log(ckpt.step)
             resumed_step = ckpt.step
-        parameters = sum(int(np.prod(v.shape)) for v in self.model.trainable_variables)
-        self.callback(StartEvent(self.run_dir.path, corpus, parameters, resumed_step))
-        start = time.monotonic()
-        deadline = start + t.minutes * 60 if t.minutes else math.inf
-        step = int(self.optimizer.iterations.numpy())
-        B, T = self.train_w.inputs.shape[0], self.train_w.seq_len
-        stopped_by, saved_at = "epochs", resumed_step
-        train_losses: list[float] = []
+        self.callback(StartEvent(self.run.path, corpus, self.model.count_params(), resumed_step))
+        self.start = time.monotonic()
+        deadline = self.start + settings.minutes * 60 if settings.minutes else math.inf
+        step = saved_at = int(self.optimizer.iterations.numpy())
+        stopped_by = "epochs"
+        chars = self.train_w.inputs.shape[0] * self.train_w.seq_len
+        losses: list[float] = []  # training losses since the last evaluation
+        tick = time.monotonic()
         with _sigint_requests_stop() as interrupt:
-            while epoch < t.epochs and stopped_by == "epochs":
-                if window == 0 or states is None:
-                    states = self.model.zero_states(B)
-                tick = time.monotonic()
-                carried = states  # walk feeds each window the states the previous one returned
-                for k, loss, states in walk(self.train_w, self.train_step, carried, start=window):
-                    loss = float(loss)
-                    step += 1
-                    if not math.isfinite(loss):
-                        raise CharlstmError(
-                            f"training loss became {loss} at step {step}; the last good checkpoint "
-                            "is kept; resume or restart with a lower --learning-rate"
-                        )
-                    train_losses.append(loss)
-                    now = time.monotonic()
-                    self.callback(
-                        StepEvent(
-                            step, epoch, k, len(self.train_w), loss,
-                            B * T / max(now - tick, 1e-9), self._elapsed(start),
-                        )
-                    )  # fmt: skip
-                    tick = now
-                    epoch_done = k == len(self.train_w) - 1
-                    out_of_time = now >= deadline
-                    if step % t.eval_every == 0 or epoch_done or out_of_time:
-                        next_epoch, next_window = (epoch + 1, 0) if epoch_done else (epoch, k + 1)
-                        self._evaluate_and_save(
-                            step, next_epoch, next_window, states, train_losses, start
-                        )
-                        train_losses, saved_at = [], step
-                        tick = time.monotonic()  # validation time is not training time
-                    if interrupt["stop"]:
-                        if saved_at != step:
-                            self._save(step, epoch, k + 1, states, start)
-                        raise TrainingInterrupted(self.run_dir.path, step)
-                    if out_of_time:
-                        stopped_by = "minutes"
-                        break
-                else:
-                    epoch, window = epoch + 1, 0
-        if saved_at != step:  # e.g. resumed a finished run
-            self._evaluate_and_save(step, epoch, window, states, train_losses, start)
-        return TrainResult(self.run_dir.path, step, self.best_val, stopped_by)
+            for epoch, k, loss, states in self._steps(position, carried):
+                step, loss = step + 1, float(loss)
+                if not math.isfinite(loss):
+                    raise CharlstmError(
+                        f"training loss became {loss} at step {step}; the last good checkpoint "
+                        "is kept; resume or restart with a lower --learning-rate"
+                    )
+                losses.append(loss)
+                now = time.monotonic()
+                self.callback(
+                    StepEvent(
+                        step, epoch, k, len(self.train_w), loss, chars / max(now - tick, 1e-9),
+                        self._elapsed(),
+                    )
+                )  # fmt: skip
+                epoch_done = k == len(self.train_w) - 1
+                position = (epoch + 1, 0) if epoch_done else (epoch, k + 1)
+                if interrupt["stop"]:
+                    stopped_by = "interrupt"
+                elif now >= deadline:
+                    stopped_by = "minutes"
+                evaluate = step % settings.eval_every == 0 or epoch_done or stopped_by == "minutes"
+                if evaluate:
+                    self._evaluate(step, position[0], losses)
+                    losses = []
+                    if stopped_by == "epochs":  # a stopping run saves once, after the loop
+                        self._save(step, position, states)
+                        saved_at = step
+                if stopped_by != "epochs":
+                    break
+                tick = time.monotonic()  # validation and saving are not training time
+        if saved_at != step:
+            self._save(step, position, states)
+        if stopped_by == "interrupt":
+            raise TrainingInterrupted(self.run.path, step)
+        return TrainResult(self.run.path, step, self.best_val, stopped_by)
 
-    def _elapsed(self, start: float) -> float:
-        return self.elapsed_before + time.monotonic() - start
+    def _elapsed(self) -> float:
+        """Training time of the whole run, sessions before this one included."""
+        return self.elapsed_before + time.monotonic() - self.start
 
-    def _evaluate_and_save(self, step, epoch, window, states, train_losses, start) -> None:
+    def _evaluate(self, step: int, epoch: int, train_losses: list[float]) -> None:
+        """Validation loss at `step`, logged (before the checkpoint that follows: a crash
+        between the two leaves a record that resume drops and redoes, while the other order
+        could leave a checkpoint whose record is never written)."""
         val: Loss = evaluate_windows(self.model, self.val_w, self.eval_step)
         is_best = self.best_val is None or val.nats < self.best_val
         if is_best:
             self.best_val, self.best_step = val.nats, step
-        lr = float(self.optimizer.learning_rate.numpy())  # the schedule at the current step
         record = {
             "step": step,
             "epoch": epoch,
             "train_loss": float(np.mean(train_losses)) if train_losses else None,
             "val_loss": val.nats,
             "val_bits_per_char": val.bits,
-            "learning_rate": lr,
-            "elapsed_s": round(self._elapsed(start), 3),
+            "learning_rate": float(self.optimizer.learning_rate.numpy()),  # at the current step
+            "elapsed_s": round(self._elapsed(), 3),
         }
-        # log first: a crash between the two leaves a record that resume drops and redoes,
-        # while the other order could leave a checkpoint whose record is never written
-        self.run_dir.append_log(record)
-        self._save(step, epoch, window, states, start)
+        self.run.append_log(record)
         self.callback(EvalEvent(record, is_best))
 
-    def _save(self, step, epoch, window, states, start) -> None:
-        """Checkpoint `step`; training continues at window `window` of epoch `epoch`."""
-        progress = {
-            "epoch": epoch,
-            "window": window,
-            "best_val": self.best_val,
-            "best_step": self.best_step,
-            "elapsed_s": self._elapsed(start),
-        }
-        self.run_dir.write_checkpoint(
-            step,
-            {v.path: np.asarray(v.numpy()) for v in self.model.weights},
-            self._train_state(states),
-            progress,
-            keep=self.config.train.keep_checkpoints,
-        )
+
+def _values(variables: dict) -> dict[str, np.ndarray]:
+    """name -> variable to name -> its value, as safetensors writes it."""
+    return {name: np.asarray(v.numpy()) for name, v in variables.items()}

@@ -25,22 +25,24 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import tensorflow as tf  # noqa: E402
 
-from charlstm.config import ModelConfig, TrainConfig  # noqa: E402
+from charlstm.config import ModelConfig, SamplingConfig, TrainConfig  # noqa: E402
 from charlstm.corpus import read_text  # noqa: E402
 from charlstm.data import tbptt_windows  # noqa: E402
 from charlstm.model import build_model  # noqa: E402
-from charlstm.sample import SamplingConfig, generate  # noqa: E402
+from charlstm.sample import Sampler  # noqa: E402
 from charlstm.tokenizer import CharTokenizer  # noqa: E402
 from charlstm.train import make_optimizer, make_train_step  # noqa: E402
 
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpora" / "tinyshakespeare.txt"
-# FLOPs per character, forward: 2*(4H(D+H)) per layer + 2*H*V for the output layer;
 # training is about 3x forward (forward, input gradient, weight gradient)
 
 
-def forward_flops(vocab: int, emb: int, units: int, layers: int) -> float:
-    lstm = sum(2 * 4 * units * ((emb if i == 0 else units) + units) for i in range(layers))
-    return lstm + 2 * units * vocab
+def forward_flops(model) -> float:
+    """Forward FLOPs per character: 2 per entry of every weight matrix a character is
+    multiplied by (kernels, recurrent kernels, head: 2*(4H(D+H)) per layer + 2*H*V), read
+    off the built model; the embedding is a lookup."""
+    matrices = [v for v in model.weights if len(v.shape) == 2 and "embedding" not in v.path]
+    return 2.0 * sum(v.shape[0] * v.shape[1] for v in matrices)
 
 
 class CharlstmBackend:
@@ -160,15 +162,16 @@ GENERATION_SETTINGS = {
 
 
 def time_generation(model, tokenizer, streams: int, length: int, rounds: int, settings) -> float:
-    """Median chars/s (all streams together) of `generate` with SamplingConfig(**settings)."""
+    """Median chars/s (all streams together) of `Sampler.generate`, SamplingConfig(**settings)."""
+    sampler = Sampler(model, tokenizer)
     warmup = SamplingConfig(**settings)
-    for _ in generate(model, tokenizer, "\n", length, warmup, streams, chunk=length):
+    for _ in sampler.generate("\n", length, warmup, streams, chunk=length):
         pass  # compile
     rates = []
     for r in range(rounds):
         sampling = SamplingConfig(**settings, seed=r)
         start = time.perf_counter()
-        for _ in generate(model, tokenizer, "\n", length, sampling, streams, chunk=length):
+        for _ in sampler.generate("\n", length, sampling, streams, chunk=length):
             pass
         rates.append(streams * length / (time.perf_counter() - start))
     return statistics.median(rates)
@@ -254,7 +257,7 @@ def run_config(layers, units, batch, args, ids, vocab, with_generation: bool) ->
         print("torch is not installed: no PyTorch baseline", file=sys.stderr)
     rates = time_training(backends, windows, args.warmup, args.steps, args.rounds)
     ours = rates["charlstm"]
-    train_flops = 3 * forward_flops(vocab, args.embedding_dim, units, layers)
+    train_flops = 3 * forward_flops(backends[0].model)
     result = {
         "layers": layers,
         "units": units,
@@ -312,7 +315,7 @@ def main() -> None:
         if gen:
             # 64 streams are bound by compute: forward FLOPs per character at the matmul peak;
             # one stream by reading every weight (4 bytes per 2 FLOPs) once per character
-            fwd = forward_flops(vocab, args.embedding_dim, units, layers)
+            fwd = r["train_flops_per_char"] / 3
             r["generate_compute_bound_chars_per_s"] = peak / fwd
             r["generate_read_bound_chars_per_s"] = weight_read_bound(int(fwd / 2))
             r["weights_mb"] = 4 * fwd / 2 / 1e6

@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from charlstm.cli import cli
-from charlstm.config import ModelConfig, RunConfig, TrainConfig
+from charlstm.config import ModelConfig, RunConfig, SamplingConfig, TrainConfig, options
 from tests.conftest import TINY_TRAIN_ARGS
 
 
@@ -140,17 +140,54 @@ def test_train_refuses_an_out_folder_holding_a_run_and_keeps_it(tmp_path, text_f
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--temperature", "-1"], "temperature"),
-        (["--top-p", "0"], "top_p"),
-        (["--top-p", "1.5"], "top_p"),
-        (["--top-k", "-2"], "top_k"),
-        (["--length", "0"], "length"),
+        (["--temperature", "-1"], "--temperature"),
+        (["--top-p", "0"], "--top-p"),
+        (["--top-p", "1.5"], "--top-p"),
+        (["--top-k", "-2"], "--top-k"),
+        (["--seed", "-1"], "--seed"),
     ],
 )
-def test_bad_generate_settings_get_one_line(trained_run, args, message):
+def test_out_of_range_generate_options_are_usage_errors_in_one_line(trained_run, args, message):
     result = invoke("generate", trained_run, *args)
-    assert_one_error_line(result)
+    assert_one_error_line(result, code=2)
     assert message in result.stderr
+
+
+def test_bad_generate_length_gets_one_line(trained_run):
+    result = invoke("generate", trained_run, "--length", "0")
+    assert_one_error_line(result)
+    assert "length" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "command, declared",
+    [
+        ("train", options(RunConfig)),
+        ("generate", options(SamplingConfig)),
+        ("evaluate", options(RunConfig, nested=False)),
+    ],
+)
+def test_option_ranges_and_choices_are_the_config_declarations(command, declared):
+    """One declaration per setting: the click type of each option is built from it."""
+    declared = {o.name: o for o in declared}
+    checked = 0
+    for param in cli.commands[command].params:
+        option = declared.get(param.name)
+        if option is None:
+            continue
+        checked += 1
+        if option.choices:
+            assert list(param.type.choices) == list(option.choices)
+        elif option.range is not None:
+            r = option.range
+            assert (param.type.min, param.type.max) == (r.min, r.max)
+            assert (param.type.min_open, param.type.max_open) == (r.min_open, r.max_open)
+        else:
+            assert param.type.name == option.type.__name__.replace("str", "text").replace(
+                "int", "integer"
+            )
+        assert option.help in param.help
+    assert checked == len(declared)
 
 
 def test_invalid_utf8_trains_with_errors_replace_and_a_warning(tmp_path, text_file):
@@ -184,10 +221,17 @@ def test_usage_errors_are_one_line_with_exit_2(trained_run):
     assert_one_error_line(invoke("no-such-command"), code=2)
 
 
-def test_bad_train_settings_get_one_line(tmp_path, text_file):
+def test_out_of_range_train_options_are_usage_errors_in_one_line(tmp_path, text_file):
     result = invoke("train", text_file, "--out", tmp_path / "run", "--seq-len", "0")
+    assert_one_error_line(result, code=2)
+    assert "--seq-len" in result.stderr and "x>=1" in result.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_non_finite_train_settings_get_one_line(tmp_path, text_file):
+    result = invoke("train", text_file, "--out", tmp_path / "run", "--learning-rate", "nan")
     assert_one_error_line(result)
-    assert "seq_len" in result.stderr
+    assert "learning_rate must be a finite number" in result.stderr
 
 
 def test_a_text_of_one_repeated_character_is_refused(tmp_path):

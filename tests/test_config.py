@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from charlstm.config import ModelConfig, RunConfig, TrainConfig
+from charlstm.config import ModelConfig, Range, RunConfig, TrainConfig, options
 from charlstm.errors import CharlstmError
 
 SOURCE = "runs/a/config.json"
@@ -146,3 +146,44 @@ def test_null_is_accepted_only_where_the_field_is_optional():
     assert parse({"train": {"minutes": None}}).train.minutes is None
     with refused("TrainConfig.learning_rate must be float, got null"):
         parse({"train": {"learning_rate": None}})
+
+
+@pytest.mark.parametrize("value", ["NaN", "Infinity", "-Infinity"])
+def test_non_finite_numbers_are_refused(value):
+    with pytest.raises(CharlstmError, match="learning_rate must be a finite number"):
+        RunConfig.from_json(f'{{"train": {{"learning_rate": {value}}}}}', source=SOURCE)
+
+
+def test_flat_options_build_the_nested_config_and_read_back():
+    config = RunConfig.from_options("a.txt", units=32, seq_len=7, errors="replace", minutes=None)
+    assert config == RunConfig(
+        model=ModelConfig(units=32), train=TrainConfig(seq_len=7), corpus="a.txt", errors="replace"
+    )
+    values = config.option_values()
+    assert values["units"] == 32 and values["seq_len"] == 7 and values["errors"] == "replace"
+    assert set(values) == {o.name for o in options(RunConfig)}
+    assert RunConfig.from_options("a.txt", **values) == config
+
+
+def test_every_option_has_help_and_a_valid_default():
+    for option in options(RunConfig):
+        assert option.help and option.type in (int, float, str)
+        if option.range is not None and option.default is not None:
+            assert option.default in option.range
+        if option.choices:
+            assert option.default in option.choices
+
+
+@pytest.mark.parametrize(
+    ("allowed", "inside", "outside", "text"),
+    [
+        (Range(min=1), [1, 10**9], [0, -1], "at least 1"),
+        (Range(min=0, min_open=True), [1e-9], [0, -1], "> 0"),
+        (Range(min=0, max=1, max_open=True), [0, 0.5], [1, -0.1], "in [0, 1)"),
+        (Range(min=0, max=0.5, min_open=True, max_open=True), [0.25], [0, 0.5], "in (0, 0.5)"),
+    ],
+)
+def test_range_bounds_and_description(allowed, inside, outside, text):
+    assert all(v in allowed for v in inside)
+    assert not any(v in allowed for v in outside)
+    assert str(allowed) == text

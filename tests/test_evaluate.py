@@ -46,3 +46,20 @@ def test_eval_windows_scores_all_but_fewer_than_b_characters():
         windows = eval_windows(np.arange(n, dtype=np.int32), batch_size=8, seq_len=7)
         streams = windows.inputs.shape[0]
         assert n - 1 - streams < windows.num_chars <= n - 1
+
+
+def test_evaluation_without_carry_scores_each_window_from_zero_state(trained_run):
+    run = RunDir.open(trained_run)
+    model = run.load_model()
+    windows = eval_windows(run.tokenizer.encode("The cat sees the ball.\n" * 6), 2, 8)
+
+    reset = evaluate_windows(model, windows, carry=False)
+
+    total = 0.0
+    for x, y in windows:
+        logits, _ = model(x)
+        total += float(
+            tf.reduce_sum(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits))
+        )
+    assert reset.nats == pytest.approx(total / windows.num_chars, rel=1e-5)
+    assert reset.nats != pytest.approx(evaluate_windows(model, windows).nats, rel=1e-4)

@@ -5,8 +5,6 @@ import numpy as np
 import pytest
 
 from charlstm.config import ModelConfig
-from charlstm.data import tbptt_windows
-from charlstm.evaluate import evaluate_windows
 from charlstm.explore import probe
 from charlstm.explore.rnn import build_rnn_model
 from charlstm.model import build_model
@@ -184,27 +182,3 @@ def test_state_gradient_norms_of_a_tanh_rnn_have_h_only_and_shrink_with_small_we
 
     assert set(norms) == {"h"} and norms["h"].shape == (1, 12)
     assert norms["h"][0, 11] < 1e-3 * norms["h"][0, 0]
-
-
-def test_window_loss_with_carry_equals_evaluate_windows(model, tokenizer):
-    windows = tbptt_windows(tokenizer.encode(TEXT * 3), 2, 8, whole=False)
-
-    carried = probe.window_loss(model, windows, carry=True)
-
-    assert carried.nats == pytest.approx(evaluate_windows(model, windows).nats, rel=1e-5)
-
-
-def test_window_loss_without_carry_scores_each_window_from_zero_state(model, tokenizer):
-    ids = tokenizer.encode(TEXT * 3)
-    windows = tbptt_windows(ids, 2, 8, whole=False)
-
-    reset = probe.window_loss(model, windows, carry=False)
-
-    total = 0.0
-    for x, y in windows:
-        logits, _ = model(x)
-        total += float(
-            keras.ops.sum(keras.ops.sparse_categorical_crossentropy(y, logits, from_logits=True))
-        )
-    assert reset.nats == pytest.approx(total / windows.num_chars, rel=1e-5)
-    assert reset.nats != pytest.approx(probe.window_loss(model, windows).nats, rel=1e-4)

@@ -14,6 +14,7 @@ from charlstm.rundir import (
     atomic_write_bytes,
     read_tensors,
     tensors_to_bytes,
+    variables_by_path,
 )
 from charlstm.tokenizer import CharTokenizer
 
@@ -88,13 +89,14 @@ def test_assign_tensors_refuses_missing_names_and_wrong_shapes_or_dtypes():
     good = {v.path: np.asarray(v.numpy()) for v in model.weights}
     extra = {**good, "evil": np.zeros(1, np.float32)}
     with pytest.raises(CharlstmError, match="unexpected"):
-        assign_tensors(model.weights, extra, "x")
+        assign_tensors(variables_by_path(model.weights), extra, "x")
     name = "char_lstm/head/bias"
+    weights = variables_by_path(model.weights)
     with pytest.raises(CharlstmError, match="head/bias"):
-        assign_tensors(model.weights, {**good, name: np.zeros(6, np.float32)}, "x")
+        assign_tensors(weights, {**good, name: np.zeros(6, np.float32)}, "x")
     with pytest.raises(CharlstmError, match="float64"):
-        assign_tensors(model.weights, {**good, name: np.zeros(5, np.float64)}, "x")
-    assign_tensors(model.weights, {**good, name: np.ones(5, np.float32)}, "x")
+        assign_tensors(weights, {**good, name: np.zeros(5, np.float64)}, "x")
+    assign_tensors(weights, {**good, name: np.ones(5, np.float32)}, "x")
     np.testing.assert_array_equal(model.get_layer("head").bias.numpy(), np.ones(5))
 
 

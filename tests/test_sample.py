@@ -2,15 +2,14 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from charlstm.config import SamplingConfig
 from charlstm.errors import CharlstmError
 from charlstm.rundir import RunDir
 from charlstm.sample import (
-    SamplingConfig,
-    compiled,
+    Sampler,
     draw,
     generate,
     pick_next,
-    prime_states,
     top_k_filter,
     top_k_top_p_filter,
     top_p_filter,
@@ -86,7 +85,15 @@ def test_sampling_follows_the_softmax_of_logits_over_temperature():
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"temperature": -0.1}, {"top_k": -1}, {"top_p": 0.0}, {"top_p": 1.5}, {"seed": -1}],
+    [
+        {"temperature": -0.1},
+        {"temperature": float("inf")},
+        {"top_k": -1},
+        {"top_p": 0.0},
+        {"top_p": 1.5},
+        {"seed": -1},
+        {"seed": 2**31},
+    ],
 )
 def test_bad_sampling_settings_are_refused(kwargs):
     with pytest.raises(CharlstmError):
@@ -96,12 +103,23 @@ def test_bad_sampling_settings_are_refused(kwargs):
 @pytest.fixture(scope="module")
 def run(trained_run):
     run = RunDir.open(trained_run)
-    return run, run.load_model()
+    model = run.load_model()
+    return run, model, Sampler(model, run.tokenizer)
 
 
-def _text(run, **kwargs):
-    run_dir, model = run
-    return ["".join(parts) for parts in zip(*generate(model, run_dir.tokenizer, **kwargs))]
+def _text(run, num_samples=1, **kwargs):
+    """The samples as whole strings, from one Sampler's compiled loops."""
+    *_, sampler = run
+    return ["".join(parts) for parts in zip(*sampler.generate(num_samples=num_samples, **kwargs))]
+
+
+def test_one_stream_yields_strings_and_several_yield_tuples(run):
+    run_dir, model, _ = run
+    one = list(generate(model, run_dir.tokenizer, "The", 30, chunk=8))
+    several = list(generate(model, run_dir.tokenizer, "The", 30, num_samples=2, chunk=8))
+    assert all(isinstance(piece, str) for piece in one) and len("".join(one)) == 30
+    assert all(isinstance(pieces, tuple) and len(pieces) == 2 for pieces in several)
+    assert [len(p) for p in one] == [8, 8, 8, 6]
 
 
 def test_same_seed_gives_same_text_and_another_seed_differs(run):
@@ -113,16 +131,16 @@ def test_same_seed_gives_same_text_and_another_seed_differs(run):
 
 
 def test_prime_is_fed_by_one_traced_loop_that_matches_the_model_call(run):
-    run_dir, model = run
-    feed = compiled(model).feed
+    run_dir, model, _ = run
+    sampler = Sampler(model, run_dir.tokenizer)
     for prime in ("ROMEO:\nWhat light", "A longer prime, of other length.\n" * 3):
         ids = run_dir.tokenizer.encode(prime)
-        states, last = prime_states(model, ids, 2)
+        states, last = sampler.prime(ids, 2)
         _, expected = model(np.tile(ids[None, :-1], (2, 1)), model.zero_states(2))
         for got, want in zip(sum(states, []), sum(expected, [])):
             np.testing.assert_allclose(got, want, atol=1e-5)
         assert last.numpy().tolist() == [ids[-1]] * 2
-    assert feed.experimental_get_tracing_count() == 1  # any prime length, one trace
+    assert sampler.feed.experimental_get_tracing_count() == 1  # any prime length, one trace
 
 
 def test_text_does_not_depend_on_chunk_size(run):
@@ -138,9 +156,9 @@ def test_text_does_not_depend_on_chunk_size(run):
     [SamplingConfig(temperature=0.8, top_k=6, top_p=0.95, seed=11), SamplingConfig(seed=5)],
 )
 def test_compiled_sampler_matches_a_step_by_step_reference(run, sampling):
-    run_dir, model = run
+    run_dir, model, sampler = run
     prime = run_dir.tokenizer.encode("My friend")
-    states, last = prime_states(model, prime, 3)
+    states, last = sampler.prime(prime, 3)
 
     # one Python call per character; XLA like the compiled sampler, since XLA and TensorFlow's own
     # kernels draw different random streams from one seed

@@ -79,7 +79,7 @@ def test_states_carry_across_windows_and_reset_each_epoch(tmp_path, text_file):
         return loss, new_states
 
     trainer.train_step = spy
-    trainer.run(resume=False, corpus=corpus.description)
+    trainer.fit(resume=False, corpus=corpus.description)
     n = len(train_w)
     assert len(seen) == 2 * n
     for k, (states_in, x, _) in enumerate(seen):

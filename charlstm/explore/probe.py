@@ -1,27 +1,28 @@
 """Look inside a trained model: gates, cell and hidden states per character, and gradients.
 
-    trace(model, tokenizer, text)    every layer's i, f, g, o, c, h at every character, computed
-                                     in NumPy from the model's own weights with LSTMCell's
-                                     equations, and p(next char) from the head
+    trace(model, tokenizer, text)    every layer's i, f, g, o, c, h at every character, from the
+                                     model's own weights through the forward loop it trains
+                                     with (`fused.lstm_forward`), and p(next char) from the head
     text_features(text)              per-character quantities a cell might track (quotes,
                                      bracket depth, column, indentation)
     find_cells(trace, features)      the cells whose value follows each feature best
     gate_saturation(trace, layer)    how often each gate is nearly shut (< 0.1) or open (> 0.9)
     forget_half_life(trace, layer)   how many steps a cell keeps half of what it holds
-    state_gradient_norms(...)        ||d loss / d state|| k steps back, by autodiff
-    window_loss(model, windows)      loss with the state carried across windows, or reset
+    state_gradient_norms(...)        ||d loss / d state|| k steps back, by autodiff of `model.step`
 
-The tests hold `trace` to the model itself (`model(ids)`, its RNN layers and `model.step`), so
-it cannot drift from what the model computes.
+The gate equations are in `charlstm.cell`. The tests hold `trace` to the model itself
+(`model(ids)`, its layers and `model.step`) and to a NumPy loop of the equations.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+import tensorflow as tf
 
+from charlstm.cell import LSTMCell
+from charlstm.fused import lstm_forward, project
 from charlstm.tokenizer import CharTokenizer
 
 GATES = ("i", "f", "g", "o")  # the order of the blocks of kernel, recurrent_kernel and bias
@@ -32,9 +33,8 @@ OPENERS, CLOSERS = "([{", ")]}"
 class LayerTrace:
     """One LSTM layer run over T characters; every array is (T, H) float32.
 
-    Row t holds the values after reading character t:
-        i, f, o = sigmoid(z_i), sigmoid(z_f), sigmoid(z_o);  g = tanh(z_g)
-        c = f * c_prev + i * g;  h = o * tanh(c)
+    Row t holds the gates i, f, g, o and the states c, h after reading character t (the
+    equations are LSTMCell's).
     """
 
     i: np.ndarray
@@ -84,27 +84,19 @@ class Trace:
         return [(self.vocab[j], float(self.probs[t, j])) for j in best]
 
 
-def _sigmoid(z: np.ndarray) -> np.ndarray:
-    return 0.5 * (1.0 + np.tanh(0.5 * z))  # = 1 / (1 + e^-z), without overflow warnings
-
-
-def _numpy(x) -> np.ndarray:
-    return np.asarray(x, dtype=np.float32)
+# traced once per text length: the loop runs as a graph, not op by op
+_forward = tf.function(lstm_forward)
 
 
 def trace(model, tokenizer: CharTokenizer, text: str, states=None) -> Trace:
-    """Run `text` through a CharLSTM, keeping every gate and state of every layer.
+    """Run `text` through an LSTM model, keeping every gate and state of every layer.
 
-    For each layer, in NumPy with the layer's own weights (LSTMCell's equations):
-
-        zx  = x @ kernel + bias                        # (T, 4H), all steps at once
-        z_t = zx_t + h_{t-1} @ recurrent_kernel        # (4H,), one step at a time
-        i, f, g, o, c_t, h_t as in LSTMCell
-
-    then probs = softmax(h_top @ head.kernel + head.bias). Dropout is off, as in `model(ids)`.
+    Each layer's inputs are projected and run through `fused.lstm_forward`, the forward loop
+    of training, with the layer's own LSTMCell weights; then
+    probs = softmax(head(h_top)). Dropout is off, as in `model(ids)`.
 
     Args:
-        model: a CharLSTM (anything with `embedding`, `rnns[l].cell` of LSTMCell layout, `head`).
+        model: a CharLSTM or RNNCharLSTM (any CharModel whose cells are LSTMCells).
         tokenizer: the run's tokenizer.
         text: T >= 1 characters (after NFC).
         states: None (zeros) or N [h (1, H) or (H,), c (same)], e.g. from `model.step`.
@@ -115,40 +107,30 @@ def trace(model, tokenizer: CharTokenizer, text: str, states=None) -> Trace:
     ids = tokenizer.encode(text)
     if len(ids) == 0:
         raise ValueError("trace needs at least one character")
-    x = _numpy(model.embedding.embeddings)[ids]  # (T, E)
+    x = tf.gather(model.embedding.embeddings, ids)[:, None]  # (T, 1, E): time-major, one stream
     layers = []
     for n, rnn in enumerate(model.rnns):
         cell = rnn.cell
-        kernel, recurrent, bias = (
-            _numpy(w) for w in (cell.kernel, cell.recurrent_kernel, cell.bias)
+        if not isinstance(cell, LSTMCell):
+            raise TypeError(f"layer {n} is not an LSTM layer (its cell is {type(cell).__name__})")
+        H = cell.units
+        h, c = (
+            (tf.zeros((1, H)), tf.zeros((1, H)))
+            if states is None
+            else (tf.reshape(s, (1, H)) for s in states[n])
         )
-        H = recurrent.shape[0]
-        if kernel.shape[1] != 4 * H:
-            raise TypeError(f"layer {n} is not an LSTM layer (kernel {kernel.shape}, H {H})")
-        if states is None:
-            h, c = np.zeros(H, np.float32), np.zeros(H, np.float32)
-        else:
-            h, c = (_numpy(s).reshape(H) for s in states[n])
-        zx = x @ kernel + bias  # the input part needs no recurrence: one matmul for all steps
-        out = {name: np.empty((len(ids), H), np.float32) for name in ("i", "f", "g", "o", "c", "h")}
-        for t in range(len(ids)):
-            z_i, z_f, z_g, z_o = np.split(zx[t] + h @ recurrent, 4)
-            i, f, g, o = _sigmoid(z_i), _sigmoid(z_f), np.tanh(z_g), _sigmoid(z_o)
-            c = f * c + i * g
-            h = o * np.tanh(c)
-            for name, value in zip("ifgoch", (i, f, g, o, c, h)):
-                out[name][t] = value
-        layers.append(LayerTrace(**out))
-        x = out["h"]
-    logits = x @ _numpy(model.head.kernel) + _numpy(model.head.bias)  # (T, V)
-    logits -= logits.max(axis=-1, keepdims=True)
-    probs = np.exp(logits)
-    probs /= probs.sum(axis=-1, keepdims=True)
+        hs, cs, gates = _forward(
+            project(x, cell), h, c, tf.convert_to_tensor(cell.recurrent_kernel)
+        )
+        i, f, g, o = np.split(gates.numpy()[:, 0], 4, axis=-1)
+        layers.append(LayerTrace(i=i, f=f, g=g, o=o, c=cs.numpy()[:, 0], h=hs.numpy()[:, 0]))
+        x = hs
+    probs = tf.nn.softmax(model.head(x[:, 0]), axis=-1)  # (T, V)
     return Trace(
         chars=[tokenizer.chars[j] for j in ids],
         ids=ids,
         layers=layers,
-        probs=probs.astype(np.float32),
+        probs=np.asarray(probs, np.float32),
         vocab=tokenizer.chars,
     )
 
@@ -263,9 +245,9 @@ def forget_half_life(trace: Trace, layer: int) -> np.ndarray:
 def state_gradient_norms(model, ids, targets, states=None) -> dict[str, np.ndarray]:
     """How strongly the loss at the last step depends on each earlier state, by autodiff.
 
-    The cells run one step at a time (`rnn.cell`, as `model.step` does) under a
-    `tf.GradientTape`, and the loss L = sum over the batch of -ln p(targets | ids) at the last
-    step is differentiated with respect to every layer's state at every step:
+    The model runs one character at a time (`model.step`) under a `tf.GradientTape`, and the
+    loss L = sum over the batch of -ln p(targets | ids) at the last step is differentiated
+    with respect to every layer's state at every step:
 
         norms[name][l, k] = mean over the batch of || dL / d name^l_{T-1-k} ||_2
 
@@ -273,7 +255,7 @@ def state_gradient_norms(model, ids, targets, states=None) -> dict[str, np.ndarr
     geometrically with k; an LSTM's c keeps them while its forget gates stay open.
 
     Args:
-        model: a CharLSTM or CharRNN (embedding, rnns[l].cell, head, zero_states).
+        model: a CharModel (CharLSTM, CharRNN, ...).
         ids: (B, T) int32.
         targets: (B,) int32, the character after ids[:, -1].
         states: None (zeros) or the model's states.
@@ -282,8 +264,6 @@ def state_gradient_norms(model, ids, targets, states=None) -> dict[str, np.ndarr
         {"h": (N, T)} for a CharRNN, {"h": (N, T), "c": (N, T)} for a CharLSTM; index k is
         k steps before the last.
     """
-    import tensorflow as tf  # only this function needs autodiff; the rest of the module is NumPy
-
     ids = tf.constant(np.asarray(ids, np.int32))
     targets = tf.constant(np.asarray(targets, np.int32))
     B, T = ids.shape
@@ -291,15 +271,9 @@ def state_gradient_norms(model, ids, targets, states=None) -> dict[str, np.ndarr
     names = "hc"[: len(states[0])]
     recorded = []  # recorded[t][l][j]: state j of layer l after step t
     with tf.GradientTape() as tape:
-        x_all = model.embedding(ids)  # (B, T, E)
         for t in range(T):
-            x, new_states = x_all[:, t], []
-            for rnn, state in zip(model.rnns, states):
-                x, state = rnn.cell(x, state)
-                new_states.append(list(state))
-            states = new_states
+            logits, states = model.step(ids[:, t], states)
             recorded.append(states)
-        logits = model.head(x)  # (B, V)
         loss = tf.reduce_sum(
             tf.nn.sparse_softmax_cross_entropy_with_logits(labels=targets, logits=logits)
         )
@@ -309,28 +283,3 @@ def state_gradient_norms(model, ids, targets, states=None) -> dict[str, np.ndarr
     norms = np.linalg.norm(np.stack([g.numpy() for g in grads]), axis=-1).mean(axis=-1)
     norms = norms.reshape(T, N, S)[::-1]  # (k, l, j), k steps back
     return {name: np.ascontiguousarray(norms[:, :, j].T) for j, name in enumerate(names)}
-
-
-def window_loss(model, windows, carry: bool = True, eval_step: Callable | None = None):
-    """Loss over `windows` with each window's final state carried into the next, or not.
-
-    carry=True is `evaluate_windows`: every character sees the whole text before it.
-    carry=False starts every window from zeros, so character j of a window sees only the j
-    characters before it in that window: the difference is what carrying state buys.
-
-    Args:
-        windows: a data.Windows, e.g. from `evaluate.eval_windows`.
-
-    Returns:
-        an evaluate.Loss (nats/char, bits/char).
-    """
-    from charlstm.evaluate import Loss, make_eval_step, walk
-
-    eval_step = eval_step or make_eval_step(model)
-    zeros = model.zero_states(windows.inputs.shape[0])
-
-    def step(x, y, states):
-        return eval_step(x, y, states if carry else zeros)
-
-    total = sum(float(nll) for _, nll, _ in walk(windows, step, zeros))
-    return Loss(nats=total / windows.num_chars, chars=windows.num_chars)

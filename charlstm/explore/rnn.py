@@ -1,8 +1,7 @@
 """A plain tanh RNN, written as our LSTMCell is, to show what the LSTM's gates buy.
 
     TanhRNNCell          h_t = tanh(x_t W + h_{t-1} U + b), for keras.layers.RNN
-    CharRNN              Embedding -> N x RNN(TanhRNNCell) -> Dense, state in and out,
-                         the same interface as CharLSTM (call, step, zero_states)
+    CharRNN              the model family (`charlstm.model.CharModel`) over TanhRNNCell
 
 Weight names and layout are those of `keras.layers.SimpleRNNCell` (kernel, recurrent_kernel,
 bias), so Keras' cell is the oracle the tests hold ours to.
@@ -10,13 +9,11 @@ bias), so Keras' cell is the oracle the tests hold ours to.
 
 from __future__ import annotations
 
-import dataclasses
-
 import keras
 from keras import ops
 
 from charlstm.config import ModelConfig
-from charlstm.model import CellStack, States  # here: one [h (B, H)] list per layer
+from charlstm.model import CharModel, built
 
 
 @keras.saving.register_keras_serializable(package="charlstm")
@@ -87,75 +84,36 @@ class TanhRNNCell(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="charlstm")
-class CharRNN(CellStack):
-    """CharLSTM's twin with TanhRNNCell in place of LSTMCell, for side-by-side experiments.
-
-        e      = Embedding(ids)                      # (B, T, E)
-        x_l+1  = RNN(TanhRNNCell(H))(x_l, state_l)   # (B, T, H), for N layers
-        logits = Dense(V)(x_N)                       # (B, T, V)
-
-    No dropout. Sizes come from a ModelConfig (vocab_size, embedding_dim, units, num_layers),
-    so a CharRNN and a CharLSTM of one config differ only in their cells.
+class CharRNN(CharModel):
+    """The model family with TanhRNNCell layers (`keras.layers.RNN`), for side-by-side
+    experiments: a CharRNN and a CharLSTM of one ModelConfig differ only in their cells.
 
     Args:
         config: the ModelConfig; vocab_size must be set.
         recurrent_initializer: passed to every TanhRNNCell.
 
-    Call:
-        ids: (B, T) int32.
-        states: None (zeros) or a list of N [h (B, H)].
-        Returns (logits (B, T, V) float32, states as above).
+    Call: as CharModel, with each layer's state [h (B, H)].
     """
 
+    cell_type = TanhRNNCell
+    layer_prefix = "rnn"
+
     def __init__(self, config: ModelConfig, recurrent_initializer="orthogonal", **kwargs):
-        super().__init__(**kwargs)
-        if config.vocab_size < 1:
-            raise ValueError("ModelConfig.vocab_size must be set before building the model")
-        self.config = config
         self.recurrent_initializer = keras.initializers.get(recurrent_initializer)
-        self.embedding = keras.layers.Embedding(
-            config.vocab_size, config.embedding_dim, name="embedding"
+        super().__init__(config, **kwargs)
+
+    def make_cell(self) -> TanhRNNCell:
+        return TanhRNNCell(
+            self.config.units, recurrent_initializer=self.recurrent_initializer, name="cell"
         )
-        self.rnns = [
-            keras.layers.RNN(
-                TanhRNNCell(
-                    config.units, recurrent_initializer=self.recurrent_initializer, name="cell"
-                ),
-                return_sequences=True,
-                return_state=True,
-                name=f"rnn_{i}",
-            )
-            for i in range(config.num_layers)
-        ]
-        self.head = keras.layers.Dense(config.vocab_size, name="head")
-
-    def call(self, ids, states: States | None = None, training: bool = False):
-        x = self.embedding(ids)
-        new_states = []
-        for i, rnn in enumerate(self.rnns):
-            x, h = rnn(x, initial_state=None if states is None else states[i], training=training)
-            new_states.append([h])
-        return self.head(x), new_states
-
-    def zero_states(self, batch_size: int) -> States:
-        """N lists [zeros (B, H)]: the state at the start of a text."""
-        return [[ops.zeros((batch_size, self.config.units))] for _ in self.rnns]
 
     def get_config(self):
         return {
             **super().get_config(),
-            "config": dataclasses.asdict(self.config),
             "recurrent_initializer": keras.initializers.serialize(self.recurrent_initializer),
         }
 
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        return cls(ModelConfig(**config.pop("config")), **config)
-
 
 def build_rnn_model(config: ModelConfig, recurrent_initializer="orthogonal") -> CharRNN:
-    """A CharRNN with its weights created (called once on a (1, 1) input)."""
-    model = CharRNN(config, recurrent_initializer=recurrent_initializer, name="char_rnn")
-    model(ops.zeros((1, 1), dtype="int32"))
-    return model
+    """A built CharRNN."""
+    return built(CharRNN(config, recurrent_initializer=recurrent_initializer, name="char_rnn"))

@@ -7,8 +7,8 @@ bracket. Predicting the closer needs the opener k characters back; the letters c
 
 `fit_last` trains a model on the prediction at the last position only, so every gradient that
 teaches the task has to travel k steps back. `fit_windows` trains next-character prediction by
-truncated BPTT, as `train.train` does, but for any model with CharLSTM's call signature
-(CharLSTM or rnn.CharRNN), so the two cells can be compared in one loop.
+truncated BPTT, as `train.train` does, for any `CharModel` (CharLSTM or rnn.CharRNN), so the
+two cells can be compared in one loop.
 """
 
 from __future__ import annotations
@@ -146,7 +146,7 @@ def fit_windows(
     grad_clip: float = 5.0,
     minutes: float | None = None,
 ) -> list[float]:
-    """Next-character training by truncated BPTT, for a CharLSTM or a CharRNN.
+    """Next-character training by truncated BPTT, for any CharModel.
 
     Windows are walked in order with each window's final state carried into the next (and
     reset to zeros after the last), loss = mean -ln p(next char) over the window, as in
