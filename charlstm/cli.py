@@ -2,8 +2,10 @@
 
 stdout carries only the product (generated text, info, evaluate's numbers); progress, logs and
 errors go to stderr. A user mistake is one line, "Error: ...", and exit status 1; a usage
-mistake (unknown option, bad number) is one line and status 2; Ctrl-C is status 130.
-TensorFlow is imported inside the commands so that `--help` stays fast.
+mistake (unknown option, bad number) is one line and status 2; Ctrl-C is one line and status 130;
+a reader that closes stdout early (`charlstm generate RUN | head`) ends the command quietly with
+status 141, as a process killed by SIGPIPE would. TensorFlow is imported inside the commands so
+that `--help` stays fast.
 """
 
 from __future__ import annotations
@@ -20,10 +22,14 @@ from charlstm.config import Option, RunConfig, SamplingConfig, options
 from charlstm.errors import CharlstmError
 
 EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
+# 128 + SIGPIPE: what the shell reports for a producer the reader stopped, as in `yes | head`, so
+# `set -o pipefail` scripts see charlstm like any other Unix tool; 0 would hide that it was cut off
+EXIT_CLOSED_PIPE = 141
 
 
 class _Group(click.Group):
-    """Turns CharlstmError and usage errors into one line on stderr."""
+    """Turns CharlstmError, usage errors and Ctrl-C into one line on stderr, and a closed stdout
+    into a quiet exit."""
 
     def invoke(self, ctx):
         try:
@@ -32,12 +38,29 @@ class _Group(click.Group):
             raise click.ClickException(str(err)) from err
         except click.UsageError as err:
             raise _one_line_usage_error(err) from err
+        except KeyboardInterrupt:
+            # what was already streamed stays on stdout; click's own "Aborted!" would exit 1
+            if sys.stderr.isatty():
+                click.echo(err=True)  # off the line the terminal's "^C" is on
+            click.echo("interrupted", err=True)
+            sys.exit(EXIT_INTERRUPTED)
+        except BrokenPipeError:
+            _drop_stdout()
+            sys.exit(EXIT_CLOSED_PIPE)
 
     def make_context(self, info_name, args, parent=None, **extra):
         try:
             return super().make_context(info_name, args, parent=parent, **extra)
         except click.UsageError as err:
             raise _one_line_usage_error(err) from err
+
+
+def _drop_stdout() -> None:
+    """stdout's reader has gone: point file descriptor 1 at /dev/null, so that the flush of
+    what is still buffered, at exit, cannot fail again ("Exception ignored ... BrokenPipeError")."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 def _one_line_usage_error(err: click.UsageError) -> click.ClickException:
@@ -263,16 +286,20 @@ class _Progress:
 @click.option("--num-samples", default=1, show_default=True, help="Samples drawn in one batch.")
 def generate(run_dir, prime, length, num_samples, **settings) -> None:
     """Generate text from the best checkpoint in RUN_DIR; the text streams to stdout."""
-    _import_tensorflow()
-    from charlstm.rundir import RunDir  # noqa: PLC0415 (slow import)
-    from charlstm.sample import Sampler  # noqa: PLC0415
+    from charlstm.rundir import RunDir  # noqa: PLC0415
 
     sampling = SamplingConfig(**{k: v for k, v in settings.items() if v is not None})
-    run = RunDir.open(Path(run_dir))
+    run = RunDir.open(Path(run_dir))  # needs no TensorFlow: a bad run is refused at once
+    _import_tensorflow()
+    from charlstm.sample import Sampler  # noqa: PLC0415 (slow import)
+
     sampler = Sampler(run.load_model(), run.tokenizer)
     if num_samples == 1:
-        click.echo(prime, nl=False)
-        for piece in sampler.generate(prime, length, sampling):
+        pieces = sampler.generate(prime, length, sampling)
+        # the generator checks its arguments when first asked for a piece: ask before printing
+        # the prime, so that a refused --length leaves stdout empty
+        click.echo(prime + next(pieces), nl=False)
+        for piece in pieces:
             click.echo(piece, nl=False)
         click.echo()
         return
@@ -291,13 +318,15 @@ def generate(run_dir, prime, length, num_samples, **settings) -> None:
 @_options(options(RunConfig, nested=False))
 def evaluate(run_dir, text_file, as_json, encoding, errors) -> None:
     """Loss of RUN_DIR's best checkpoint on TEXT_FILE: nats/char, bits/char, perplexity."""
-    _import_tensorflow()
     from charlstm.corpus import read_text  # noqa: PLC0415
-    from charlstm.evaluate import eval_windows, evaluate_windows  # noqa: PLC0415
-    from charlstm.rundir import RunDir  # noqa: PLC0415 (slow import)
+    from charlstm.rundir import RunDir  # noqa: PLC0415
 
+    # neither needs TensorFlow: a bad run or text is refused at once
     run = RunDir.open(Path(run_dir))
     text = read_text(text_file, encoding or "utf-8", errors or "strict")
+    _import_tensorflow()
+    from charlstm.evaluate import eval_windows, evaluate_windows  # noqa: PLC0415 (slow import)
+
     ids = run.tokenizer.encode(text)
     windows = eval_windows(ids, run.config.train.batch_size, run.config.train.seq_len)
     loss = evaluate_windows(run.load_model(), windows)
@@ -314,15 +343,17 @@ def evaluate(run_dir, text_file, as_json, encoding, errors) -> None:
 @click.argument("run_dir")
 def info(run_dir) -> None:
     """Describe RUN_DIR: config, vocabulary, checkpoints, last log line."""
-    _import_tensorflow()
-    from charlstm.model import build_model  # noqa: PLC0415 (slow import)
     from charlstm.rundir import RunDir  # noqa: PLC0415
 
-    run = RunDir.open(Path(run_dir))
+    run = RunDir.open(Path(run_dir))  # needs no TensorFlow: a bad run is refused at once
+    _import_tensorflow()
+    from charlstm.model import build_model, check_fits  # noqa: PLC0415 (slow import)
+
     checkpoints = run.checkpoints()
     records = run.read_log()
     c = run.config
     m = c.model
+    check_fits(m)  # the count comes from the model itself, built only if it fits
     params = build_model(m).count_params()
     lines = [
         f"run: {run.path}",

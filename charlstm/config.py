@@ -87,9 +87,11 @@ class ModelConfig(_Settings):
     vocab_size is V, set from the tokenizer when a run starts.
     """
 
-    vocab_size: int = field(default=0, metadata={"range": Range(min=0)})
-    embedding_dim: int = setting(64, "E, size of each character's embedding", min=1)
-    units: int = setting(256, "H, size of h and c in every LSTM layer", min=1)
+    # sizes are bounded so that no config.json can name an absurd allocation; whether a
+    # model fits this machine is checked against its memory (model.check_fits)
+    vocab_size: int = field(default=0, metadata={"range": Range(min=0, max=0x110000 + 1)})
+    embedding_dim: int = setting(64, "E, size of each character's embedding", min=1, max=65536)
+    units: int = setting(256, "H, size of h and c in every LSTM layer", min=1, max=65536)
     num_layers: int = setting(2, "stacked LSTM layers", min=1, max=16)
     dropout: float = setting(
         0.0, "dropout after each LSTM layer, in training only", min=0.0, max=1.0, max_open=True
@@ -100,8 +102,10 @@ class ModelConfig(_Settings):
 class TrainConfig(_Settings):
     """How to train: TBPTT layout, optimizer, schedule, budget and evaluation cadence."""
 
-    batch_size: int = setting(64, "B, parallel text streams per step", min=1)
-    seq_len: int = setting(100, "T, characters per window; gradients stop at window edges", min=1)
+    batch_size: int = setting(64, "B, parallel text streams per step", min=1, max=2**20)
+    seq_len: int = setting(
+        100, "T, characters per window; gradients stop at window edges", min=1, max=2**20
+    )
     learning_rate: float = setting(2e-3, "Adam's learning rate at the start", min=0, min_open=True)
     lr_decay: float = setting(
         0.97, "learning-rate factor applied at every epoch (char-rnn's)", min=0, max=1,

@@ -12,12 +12,15 @@ A new cell is one `CharModel` subclass naming its `cell_type` (`explore.rnn.Char
 from __future__ import annotations
 
 import dataclasses
+import math
+import os
 
 import keras
 import tensorflow as tf
 
 from charlstm.cell import LSTMCell
 from charlstm.config import ModelConfig
+from charlstm.errors import CharlstmError
 from charlstm.fused import FusedLSTM
 
 LayerState = list[tf.Tensor]  # one layer's state, each (B, H): [h, c] for an LSTM, [h] for an RNN
@@ -164,3 +167,70 @@ def built(model: CharModel) -> CharModel:
 def build_model(config: ModelConfig, fused: bool = True) -> CharModel:
     """A built CharLSTM, or with fused=False its reference RNNCharLSTM (same variable paths)."""
     return built((CharLSTM if fused else RNNCharLSTM)(config, name="char_lstm"))
+
+
+def weight_shapes(config: ModelConfig, name: str = "char_lstm") -> dict[str, tuple[int, ...]]:
+    """The LSTM model's weights, variable path -> shape, from its config alone.
+
+    What `build_model(config)` creates (a test holds the two together), known before anything
+    is allocated: a run's files are checked against it, and its size against the memory.
+    """
+    V, E, H = config.vocab_size, config.embedding_dim, config.units
+    shapes = {f"{name}/embedding/embeddings": (V, E)}
+    inputs = E
+    for i in range(config.num_layers):
+        cell = f"{name}/{CharLSTM.layer_prefix}_{i}/cell"
+        shapes |= {
+            f"{cell}/kernel": (inputs, 4 * H),
+            f"{cell}/recurrent_kernel": (H, 4 * H),
+            f"{cell}/bias": (4 * H,),
+        }
+        inputs = H
+    return shapes | {f"{name}/head/kernel": (H, V), f"{name}/head/bias": (V,)}
+
+
+def memory_estimate(config: ModelConfig, batch_size: int = 1, seq_len: int = 1,
+                    training: bool = False) -> int:  # fmt: skip
+    """Bytes of float32 memory a model needs, roughly: its P weights (training: x4, with their
+    gradients and Adam's two moments) and one (B, T) window's activations (training: what the
+    backward pass keeps per layer, h and c (T, B, H) and the gates, projected inputs and their
+    gradients (T, B, 4H), and the logits with their gradient (T, B, V); else one step's).
+    """
+    weights = sum(math.prod(shape) for shape in weight_shapes(config).values())
+    H, V, N = config.units, config.vocab_size, config.num_layers
+    if training:
+        return 4 * (4 * weights + batch_size * seq_len * (N * 14 * H + 2 * V))
+    return 4 * (weights + batch_size * (N * 6 * H + 2 * V))
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available to a new allocation (Linux's MemAvailable), None if unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_fits(config: ModelConfig, batch_size: int = 1, seq_len: int = 1,
+               training: bool = False) -> None:  # fmt: skip
+    """Refuse a model that cannot fit in memory, before anything is allocated.
+
+    Raises:
+        CharlstmError: the estimate (`memory_estimate`) exceeds the memory available.
+    """
+    needed, free = memory_estimate(config, batch_size, seq_len, training), available_memory()
+    if free is not None and needed > free:
+        what = f"training with batch {batch_size} x seq_len {seq_len}" if training else "it"
+        raise CharlstmError(
+            f"a model of {config.num_layers} x {config.units} units (embedding "
+            f"{config.embedding_dim}, vocabulary {config.vocab_size}) and {what} need about "
+            f"{needed / 2**30:,.1f} GiB of memory, more than the {free / 2**30:,.1f} GiB "
+            "available; choose smaller --units, --num-layers, --batch-size or --seq-len"
+        )

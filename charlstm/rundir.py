@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import safetensors
 import safetensors.numpy
 
 from charlstm.config import RunConfig
@@ -92,6 +93,48 @@ def variables_by_path(variables) -> dict:
     return {v.path: v for v in variables}
 
 
+# safetensors' dtype names, for reading a header without reading the tensors
+_DTYPES = {"F16": "float16", "BF16": "bfloat16", "F32": "float32", "F64": "float64",
+           "I8": "int8", "I16": "int16", "I32": "int32", "I64": "int64", "U8": "uint8",
+           "BOOL": "bool"}  # fmt: skip
+
+Layout = dict[str, tuple[str, tuple[int, ...]]]  # tensor name -> (dtype name, shape)
+
+
+def read_layout(path: Path) -> Layout:
+    """Names, dtypes and shapes of a safetensors file's tensors, from its header alone."""
+    try:
+        with safetensors.safe_open(str(path), framework="numpy") as f:
+            return {
+                name: (_DTYPES.get(f.get_slice(name).get_dtype(), "?"),
+                       tuple(f.get_slice(name).get_shape()))
+                for name in f.keys()
+            }  # fmt: skip
+    except OSError as err:
+        raise CharlstmError(f"{path}: cannot read ({err.strerror})") from err
+    except Exception as err:  # safetensors reports a bad header as its own error type
+        raise CharlstmError(f"{path}: not a valid safetensors file ({err})") from err
+
+
+def check_layout(found: Layout, needed: Layout, source: str) -> None:
+    """Refuse tensors that are not exactly the ones needed: names, dtypes and shapes.
+
+    Raises:
+        CharlstmError: a name missing or extra, or a shape or dtype differing.
+    """
+    missing, extra = sorted(set(needed) - set(found)), sorted(set(found) - set(needed))
+    if missing or extra:
+        raise CharlstmError(
+            f"{source} does not match the model: missing {missing[:3]}, unexpected {extra[:3]}"
+        )
+    for name, (dtype, shape) in needed.items():
+        if found[name] != (dtype, shape):
+            raise CharlstmError(
+                f"{source}: tensor {name} is {found[name][0]}{list(found[name][1])}, "
+                f"the model needs {dtype}{list(shape)}"
+            )
+
+
 def assign_tensors(by_path: dict, tensors: dict[str, np.ndarray], source: str) -> None:
     """Assign tensors to the variables of the same name, after checking they match exactly.
 
@@ -103,18 +146,11 @@ def assign_tensors(by_path: dict, tensors: dict[str, np.ndarray], source: str) -
     Raises:
         CharlstmError: a name missing or extra, or a shape or dtype differing.
     """
-    missing, extra = sorted(set(by_path) - set(tensors)), sorted(set(tensors) - set(by_path))
-    if missing or extra:
-        raise CharlstmError(
-            f"{source} does not match the model: missing {missing[:3]}, unexpected {extra[:3]}"
-        )
-    for name, var in by_path.items():
-        value = tensors[name]
-        if tuple(value.shape) != tuple(var.shape) or value.dtype != np.dtype(var.dtype):
-            raise CharlstmError(
-                f"{source}: tensor {name} is {value.dtype}{list(value.shape)}, "
-                f"the model needs {np.dtype(var.dtype)}{list(var.shape)}"
-            )
+    check_layout(
+        {name: (str(t.dtype), tuple(t.shape)) for name, t in tensors.items()},
+        {name: (str(np.dtype(v.dtype)), tuple(v.shape)) for name, v in by_path.items()},
+        source,
+    )
     for name, var in by_path.items():
         var.assign(tensors[name])
 
@@ -130,8 +166,13 @@ def run_lock(path: Path):
         CharlstmError: a live process holds the lock.
     """
     path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise CharlstmError(f"{path}: exists and is not a folder; choose another --out")
     created = not path.exists()
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise CharlstmError(f"{path}: cannot create the run folder ({err.strerror})") from err
     lock = path / LOCK
     while True:
         try:
@@ -147,8 +188,14 @@ def run_lock(path: Path):
                 ) from None
             lock.unlink(missing_ok=True)  # stale: its writer is gone
             continue
-        with os.fdopen(fd, "w") as f:
-            f.write(f"{os.getpid()}\n")
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(f"{os.getpid()}\n")
+        except OSError as err:  # a full disk, say
+            lock.unlink(missing_ok=True)
+            raise CharlstmError(
+                f"cannot write {lock} ({err.strerror}); nothing was changed; {intact(path)}"
+            ) from err
         break
     try:
         yield
@@ -212,7 +259,7 @@ class RunDir:
         path = Path(path)
         if path.exists() and not path.is_dir():
             raise CharlstmError(f"{path}: exists and is not a folder; choose another --out")
-        if path.is_dir() and any(p.name != LOCK for p in path.iterdir()) and not force:
+        if path.is_dir() and not force and not _never_started(path):
             what = "another run" if (path / CONFIG).exists() else "files"
             raise CharlstmError(
                 f"{path} already holds {what}; pass --resume to continue it, --force to "
@@ -221,11 +268,15 @@ class RunDir:
         if config.model.vocab_size != tokenizer.vocab_size:
             raise ValueError("config.model.vocab_size must equal tokenizer.vocab_size")
         path.mkdir(parents=True, exist_ok=True)
-        for name in (CONFIG, TOKENIZER, LOG):
-            (path / name).unlink(missing_ok=True)
-        shutil.rmtree(path / CHECKPOINTS, ignore_errors=True)
-        atomic_write_bytes(path / TOKENIZER, tokenizer.to_json().encode("utf-8"))
-        atomic_write_bytes(path / CONFIG, config.to_json().encode("utf-8"))
+        # config.json first: without it the rest is a run that never started (see
+        # _never_started), whatever a kill leaves behind
+        try:
+            for name in (CONFIG, TOKENIZER, LOG, CHECKPOINTS):
+                _remove(path / name)
+            atomic_write_bytes(path / TOKENIZER, tokenizer.to_json().encode("utf-8"))
+            atomic_write_bytes(path / CONFIG, config.to_json().encode("utf-8"))  # the run begins
+        except OSError as err:
+            raise CharlstmError(f"cannot start a run in {path} ({err.strerror})") from err
         return cls(path, config, tokenizer)
 
     @classmethod
@@ -265,23 +316,29 @@ class RunDir:
         keep: int,
     ) -> Checkpoint:
         """Write checkpoint `step`, then prune to the newest `keep` plus the best one."""
+        self.check_finite(model_tensors, step)  # never a checkpoint that loads as NaN
         folder = self.path / CHECKPOINTS / f"step-{step:08d}"
-        if folder.exists():  # an incomplete leftover of a killed run, or a re-save of this step
-            shutil.rmtree(folder)
-        folder.mkdir(parents=True)
+        _remove(folder)  # an incomplete leftover of a killed run, or a re-save of this step
         files = {
             MODEL: tensors_to_bytes(model_tensors),
             TRAIN_STATE: tensors_to_bytes(train_state_tensors),
             PROGRESS: json.dumps({**progress, "step": step}, indent=2).encode("utf-8"),
         }
-        for name, data in files.items():
-            atomic_write_bytes(folder / name, data)
         manifest = {
             "format": MANIFEST_FORMAT,
             "step": step,
             "files": {name: hashlib.sha256(data).hexdigest() for name, data in files.items()},
         }
-        atomic_write_bytes(folder / MANIFEST, json.dumps(manifest, indent=2).encode("utf-8"))
+        files[MANIFEST] = json.dumps(manifest, indent=2).encode("utf-8")  # written last
+        try:
+            folder.mkdir(parents=True)
+            for name, data in files.items():
+                atomic_write_bytes(folder / name, data)
+        except OSError as err:  # a full disk, say: the checkpoints before this one are intact
+            shutil.rmtree(folder, ignore_errors=True)
+            raise CharlstmError(
+                f"cannot write checkpoint {step} in {self.path} ({err.strerror}); {self.intact()}"
+            ) from err
         self._prune(keep, best_step=progress.get("best_step"))
         return Checkpoint(folder, {**progress, "step": step})
 
@@ -292,16 +349,28 @@ class RunDir:
             kept.add(self.path / CHECKPOINTS / f"step-{best_step:08d}")
         for folder in (self.path / CHECKPOINTS).glob("step-*"):
             if folder not in kept:
-                shutil.rmtree(folder, ignore_errors=True)
+                _remove(folder)
 
     def checkpoints(self) -> list[Checkpoint]:
         """Complete checkpoints, oldest first; incomplete or corrupt ones are passed over."""
-        found = []
-        for folder in sorted((self.path / CHECKPOINTS).glob("step-*")):
-            progress = _complete(folder)
-            if progress is not None:
-                found.append(Checkpoint(folder, progress))
-        return found
+        return complete_checkpoints(self.path)
+
+    def check_finite(self, model_tensors: dict[str, np.ndarray], step: int) -> None:
+        """Refuse weights holding NaN or infinity, naming the checkpoint left in use.
+
+        Raises:
+            CharlstmError: a tensor is not finite.
+        """
+        for name, tensor in model_tensors.items():
+            if not np.isfinite(tensor).all():
+                raise CharlstmError(
+                    f"weight {name} became non-finite at step {step}; nothing was saved; "
+                    f"{self.intact()} (or restart with a lower --learning-rate)"
+                )
+
+    def intact(self) -> str:
+        """Which checkpoint a failure left in use, and how to continue: for messages."""
+        return intact(self.path)
 
     def latest_checkpoint(self) -> Checkpoint:
         found = self.checkpoints()
@@ -319,9 +388,16 @@ class RunDir:
 
     def load_model(self, checkpoint: Checkpoint | None = None):
         """Rebuild the model from config.json and assign a checkpoint's weights (default: best)."""
-        from charlstm.model import build_model  # TensorFlow loads only when a model is needed
+        # TensorFlow loads only when a model is needed
+        from charlstm.model import build_model, check_fits, weight_shapes
 
         checkpoint = checkpoint or self.best_checkpoint()
+        # a config.json naming a huge model is refused before anything is allocated
+        needed = {
+            name: ("float32", shape) for name, shape in weight_shapes(self.config.model).items()
+        }
+        check_layout(read_layout(checkpoint.path / MODEL), needed, str(checkpoint.path / MODEL))
+        check_fits(self.config.model)
         model = build_model(self.config.model)
         assign_tensors(
             variables_by_path(model.weights),
@@ -356,6 +432,31 @@ class RunDir:
         atomic_write_bytes(self.path / LOG, "".join(json.dumps(r) + "\n" for r in kept).encode())
 
 
+def complete_checkpoints(path: Path) -> list[Checkpoint]:
+    """The complete checkpoints of run folder `path`, oldest first."""
+    found = []
+    if (path / CHECKPOINTS).is_symlink():  # never read (or write) outside the run
+        return found
+    for folder in sorted((path / CHECKPOINTS).glob("step-*")):
+        if folder.is_symlink():
+            continue
+        progress = _complete(folder)
+        if progress is not None:
+            found.append(Checkpoint(folder, progress))
+    return found
+
+
+def intact(path: Path) -> str:
+    """Which checkpoint of run folder `path` a failure left in use, and how to continue."""
+    found = complete_checkpoints(path)
+    if not found:
+        return "there is no complete checkpoint yet"
+    return (
+        f"the newest complete checkpoint, step {found[-1].step}, is intact; "
+        f"continue with: charlstm train --out {path} --resume"
+    )
+
+
 def _complete(folder: Path) -> dict | None:
     """progress.json of a checkpoint folder whose manifest and hashes check out, else None."""
     try:
@@ -369,3 +470,20 @@ def _complete(folder: Path) -> dict | None:
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
     return progress if isinstance(progress, dict) and "step" in progress else None
+
+
+def _never_started(path: Path) -> bool:
+    """True if `path` holds nothing but what a run's start leaves before config.json: its lock,
+    tokenizer.json and atomic-write temporaries. Such a folder is started afresh."""
+    return all(
+        p.name in (LOCK, TOKENIZER) or (p.name.startswith(".") and p.name.endswith(".tmp"))
+        for p in path.iterdir()
+    )
+
+
+def _remove(path: Path) -> None:
+    """Remove a file, a symlink (never what it points to) or a folder of charlstm's."""
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    elif path.is_dir():
+        shutil.rmtree(path)

@@ -16,8 +16,8 @@ import tensorflow as tf
 
 from charlstm.config import SamplingConfig
 from charlstm.errors import CharlstmError
-from charlstm.model import CharModel, States
-from charlstm.tokenizer import CharTokenizer
+from charlstm.model import CharModel, States, check_fits
+from charlstm.tokenizer import UNK_ID, CharTokenizer
 
 MAX_LENGTH = 10_000_000
 
@@ -124,6 +124,11 @@ class Sampler:
 
     def __init__(self, model: CharModel, tokenizer: CharTokenizer):
         self.model, self.tokenizer = model, tokenizer
+        # added to every step's logits: the unknown token stands for characters the training
+        # text never had, so it is never drawn
+        never = np.zeros(tokenizer.vocab_size, np.float32)
+        never[UNK_ID] = -np.inf
+        self._never = tf.constant(never)
         any_batch = tf.nest.map_structure(  # states of any batch size
             lambda s: tf.TensorSpec((None, *s.shape[1:]), s.dtype), model.zero_states(1)
         )
@@ -152,6 +157,7 @@ class Sampler:
 
         def body(i, last, states, out):
             logits, states = self.model.step(last, states)
+            logits = logits + self._never
             nxt = pick_next(logits, temperature, top_k, top_p, seed, t0 + i, filtering)
             return i + 1, nxt, states, out.write(i, nxt)
 
@@ -188,6 +194,7 @@ class Sampler:
             raise CharlstmError(f"length must be in 1..{MAX_LENGTH:,}, got {length}")
         if num_samples is not None and num_samples < 1:
             raise CharlstmError(f"num_samples must be at least 1, got {num_samples}")
+        check_fits(self.model.config, batch_size=num_samples or 1)
         chars = self.tokenizer.chars
         context = prime or ("\n" if "\n" in chars else chars[-1])
         states, last = self.prime(self.tokenizer.encode(context), num_samples or 1)

@@ -32,7 +32,7 @@ from charlstm.corpus import load_corpus
 from charlstm.data import Windows, split_ids, tbptt_windows
 from charlstm.errors import CharlstmError
 from charlstm.evaluate import Loss, eval_windows, evaluate_windows, make_eval_step, nll_sum, walk
-from charlstm.model import CharModel, States, build_model
+from charlstm.model import CharModel, States, build_model, check_fits
 from charlstm.rundir import (
     CONFIG,
     Checkpoint,
@@ -149,17 +149,7 @@ def train(
     if resume and (out / CONFIG).exists():
         with run_lock(out):
             run = RunDir.open(out)
-            config = run.config
-            overrides = {k: v for k, v in (("epochs", epochs), ("minutes", minutes)) if v}
-            if overrides:
-                config = dataclasses.replace(
-                    config, train=dataclasses.replace(config.train, **overrides)
-                )
-                run.save_config(config)
-            corpus = load_corpus(config.corpus, config.encoding, config.errors)
-            _, train_w, val_w = prepare_data(corpus.text, corpus.starts, run.tokenizer, config)
-            trainer = _Trainer(run, config, train_w, val_w, callback)
-            return trainer.fit(resume=True, corpus=corpus.description)
+            return _resume(run, epochs, minutes, callback)
     config = config or RunConfig()
     corpus = load_corpus(config.corpus, config.encoding, config.errors)
     tokenizer = CharTokenizer.build(corpus.text)
@@ -173,12 +163,42 @@ def train(
         model=dataclasses.replace(config.model, vocab_size=tokenizer.vocab_size),
         corpus=name,
     )
-    # lay the data out before touching `out`, so bad input leaves it as it was
+    # check the model and lay the data out before touching `out`: bad input leaves it as it was
+    check_fits(config.model, config.train.batch_size, config.train.seq_len, training=True)
     _, train_w, val_w = prepare_data(corpus.text, corpus.starts, tokenizer, config)
     with run_lock(out):
         run = RunDir.create(out, config, tokenizer, force=force)
         trainer = _Trainer(run, config, train_w, val_w, callback)
-        return trainer.fit(resume=False, corpus=corpus.description)
+        with _write_errors(run):
+            return trainer.fit(resume=False, corpus=corpus.description)
+
+
+def _resume(run: RunDir, epochs: int | None, minutes: float | None, callback: Callback):
+    """`train` with resume=True on a run that has started: its own config and corpus, with a
+    new epoch limit or time budget if given."""
+    config = run.config
+    check_fits(config.model, config.train.batch_size, config.train.seq_len, training=True)
+    overrides = {k: v for k, v in (("epochs", epochs), ("minutes", minutes)) if v}
+    with _write_errors(run):
+        if overrides:
+            config = dataclasses.replace(
+                config, train=dataclasses.replace(config.train, **overrides)
+            )
+            run.save_config(config)
+        corpus = load_corpus(config.corpus, config.encoding, config.errors)
+        _, train_w, val_w = prepare_data(corpus.text, corpus.starts, run.tokenizer, config)
+        trainer = _Trainer(run, config, train_w, val_w, callback)
+        return trainer.fit(resume=True, corpus=corpus.description)
+
+
+@contextlib.contextmanager
+def _write_errors(run: RunDir):
+    """A failed write in the run (a full disk, say) becomes one line naming the checkpoint
+    that is left in use."""
+    try:
+        yield
+    except OSError as err:
+        raise CharlstmError(f"cannot write in {run.path} ({err.strerror}); {run.intact()}") from err
 
 
 @contextlib.contextmanager
@@ -385,6 +405,8 @@ class _Trainer:
         """Validation loss at `step`, logged (before the checkpoint that follows: a crash
         between the two leaves a record that resume drops and redoes, while the other order
         could leave a checkpoint whose record is never written)."""
+        # weights can turn NaN in a step whose loss (computed before the update) was finite
+        self.run.check_finite(_values(variables_by_path(self.model.weights)), step)
         val: Loss = evaluate_windows(self.model, self.val_w, self.eval_step)
         is_best = self.best_val is None or val.nats < self.best_val
         if is_best:

@@ -1,8 +1,13 @@
+import hashlib
 import json
+import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
+from contextlib import contextmanager
 
 import pytest
 from click.testing import CliRunner
@@ -11,9 +16,37 @@ from charlstm.cli import cli
 from charlstm.config import ModelConfig, RunConfig, SamplingConfig, TrainConfig, options
 from tests.conftest import TINY_TRAIN_ARGS
 
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+
 
 def invoke(*args):
     return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+def _command(*args) -> list[str]:
+    return [sys.executable, "-m", "charlstm", *(str(a) for a in args)]
+
+
+def run_charlstm(*args, cwd=None, timeout=120) -> subprocess.CompletedProcess:
+    """The installed command in a process of its own, as a user runs it: what it prints is all
+    there is (click's CliRunner would catch a traceback before it is printed)."""
+    return subprocess.run(
+        _command(*args), env=ENV, cwd=cwd, capture_output=True, text=True, timeout=timeout
+    )
+
+
+@contextmanager
+def started(*args):
+    """`charlstm ARGS` running, stdout and stderr piped as bytes; killed if the test fails."""
+    proc = subprocess.Popen(
+        _command(*args), env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()
 
 
 def assert_one_error_line(result, code=1):
@@ -75,16 +108,43 @@ def test_train_without_text_file_uses_the_default_corpus_and_says_so(tmp_path):
     assert json.loads((out / "config.json").read_text())["corpus"] == "default"
 
 
-def test_ctrl_c_keeps_the_checkpoint_and_exits_130(tmp_path, text_file, monkeypatch):
-    import charlstm.train
+def test_ctrl_c_in_train_keeps_a_checkpoint_and_exits_130_with_one_line(tmp_path, text_file):
+    out = tmp_path / "run"
+    with started("train", text_file, "--out", out, *TINY_TRAIN_ARGS, "--epochs", "1000") as proc:
+        deadline = time.monotonic() + 120
+        while not list((out / "checkpoints").glob("step-*/manifest.json")):
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=60)
+    stderr = stderr.decode()
+    assert proc.returncode == 130, stderr
+    assert stdout == b"" and "Traceback" not in stderr
+    interrupted = [line for line in stderr.splitlines() if "interrupted" in line]
+    assert interrupted == stderr.splitlines()[-1:] and interrupted[0].startswith("interrupted")
+    assert "--resume" in interrupted[0]
+    result = run_charlstm("generate", out, "--length", 5)
+    assert result.returncode == 0, result.stderr
+    assert len(result.stdout) == 5 + 1
 
-    def interrupted(*args, **kwargs):
-        raise KeyboardInterrupt
 
-    monkeypatch.setattr(charlstm.train, "train", interrupted)
-    result = invoke("train", text_file, "--out", tmp_path / "run", *TINY_TRAIN_ARGS)
-    assert result.exit_code == 130
-    assert "--resume" in result.stderr
+def test_ctrl_c_in_generate_keeps_the_text_so_far_and_exits_130_with_one_line(trained_run):
+    with started("generate", trained_run, "--length", 10_000_000) as proc:
+        first = os.read(proc.stdout.fileno(), 1)  # unbuffered: the rest stays in the pipe
+        proc.send_signal(signal.SIGINT)
+        rest, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    assert stderr == b"interrupted\n"
+    assert len(first + rest) >= 256  # the first chunk of the text, streamed before the signal
+
+
+def test_generate_into_a_closed_pipe_exits_141_quietly(trained_run):
+    with started("generate", trained_run, "--length", 10_000_000) as proc:
+        assert len(proc.stdout.read(10)) == 10
+        proc.stdout.close()  # as `charlstm generate RUN | head -c 10` does
+        _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 141, stderr
+    assert stderr == b""  # no traceback, no "Exception ignored ... BrokenPipeError"
 
 
 def _bad_files(tmp_path):
@@ -130,11 +190,19 @@ def test_a_folder_that_is_not_a_run_gets_one_line(tmp_path, command):
 def test_train_refuses_an_out_folder_holding_a_run_and_keeps_it(tmp_path, text_file, trained_run):
     out = tmp_path / "run"
     shutil.copytree(trained_run, out)
-    before = sorted(p.relative_to(out) for p in out.rglob("*"))
+    before = _contents(out)
     result = invoke("train", text_file, "--out", out, *TINY_TRAIN_ARGS)
     assert_one_error_line(result)
     assert "--force" in result.stderr
-    assert sorted(p.relative_to(out) for p in out.rglob("*")) == before
+    assert _contents(out) == before  # byte for byte
+
+
+def _contents(folder):
+    """Every path under `folder` -> the SHA-256 of its bytes (None for a folder)."""
+    return {
+        p.relative_to(folder): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else None
+        for p in folder.rglob("*")
+    }
 
 
 @pytest.mark.parametrize(
@@ -224,7 +292,7 @@ def test_usage_errors_are_one_line_with_exit_2(trained_run):
 def test_out_of_range_train_options_are_usage_errors_in_one_line(tmp_path, text_file):
     result = invoke("train", text_file, "--out", tmp_path / "run", "--seq-len", "0")
     assert_one_error_line(result, code=2)
-    assert "--seq-len" in result.stderr and "x>=1" in result.stderr
+    assert "--seq-len" in result.stderr and "0 is not in the range 1<=x" in result.stderr
     assert not (tmp_path / "run").exists()
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from charlstm.config import ModelConfig
-from charlstm.model import CharLSTM, build_model
+from charlstm.model import CharLSTM, build_model, memory_estimate, weight_shapes
 
 B, T, V, E, H, N = 2, 6, 11, 5, 7, 2
 CONFIG = ModelConfig(vocab_size=V, embedding_dim=E, units=H, num_layers=N)
@@ -147,3 +147,20 @@ def test_model_config_round_trips_through_get_config(model):
 
     assert restored.config == CONFIG
     assert restored.name == model.name
+
+
+@pytest.mark.parametrize(
+    "config",
+    [CONFIG, ModelConfig(vocab_size=3, embedding_dim=1, units=2, num_layers=3)],
+)
+def test_weight_shapes_from_the_config_are_the_built_models(config):
+    built = {v.path: tuple(v.shape) for v in build_model(config).weights}
+    assert weight_shapes(config) == built
+
+
+def test_memory_estimate_grows_with_the_model_and_the_window():
+    small = memory_estimate(CONFIG, 2, 3, training=True)
+    assert small > 4 * 4 * build_model(CONFIG).count_params()
+    assert memory_estimate(CONFIG, 4, 3, training=True) > small
+    assert memory_estimate(dataclasses.replace(CONFIG, units=2 * H), 2, 3, training=True) > small
+    assert memory_estimate(CONFIG) < small  # inference: no gradients, no optimizer, one step

@@ -1,13 +1,18 @@
 """Crash safety, one writer per run, safe loading and determinism (issue 5)."""
 
+import errno
+import hashlib
 import json
 import os
 import random
+import shutil
 import signal
+import stat
 import struct
 import subprocess
 import sys
 import time
+from pathlib import Path
 from subprocess import DEVNULL
 
 import numpy as np
@@ -96,28 +101,53 @@ def test_sigint_saves_a_checkpoint_and_exits_130_with_one_line(tmp_path, text_fi
     assert not (out / LOCK).exists()
 
 
-def test_a_crash_during_a_save_leaves_the_previous_checkpoint_in_use(
+def test_a_failing_rename_mid_save_leaves_the_previous_checkpoint_and_no_temporary(
     tmp_path, text_file, monkeypatch
 ):
+    """The fault is injected in the OS call: os.replace fails on the second checkpoint's
+    second file, as a full disk or a yanked drive would make it."""
     out = tmp_path / "run"
-    real_write = rundir_module.atomic_write_bytes
-    writes = {"n": 0}
+    real_replace = os.replace
+    calls = {"n": 0}
 
-    def crash_on_the_sixth_checkpoint_file(path, data):
-        if path.name in (MODEL, "train_state.safetensors", "progress.json", "manifest.json"):
-            writes["n"] += 1
-            if writes["n"] == 6:  # the second checkpoint's second file
-                raise OSError(28, "No space left on device")
-        real_write(path, data)
+    def failing_replace(src, dst):
+        if Path(dst).parent.name.startswith("step-"):
+            calls["n"] += 1
+            if calls["n"] == 6:
+                raise OSError(errno.ENOSPC, "No space left on device")
+        real_replace(src, dst)
 
-    monkeypatch.setattr(rundir_module, "atomic_write_bytes", crash_on_the_sixth_checkpoint_file)
-    with pytest.raises(OSError):
+    monkeypatch.setattr(os, "replace", failing_replace)
+    with pytest.raises(CharlstmError, match="No space left.*step 5, is intact"):
         train(out, tiny_config(str(text_file), eval_every=5))
-    monkeypatch.setattr(rundir_module, "atomic_write_bytes", real_write)
+    monkeypatch.setattr(os, "replace", real_replace)
+    assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")]
+    assert [p.name for p in (out / "checkpoints").iterdir()] == ["step-00000005"]
     run = RunDir.open(out)
     assert [c.step for c in run.checkpoints()] == [5]
+    run.load_model()
     result = train(out, resume=True, epochs=1)
     assert result.step > 5 and run.latest_checkpoint().step == result.step
+
+
+def test_atomic_writes_fsync_the_file_before_the_rename_and_the_folder_after(tmp_path, monkeypatch):
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd):
+        kind = "folder" if stat.S_ISDIR(os.fstat(fd).st_mode) else "file"
+        events.append(("fsync", kind))
+        real_fsync(fd)
+
+    def replace(src, dst):
+        events.append(("replace", Path(dst).name))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    rundir_module.atomic_write_bytes(tmp_path / "a.json", b"new")
+    assert events == [("fsync", "file"), ("replace", "a.json"), ("fsync", "folder")]
+    assert (tmp_path / "a.json").read_bytes() == b"new"
 
 
 def test_a_live_writer_locks_the_run_and_a_dead_ones_lock_is_taken_over(tmp_path, text_file):
@@ -266,3 +296,228 @@ def test_same_seed_and_config_give_identical_first_epoch_losses(tmp_path, text_f
     other = []
     train(tmp_path / "c", tiny_config(str(text_file), epochs=1, seed=1), callback=other.append)
     assert [e.loss for e in other if isinstance(e, StepEvent)] != runs[0]
+
+
+# start-up, full disk, --force, symlinks
+
+# runs the real command with os.replace turned into a SIGKILL-like exit at its k-th call
+_CRASH_AT_REPLACE = """
+import os, sys
+k, calls, real = int(sys.argv[1]), [0], os.replace
+def replace(src, dst):
+    calls[0] += 1
+    if calls[0] == k:
+        os._exit(137)
+    real(src, dst)
+os.replace = replace
+sys.argv = ["charlstm", *sys.argv[2:]]
+from charlstm.cli import cli
+cli()
+"""
+
+
+@pytest.mark.parametrize("k", [1, 2, 3])
+def test_a_kill_during_start_up_leaves_a_run_the_same_command_continues(tmp_path, text_file, k):
+    """k = 1: killed before tokenizer.json is in place; 2: before config.json; 3: before the
+    first checkpoint's first file. The same command with --resume then finishes the run."""
+    out = tmp_path / "run"
+    args = _command(text_file, out, "--epochs", "1", "--resume")[3:]
+    crashed = subprocess.run(
+        [sys.executable, "-c", _CRASH_AT_REPLACE, str(k), *args], env=ENV, capture_output=True
+    )
+    assert crashed.returncode == 137
+    assert not (out / CONFIG).exists() or k == 3
+    again = subprocess.run(
+        [sys.executable, "-m", "charlstm", *args], env=ENV, capture_output=True, text=True
+    )
+    assert again.returncode == 0, again.stderr
+    run = RunDir.open(out)
+    assert run.read_log()[-1]["step"] == run.latest_checkpoint().step
+    assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")] or k != 3
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 2 MiB tmpfs: a real file system that fills up."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)])
+    assert done.returncode == 0, "mounting a tmpfs needs root, as the developers' and CI's have"
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)])
+
+
+def _fill(folder: Path) -> None:
+    """Write a file until the disk refuses another byte."""
+    with open(folder / "filler", "wb", buffering=0) as f:
+        for size in (64 * 1024, 4096, 1):
+            try:
+                while True:
+                    f.write(bytes(size))
+            except OSError as err:
+                assert err.errno == errno.ENOSPC
+
+
+def test_a_full_disk_stops_training_in_one_line_and_the_last_checkpoint_loads(
+    small_disk, text_file
+):
+    out = small_disk / "run"
+    first = subprocess.run(
+        _command(text_file, out, "--epochs", "1"), env=ENV, capture_output=True, text=True
+    )
+    assert first.returncode == 0, first.stderr
+    before = RunDir.open(out).latest_checkpoint().step
+    _fill(small_disk)
+    resumed = subprocess.run(
+        _command(text_file, out, "--epochs", "3", "--resume"),
+        env=ENV, capture_output=True, text=True,
+    )  # fmt: skip
+    assert resumed.returncode == 1
+    assert resumed.stdout == ""
+    assert "Traceback" not in resumed.stderr
+    last_line = resumed.stderr.strip().splitlines()[-1]
+    assert last_line.startswith("Error: ") and "No space left on device" in last_line
+    assert f"step {before}, is intact" in last_line
+    run = RunDir.open(out)
+    assert run.latest_checkpoint().step == before
+    run.load_model()  # still loads, on the full disk
+    (small_disk / "filler").unlink()
+    again = subprocess.run(
+        _command(text_file, out, "--epochs", "2", "--resume"),
+        env=ENV, capture_output=True, text=True,
+    )  # fmt: skip
+    assert again.returncode == 0, again.stderr
+    assert RunDir.open(out).latest_checkpoint().step > before
+
+
+def _hashes(folder: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and not p.is_symlink()
+    }
+
+
+def test_force_replaces_a_run_of_another_size_and_keeps_foreign_files(tmp_path, text_file):
+    out = tmp_path / "run"
+    train(out, tiny_config(str(text_file), epochs=1))
+    (out / "notes.txt").write_text("mine", encoding="utf-8")
+    old_steps = {c.path.name for c in RunDir.open(out).checkpoints()}
+    config = tiny_config(str(text_file), epochs=1, eval_every=7)
+    config = config.__class__(
+        model=config.model.__class__(**{**config.model.__dict__, "units": 12}),
+        train=config.train,
+        corpus=config.corpus,
+    )
+    train(out, config, force=True)
+    run = RunDir.open(out)
+    assert run.config.model.units == 12
+    new_steps = {c.path.name for c in run.checkpoints()}
+    assert {p.name for p in (out / "checkpoints").iterdir()} == new_steps != old_steps
+    log = run.read_log()  # B's only: every 7 steps, then the epoch's end
+    assert [r["step"] % 7 for r in log[:-1]] == [0] * (len(log) - 1)
+    assert run.load_model().get_layer("head").kernel.shape[0] == 12
+    assert (out / "notes.txt").read_text(encoding="utf-8") == "mine"
+
+
+def test_symlinks_in_a_run_folder_are_never_followed_out_of_it(tmp_path, text_file):
+    outside = tmp_path / "outside"
+    (outside / "step-00000001").mkdir(parents=True)
+    (outside / "step-00000001" / "precious.txt").write_text("keep", encoding="utf-8")
+    (outside / "log.txt").write_text("keep", encoding="utf-8")
+    before = _hashes(outside)
+    out = tmp_path / "run"
+    train(out, tiny_config(str(text_file), epochs=1))
+    (out / "checkpoints" / "step-00000001").symlink_to(outside / "step-00000001")
+    run = RunDir.open(out)
+    assert all(not c.path.is_symlink() for c in run.checkpoints())
+    train(out, resume=True, epochs=2)  # prunes checkpoints: the link goes, not its target
+    assert not (out / "checkpoints" / "step-00000001").exists()
+    (out / "log.jsonl").unlink()
+    (out / "log.jsonl").symlink_to(outside / "log.txt")
+    shutil.rmtree(out / "checkpoints")
+    (out / "checkpoints").symlink_to(outside)
+    assert RunDir.open(out).checkpoints() == []
+    train(out, tiny_config(str(text_file), epochs=1), force=True)
+    assert not (out / "checkpoints").is_symlink() and not (out / "log.jsonl").is_symlink()
+    assert _hashes(outside) == before
+
+
+# loading and resuming refuse what does not belong
+
+
+def test_a_config_naming_a_huge_model_is_refused_before_anything_is_built(run_copy):
+    _edit_config(run_copy, lambda c: c["model"].update({"units": 60000}))
+    run = RunDir.open(run_copy)
+    expected = r"kernel is float32\[8, 64\], the model needs float32\[8, 240000\]"
+    with pytest.raises(CharlstmError, match=expected):
+        run.load_model()
+
+
+def test_training_a_model_too_big_for_the_memory_is_refused_before_touching_out(
+    tmp_path, text_file
+):
+    config = tiny_config(str(text_file))
+    config = config.__class__(
+        model=config.model.__class__(units=50000, num_layers=4),
+        train=config.train,
+        corpus=config.corpus,
+    )
+    with pytest.raises(CharlstmError, match="GiB of memory, more than the .* GiB available"):
+        train(tmp_path / "run", config)
+    assert not (tmp_path / "run").exists()
+
+
+def test_resume_refuses_a_checkpoint_missing_a_layer(tmp_path, text_file):
+    out = tmp_path / "run"
+    train(out, tiny_config(str(text_file), epochs=1))
+    other = tmp_path / "other"
+    config = tiny_config(str(text_file), epochs=1)
+    train(other, config.__class__(model=config.model.__class__(embedding_dim=8, units=16,
+          num_layers=1), train=config.train, corpus=config.corpus))  # fmt: skip
+    target = RunDir.open(out).latest_checkpoint().path
+    source = RunDir.open(other).latest_checkpoint().path
+    shutil.copy(source / MODEL, target / MODEL)
+    _rehash(target)
+    with pytest.raises(CharlstmError, match="missing .*lstm_1"):
+        train(out, resume=True, epochs=2)
+
+
+def test_resume_refuses_a_tampered_training_state(tmp_path, text_file):
+    out = tmp_path / "run"
+    train(out, tiny_config(str(text_file), epochs=1))
+    target = RunDir.open(out).latest_checkpoint().path
+    state = rundir_module.read_tensors(target / "train_state.safetensors")
+    state["carry/0/h"] = np.zeros((3, 3), np.float32)  # another shape
+    state["evil"] = np.zeros(1, np.float32)
+    (target / "train_state.safetensors").write_bytes(rundir_module.tensors_to_bytes(state))
+    _rehash(target)
+    with pytest.raises(CharlstmError, match="does not match the model: missing \\[\\], unexpected"):
+        train(out, resume=True, epochs=2)
+
+
+def test_info_counts_the_parameters_of_the_model_it_describes(trained_run):
+    done = subprocess.run(
+        [sys.executable, "-m", "charlstm", "info", str(trained_run)],
+        env=ENV, capture_output=True, text=True,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    count = RunDir.open(trained_run).load_model().count_params()
+    assert f"{count:,} parameters" in done.stdout
+
+
+def test_training_is_deterministic_across_processes(tmp_path, text_file):
+    logs = []
+    for name, hash_seed in (("a", "1"), ("b", "2")):
+        out = tmp_path / name
+        done = subprocess.run(
+            _command(text_file, out, "--epochs", "1"),
+            env={**ENV, "PYTHONHASHSEED": hash_seed}, capture_output=True, text=True,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        logs.append(
+            [(r["step"], r["train_loss"], r["val_loss"]) for r in RunDir.open(out).read_log()]
+        )
+        weights = RunDir.open(out).latest_checkpoint().model_tensors()
+        logs[-1].append(sorted((k, v.tobytes()) for k, v in weights.items()))
+    assert logs[0] == logs[1]

@@ -14,6 +14,7 @@ from charlstm.sample import (
     top_k_top_p_filter,
     top_p_filter,
 )
+from charlstm.tokenizer import UNK, UNK_ID
 
 LOGITS = tf.constant([[0.0, 3.0, 1.0, 2.0, -1.0], [5.0, 4.0, 3.0, 2.0, 1.0]])
 
@@ -165,6 +166,7 @@ def test_compiled_sampler_matches_a_step_by_step_reference(run, sampling):
     @tf.function(jit_compile=True)
     def one_step(last, states, t):
         logits, states = model.step(last, states)
+        logits += np.where(np.arange(logits.shape[-1]) == UNK_ID, -np.inf, 0).astype("float32")
         s = sampling
         return pick_next(logits, s.temperature, s.top_k, s.top_p, s.seed, t), states
 
@@ -192,3 +194,43 @@ def test_num_samples_draws_independent_streams(run):
 def test_length_out_of_range_is_refused(run, length):
     with pytest.raises(CharlstmError, match="length"):
         _text(run, prime="A", length=length)
+
+
+def test_the_unknown_character_is_never_drawn(run):
+    run_dir, model, _ = run
+    favoured = model.get_layer("head").bias.numpy().copy()
+    favoured[UNK_ID] = 50.0  # the head all but insists on U+FFFD
+    original = model.get_layer("head").bias.numpy()
+    model.get_layer("head").bias.assign(favoured)
+    try:
+        sampler = Sampler(model, run_dir.tokenizer)
+        for sampling in (SamplingConfig(seed=3), SamplingConfig(temperature=0)):
+            (text,) = zip(*sampler.generate("The", 200, sampling, num_samples=1))
+            assert UNK not in "".join(text) and len("".join(text)) == 200
+    finally:
+        model.get_layer("head").bias.assign(original)
+
+
+def test_top_k_one_is_greedy_through_generate(run):
+    greedy = _text(run, prime="The", length=60, sampling=SamplingConfig(0))
+    top1 = _text(run, prime="The", length=60, sampling=SamplingConfig(top_k=1, seed=4))
+    assert top1 == greedy
+
+
+def test_top_p_draws_only_from_the_nucleus_through_generate(run):
+    run_dir, model, sampler = run
+    p = 0.6
+    (text,) = _text(run, prime="The", length=80, sampling=SamplingConfig(top_p=p, seed=9))
+    ids = run_dir.tokenizer.encode("The" + text)
+    states = model.zero_states(1)
+    for t in range(len(ids) - 1):
+        logits, states = model.step(ids[t : t + 1], states)
+        if t < 2:
+            continue  # the prime
+        probs = tf.nn.softmax(logits[0]).numpy()
+        probs[UNK_ID] = 0.0
+        probs /= probs.sum()
+        order = np.argsort(-probs, kind="stable")
+        before = np.cumsum(probs[order]) - probs[order]  # mass ahead of each in the order
+        nucleus = set(order[before < p - 1e-6])
+        assert ids[t + 1] in nucleus, (t, run_dir.tokenizer.decode([ids[t + 1]]))

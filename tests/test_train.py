@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import math
 
@@ -53,23 +54,24 @@ def test_learning_rate_decays_once_per_epoch(trained_run):
         assert lr == pytest.approx(cfg.learning_rate * cfg.lr_decay**epoch, rel=1e-6)
 
 
-def test_states_carry_across_windows_and_reset_each_epoch(tmp_path, text_file):
-    config = tiny_config(str(text_file), epochs=2, eval_every=1000)
+def _trainer(tmp_path, text_file, **train_settings):
+    """A _Trainer over a fresh run of the tiny config, as `train` builds it."""
     from charlstm.corpus import load_corpus
     from charlstm.tokenizer import CharTokenizer
 
+    config = tiny_config(str(text_file), **train_settings)
     corpus = load_corpus(str(text_file))
     tokenizer = CharTokenizer.build(corpus.text)
-    config = config.__class__(
-        model=config.model.__class__(
-            **{**config.model.__dict__, "vocab_size": tokenizer.vocab_size}
-        ),
-        train=config.train,
-        corpus=config.corpus,
+    config = dataclasses.replace(
+        config, model=dataclasses.replace(config.model, vocab_size=tokenizer.vocab_size)
     )
     _, train_w, val_w = prepare_data(corpus.text, corpus.starts, tokenizer, config)
     run = RunDir.create(tmp_path / "run", config, tokenizer)
-    trainer = _Trainer(run, config, train_w, val_w, lambda e: None)
+    return _Trainer(run, config, train_w, val_w, lambda e: None), corpus, train_w
+
+
+def test_states_carry_across_windows_and_reset_each_epoch(tmp_path, text_file):
+    trainer, corpus, train_w = _trainer(tmp_path, text_file, epochs=2, eval_every=1000)
     seen = []
     step = trainer.train_step
 
@@ -183,3 +185,27 @@ def test_occupied_out_is_refused_without_force_and_replaced_with_it(tmp_path, te
     train(out, tiny_config(str(text_file), epochs=1), force=True)
     assert (out / "notes.txt").read_text(encoding="utf-8") == "mine"
     assert (out / "config.json").exists()
+
+
+def test_a_weight_turned_nan_is_never_checkpointed_nor_logged(tmp_path, text_file):
+    """The fault itself: after step 10's update (its loss was finite) a weight holds NaN, as
+    after a step whose gradients overflowed; step 10 is an evaluation and save step."""
+    trainer, corpus, _ = _trainer(tmp_path, text_file, eval_every=5)
+    step = trainer.train_step
+
+    def step_then_poison(x, y, states):
+        loss, states = step(x, y, states)
+        if int(trainer.optimizer.iterations) == 10:
+            bias = trainer.model.get_layer("head").bias
+            bias.assign(np.where(np.arange(bias.shape[0]) == 1, np.nan, bias.numpy()))
+        return loss, states
+
+    trainer.train_step = step_then_poison
+    with pytest.raises(CharlstmError, match="non-finite at step 10.*step 5, is intact"):
+        trainer.fit(resume=False, corpus=corpus.description)
+    run = RunDir.open(tmp_path / "run")
+    assert [c.step for c in run.checkpoints()] == [5]
+    for checkpoint in run.checkpoints():
+        assert all(np.isfinite(t).all() for t in checkpoint.model_tensors().values())
+        assert checkpoint.progress["best_step"] == 5
+    assert [r["step"] for r in run.read_log()] == [5]
