@@ -58,8 +58,14 @@ class CharModel(keras.Model):
         if config.vocab_size < 1:
             raise ValueError("ModelConfig.vocab_size must be set before building the model")
         self.config = config
+        # N(0, 1), as PyTorch's nn.Embedding: Keras' uniform +-0.05 starts every character's
+        # input projection near zero, and the model then learns far less per step (validation
+        # loss on Tiny Shakespeare after 400 steps of the default model: 1.68 against 1.90)
         self.embedding = keras.layers.Embedding(
-            config.vocab_size, config.embedding_dim, name="embedding"
+            config.vocab_size,
+            config.embedding_dim,
+            embeddings_initializer=keras.initializers.RandomNormal(stddev=1.0),
+            name="embedding",
         )
         self.rnns = [self.make_layer(f"{self.layer_prefix}_{i}") for i in range(config.num_layers)]
         self.dropouts = [
