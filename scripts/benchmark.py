@@ -46,12 +46,18 @@ def forward_flops(model) -> float:
 
 
 class CharlstmBackend:
-    name = "charlstm"
+    """charlstm's train step; with dropout, in training mode, so its cost shows."""
 
-    def __init__(self, vocab, emb, units, layers, batch, seq_len, fused=True):
+    def __init__(self, vocab, emb, units, layers, batch, seq_len, dropout=0.0):
+        self.name = "charlstm" if not dropout else f"charlstm, dropout {dropout}"
         self.model = build_model(
-            ModelConfig(vocab_size=vocab, embedding_dim=emb, units=units, num_layers=layers),
-            fused=fused,
+            ModelConfig(
+                vocab_size=vocab,
+                embedding_dim=emb,
+                units=units,
+                num_layers=layers,
+                dropout=dropout,
+            )
         )
         self.step_fn = make_train_step(self.model, make_optimizer(TrainConfig(), 1000))
         self.states = self.model.zero_states(batch)
@@ -154,6 +160,8 @@ def time_training(backends, windows, warmup: int, steps: int, rounds: int) -> di
     return {name: statistics.median(r) for name, r in rates.items()}
 
 
+DROPOUT = 0.2  # the rate whose cost the training table shows
+
 # what generation is timed with: the goal's settings, and plain sampling (no filters)
 GENERATION_SETTINGS = {
     "top-k 20, top-p 0.95": dict(temperature=0.8, top_k=20, top_p=0.95),
@@ -250,6 +258,9 @@ def _chain_runs_per_s(h, W, steps: int, rounds: int) -> float:
 def run_config(layers, units, batch, args, ids, vocab, with_generation: bool) -> dict:
     windows = tbptt_windows(ids, batch, args.seq_len)
     backends = [CharlstmBackend(vocab, args.embedding_dim, units, layers, batch, args.seq_len)]
+    backends.append(
+        CharlstmBackend(vocab, args.embedding_dim, units, layers, batch, args.seq_len, DROPOUT)
+    )
     backends.append(KerasLSTMBackend(vocab, args.embedding_dim, units, layers, batch, args.seq_len))
     try:
         backends.append(TorchBackend(vocab, args.embedding_dim, units, layers, batch, args.seq_len))
@@ -357,6 +368,15 @@ def _table(report) -> str:
             f"{ratio['keras.layers.LSTM']:.2f} | "
             f"{f'{ratio[TORCH]:.2f}' if TORCH in ratio else 'n/a'} | "
             f"{r['fraction_of_matmul_peak']:.0%} |"
+        )
+    lines.append("")
+    lines.append(f"dropout {DROPOUT} between layers, training chars/s against none:")
+    for r in report["results"]:
+        rates = r["train_chars_per_s"]
+        with_dropout = rates[f"charlstm, dropout {DROPOUT}"]
+        lines.append(
+            f"- {r['layers']} x {r['units']}, B {r['batch_size']}: {with_dropout:,.0f} "
+            f"({with_dropout / rates['charlstm']:.0%})"
         )
     lines.append("")
     lines.append("per-step recurrent matmul (B, H) @ (H, 4H), GFLOP/s, XLA loop / PyTorch:")
