@@ -93,8 +93,17 @@ class ModelConfig(_Settings):
     embedding_dim: int = setting(64, "E, size of each character's embedding", min=1, max=65536)
     units: int = setting(256, "H, size of h and c in every LSTM layer", min=1, max=65536)
     num_layers: int = setting(2, "stacked LSTM layers", min=1, max=16)
+    # 0.2 with one mask per window: on Tiny Shakespeare in 9 minutes 1.492 nats/char on the
+    # held-out 10% against 1.515 without dropout and 1.506 with a mask per step, which costs
+    # a fifth of the steps (README, Results)
     dropout: float = setting(
-        0.0, "dropout after each LSTM layer, in training only", min=0.0, max=1.0, max_open=True
+        0.2, "dropout after each LSTM layer, in training only", min=0.0, max=1.0, max_open=True
+    )
+    dropout_mask: str = setting(
+        "window",
+        "step: a new dropout mask at every character; window: one mask per stream and window, "
+        "the same at every step (variational or locked dropout), nearly free",
+        choices=("step", "window"),
     )
 
 

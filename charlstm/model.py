@@ -32,7 +32,8 @@ class CharModel(keras.Model):
 
         e      = Embedding(ids)                          # (B, T, E)
         x_1    = layer_1(e, state_1)                     # (B, T, H)
-        x_l+1  = layer_l+1(drop(x_l), state_l+1)         # dropout between layers, training only
+        x_l+1  = layer_l+1(drop(x_l), state_l+1)         # dropout between layers, training only,
+                                                         # one mask per step or per window
         logits = Dense(V)(drop(x_N))                     # (B, T, V)
 
     Each layer runs one cell of `cell_type` (its equations are in its docstring). The states
@@ -52,6 +53,7 @@ class CharModel(keras.Model):
 
     cell_type: type[keras.layers.Layer]
     layer_prefix: str
+    time_axis = 1  # of the (B, T, H) activations between layers
 
     def __init__(self, config: ModelConfig, **kwargs):
         super().__init__(**kwargs)
@@ -68,8 +70,12 @@ class CharModel(keras.Model):
             name="embedding",
         )
         self.rnns = [self.make_layer(f"{self.layer_prefix}_{i}") for i in range(config.num_layers)]
+        # "window": one mask for all T steps (Gal & Ghahramani, 2016), drawn along the other axes
+        noise_shape = None
+        if config.dropout_mask == "window":
+            noise_shape = tuple(1 if axis == self.time_axis else None for axis in range(3))
         self.dropouts = [
-            keras.layers.Dropout(config.dropout, name=f"dropout_{i}")
+            keras.layers.Dropout(config.dropout, noise_shape=noise_shape, name=f"dropout_{i}")
             for i in range(config.num_layers)
         ]
         self.head = keras.layers.Dense(config.vocab_size, name="head")
@@ -142,6 +148,7 @@ class CharLSTM(CharModel):
 
     cell_type = LSTMCell
     layer_prefix = "lstm"
+    time_axis = 0  # time-major: (T, B, H)
 
     def make_layer(self, name: str) -> FusedLSTM:
         return FusedLSTM(self.config.units, name=name)

@@ -10,7 +10,7 @@ from charlstm.config import ModelConfig
 from charlstm.model import CharLSTM, build_model, memory_estimate, weight_shapes
 
 B, T, V, E, H, N = 2, 6, 11, 5, 7, 2
-CONFIG = ModelConfig(vocab_size=V, embedding_dim=E, units=H, num_layers=N)
+CONFIG = ModelConfig(vocab_size=V, embedding_dim=E, units=H, num_layers=N, dropout=0.0)
 ATOL = 1e-5
 
 
@@ -164,3 +164,35 @@ def test_memory_estimate_grows_with_the_model_and_the_window():
     assert memory_estimate(CONFIG, 4, 3, training=True) > small
     assert memory_estimate(dataclasses.replace(CONFIG, units=2 * H), 2, 3, training=True) > small
     assert memory_estimate(CONFIG) < small  # inference: no gradients, no optimizer, one step
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_window_dropout_masks_each_unit_for_the_whole_window_and_redraws_per_window(fused, ids):
+    """dropout_mask="window": the mask the model applies to its layer outputs is the same at
+    every step of a window (in the model's own layout: time-major when fused) and is drawn
+    afresh for the next window; "step" draws it at every step."""
+    config = dataclasses.replace(CONFIG, dropout=0.5, dropout_mask="window")
+    keras.utils.set_random_seed(2)
+    model = build_model(config, fused=fused)
+    time_axis = 0 if fused else 1
+    outputs = np.random.default_rng(0).uniform(0.1, 1.0, size=(T, B, H) if fused else (B, T, H))
+
+    first = model.dropouts[0](outputs.astype("float32"), training=True).numpy() == 0
+    second = model.dropouts[0](outputs.astype("float32"), training=True).numpy() == 0
+
+    assert (first == first.take([0], axis=time_axis)).all()  # one mask for every step
+    assert 0 < first.mean() < 1 and (first != second).any()  # random, redrawn per window
+    stepwise = build_model(dataclasses.replace(config, dropout_mask="step"), fused=fused)
+    drops = stepwise.dropouts[0](outputs.astype("float32"), training=True).numpy() == 0
+    assert not (drops == drops.take([0], axis=time_axis)).all()
+
+
+def test_window_dropout_changes_training_outputs_only(ids, states):
+    config = dataclasses.replace(CONFIG, dropout=0.5, dropout_mask="window")
+    model = build_model(config)
+    inference, _ = model(ids, states, training=False)
+    training, _ = model(ids, states, training=True)
+    plain = build_model(CONFIG)
+    plain.set_weights(model.get_weights())
+    np.testing.assert_allclose(inference, plain(ids, states)[0], rtol=0, atol=ATOL)
+    assert not np.allclose(training, inference, atol=1e-3)
