@@ -119,15 +119,10 @@ def lstm_forward(xw, h0, c0, recurrent_kernel):
 
 @tf.custom_gradient
 def lstm_recurrence(xw, h0, c0, recurrent_kernel):
-    """Run the gate equations over T projected inputs.
-
-    Args:
-        xw: (T, B, 4H), x_t @ kernel + bias for every step.
-        h0, c0: (B, H), the initial state.
-        recurrent_kernel: (H, 4H).
+    """`lstm_forward` (same arguments) with the hand-written backward through time.
 
     Returns:
-        hs (T, B, H), h_T (B, H), c_T (B, H), and the hand-written gradient function.
+        hs (T, B, H), h_T (B, H), c_T (B, H), and the gradient function.
     """
     steps = xw.shape[0]
     U = recurrent_kernel

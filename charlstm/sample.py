@@ -214,14 +214,8 @@ class Sampler:
 
 
 def generate(
-    model: CharModel,
-    tokenizer: CharTokenizer,
-    prime: str = "",
-    length: int = 500,
-    sampling: SamplingConfig | None = None,
-    num_samples: int | None = None,
-    chunk: int = 256,
+    model: CharModel, tokenizer: CharTokenizer, *args, **kwargs
 ) -> Iterator[str] | Iterator[tuple[str, ...]]:
-    """`Sampler(model, tokenizer).generate(...)`: one call's worth. A caller that generates
-    again from the same model keeps a Sampler, whose compiled loops are then built once."""
-    return Sampler(model, tokenizer).generate(prime, length, sampling, num_samples, chunk)
+    """`Sampler(model, tokenizer).generate(*args, **kwargs)`, for one call. A caller that
+    generates again from the same model keeps a Sampler, whose loops are then compiled once."""
+    return Sampler(model, tokenizer).generate(*args, **kwargs)
