@@ -10,6 +10,7 @@ that `--help` stays fast.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -18,7 +19,14 @@ from pathlib import Path
 
 import click
 
-from charlstm.config import Option, RunConfig, SamplingConfig, options
+from charlstm.config import (
+    DynamicConfig,
+    Option,
+    RunConfig,
+    SamplingConfig,
+    options,
+    reading_options,
+)
 from charlstm.errors import CharlstmError
 
 EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
@@ -132,8 +140,12 @@ def _options(declared: list[Option]):
                     r.min, r.max, min_open=r.min_open, max_open=r.max_open
                 )
             default = "none" if option.default is None else option.default
+            flag = f"--{option.name.replace('_', '-')}"
+            if option.type is bool:  # --name / --no-name
+                flag, kind = f"{flag}/--no-{flag[2:]}", None
+                default = "on" if option.default else "off"
             func = click.option(
-                f"--{option.name.replace('_', '-')}",
+                flag,
                 option.name,
                 type=kind,
                 default=None,  # unset options leave the dataclass default in place
@@ -175,7 +187,9 @@ def train(text_file, out, resume, force, **settings) -> None:
         out = Path("runs") / (Path(text_file).stem if text_file else "default")
     if resume and (Path(out) / "config.json").exists():
         _check_resume_options(Path(out), text_file, given)
-    config = RunConfig.from_options(text_file or "", **given)
+    # the corpus' size in bytes stands for its characters when a preset is chosen
+    size = Path(text_file).stat().st_size if text_file and Path(text_file).is_file() else None
+    config = RunConfig.from_options(text_file or "", corpus_chars=size, **given)
     progress = _Progress()
 
     def callback(event) -> None:
@@ -192,6 +206,7 @@ def train(text_file, out, resume, force, **settings) -> None:
                 f"run directory: {event.run_dir} ({event.parameters:,} parameters{resumed})",
                 err=True,
             )
+            click.echo("\n".join(event.config.describe()), err=True)
         elif isinstance(event, StepEvent):
             progress.step(event)
         elif isinstance(event, EvalEvent):
@@ -235,7 +250,9 @@ def _check_resume_options(out: Path, text_file: str | None, given: dict) -> None
     differ = [
         f"--{name.replace('_', '-')}"
         for name, value in given.items()
-        if name not in ("epochs", "minutes") and values[name] != value
+        if name not in ("epochs", "minutes")
+        and values[name] != value
+        and not (name == "preset" and value == "auto")
     ]
     if text_file and str(Path(text_file).resolve()) != saved.corpus:
         differ.append("TEXT_FILE")
@@ -315,28 +332,72 @@ def generate(run_dir, prime, length, num_samples, **settings) -> None:
 @click.argument("run_dir")
 @click.argument("text_file")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-@_options(options(RunConfig, nested=False))
-def evaluate(run_dir, text_file, as_json, encoding, errors) -> None:
-    """Loss of RUN_DIR's best checkpoint on TEXT_FILE: nats/char, bits/char, perplexity."""
+@_options(reading_options())
+@click.option(
+    "--dynamic",
+    is_flag=True,
+    help="Also score the text while adapting the weights to it (dynamic evaluation), and "
+    "print the static and the dynamic loss; the run directory is not changed.",
+)
+@_options(options(DynamicConfig))
+def evaluate(run_dir, text_file, as_json, encoding, errors, dynamic, **settings) -> None:
+    """Loss of RUN_DIR's best checkpoint on TEXT_FILE: nats/char, bits/char, perplexity.
+
+    With --dynamic the text is read as one stream, each window scored and then learned from,
+    beside the static loss of the same layout.
+    """
     from charlstm.corpus import read_text  # noqa: PLC0415
     from charlstm.rundir import RunDir  # noqa: PLC0415
 
+    dynamic_names = [o.name for o in options(DynamicConfig)]
+    given = {k: settings[k] for k in dynamic_names if settings[k] is not None}
+    if given and not dynamic:
+        names = ", ".join(f"--{name.replace('_', '-')}" for name in given)
+        raise click.UsageError(f"{names}: dynamic evaluation's settings; add --dynamic")
+    dynamic_config = DynamicConfig(**given)  # a non-finite value is refused before the import
     # neither needs TensorFlow: a bad run or text is refused at once
     run = RunDir.open(Path(run_dir))
     text = read_text(text_file, encoding or "utf-8", errors or "strict")
     _import_tensorflow()
-    from charlstm.evaluate import eval_windows, evaluate_windows  # noqa: PLC0415 (slow import)
+    from charlstm.evaluate import (  # noqa: PLC0415 (slow import)
+        dynamic_evaluate,
+        eval_windows,
+        evaluate_windows,
+    )
 
     ids = run.tokenizer.encode(text)
-    windows = eval_windows(ids, run.config.train.batch_size, run.config.train.seq_len)
-    loss = evaluate_windows(run.load_model(), windows)
+    head = {"run_dir": str(run_dir), "text_file": text_file}
+    if not dynamic:
+        windows = eval_windows(ids, run.config.train.batch_size, run.config.train.seq_len)
+        loss = evaluate_windows(run.load_model(), windows)
+        click.echo(json.dumps({**head, **loss.as_dict()}) if as_json else _loss_line(loss))
+        return
+    # one stream: each window is predicted by weights that have read only the text before it
+    windows = eval_windows(ids, 1, run.config.train.seq_len)
+    model = run.load_model()  # a fresh copy in memory: dynamic evaluation changes its weights
+    static = evaluate_windows(model, windows)
+    adapted = dynamic_evaluate(model, windows, dynamic_config)
     if as_json:
-        click.echo(json.dumps({"run_dir": str(run_dir), "text_file": text_file, **loss.as_dict()}))
-    else:
         click.echo(
-            f"{loss.nats:.4f} nats/char  {loss.bits:.4f} bits/char  "
-            f"perplexity {loss.perplexity:.3f}  ({loss.chars:,} characters)"
+            json.dumps(
+                {
+                    **head,
+                    **dataclasses.asdict(dynamic_config),
+                    "static": static.as_dict(),
+                    "dynamic": adapted.as_dict(),
+                }
+            )
         )
+    else:
+        click.echo(f"static   {_loss_line(static)}")
+        click.echo(f"dynamic  {_loss_line(adapted)}")
+
+
+def _loss_line(loss) -> str:
+    return (
+        f"{loss.nats:.4f} nats/char  {loss.bits:.4f} bits/char  "
+        f"perplexity {loss.perplexity:.3f}  ({loss.chars:,} characters)"
+    )
 
 
 @cli.command()
@@ -352,17 +413,13 @@ def info(run_dir) -> None:
     checkpoints = run.checkpoints()
     records = run.read_log()
     c = run.config
-    m = c.model
-    check_fits(m)  # the count comes from the model itself, built only if it fits
-    params = build_model(m).count_params()
+    check_fits(c.model)  # the count comes from the model itself, built only if it fits
+    params = build_model(c.model).count_params()
     lines = [
         f"run: {run.path}",
         f"corpus: {c.corpus}",
-        f"model: embedding {m.embedding_dim}, {m.num_layers} x LSTM({m.units}), "
-        f"vocabulary {m.vocab_size}, dropout {m.dropout}, {params:,} parameters",
-        f"train: batch {c.train.batch_size} x seq_len {c.train.seq_len}, "
-        f"lr {c.train.learning_rate} (x{c.train.lr_decay}/epoch), epochs {c.train.epochs}"
-        + (f", minutes {c.train.minutes}" if c.train.minutes else ""),
+        *c.describe(),
+        f"parameters: {params:,}",
         "checkpoints: " + (", ".join(str(k.step) for k in checkpoints) or "none"),
     ]
     if checkpoints:

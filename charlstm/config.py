@@ -93,6 +93,15 @@ class ModelConfig(_Settings):
     embedding_dim: int = setting(64, "E, size of each character's embedding", min=1, max=65536)
     units: int = setting(256, "H, size of h and c in every LSTM layer", min=1, max=65536)
     num_layers: int = setting(2, "stacked LSTM layers", min=1, max=16)
+    # layernorm trains at 0.62x lstm's chars/s (2 x 256, B 64, T 100, AMD EPYC, 2 cores):
+    # both run fused, but its backward is autodiff's, not FusedLSTM's hand-written one
+    cell: str = setting(
+        "lstm",
+        "lstm: the LSTM cell; layernorm: the layer-normalized LSTM (Ba et al., 2016), which "
+        "normalizes the input and recurrent projections and c before its tanh; about 0.6x "
+        "as fast to train",
+        choices=("lstm", "layernorm"),
+    )
     # 0.2 with one mask per window: on Tiny Shakespeare in 9 minutes 1.492 nats/char on the
     # held-out 10% against 1.515 without dropout and 1.506 with a mask per step, which costs
     # a fifth of the steps (README, Results)
@@ -105,6 +114,35 @@ class ModelConfig(_Settings):
         "the same at every step (variational or locked dropout), nearly free",
         choices=("step", "window"),
     )
+    recurrent_dropout: float = setting(
+        0.0,
+        "variational dropout on h_{t-1} inside each LSTM layer's recurrence: one mask per "
+        "stream and window (Gal & Ghahramani, 2016); lstm cell only",
+        min=0.0, max=1.0, max_open=True,
+    )  # fmt: skip
+    weight_drop: float = setting(
+        0.0,
+        "DropConnect on each layer's recurrent kernel, one mask per window (AWD-LSTM's "
+        "weight drop); lstm cell only",
+        min=0.0, max=1.0, max_open=True,
+    )  # fmt: skip
+    tie_embeddings: bool = setting(
+        False,
+        "use the embedding table as the output layer's weights (Press & Wolf, 2017); needs "
+        "embedding-dim equal to units",
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.tie_embeddings and self.embedding_dim != self.units:
+            raise CharlstmError(
+                "tie_embeddings needs embedding_dim equal to units, got "
+                f"{self.embedding_dim} and {self.units}"
+            )
+        if self.cell != "lstm" and (self.recurrent_dropout or self.weight_drop):
+            raise CharlstmError(
+                f"recurrent_dropout and weight_drop are for cell lstm, not {self.cell}"
+            )
 
 
 @dataclass(frozen=True)
@@ -115,18 +153,59 @@ class TrainConfig(_Settings):
     seq_len: int = setting(
         100, "T, characters per window; gradients stop at window edges", min=1, max=2**20
     )
-    learning_rate: float = setting(2e-3, "Adam's learning rate at the start", min=0, min_open=True)
+    # 1.5e-2, with the cosine schedule: on Tiny Shakespeare after 624 steps of the default
+    # model, validation 1.449 nats/char against 1.589 at a constant 2e-3 (char-rnn's rate, the
+    # old default), 1.712 at cosine from 2e-3, 1.464 from 1e-2 and 1.452 from 2e-2; in 9
+    # minutes 1.465 on the held-out 10% against 1.492 (README, Results)
+    learning_rate: float = setting(
+        1.5e-2, "Adam's peak learning rate, reached after the warm-up", min=0, min_open=True
+    )
+    # the shapes and their formulas: charlstm.schedule
+    schedule: str = setting(
+        "cosine",
+        "learning-rate schedule: cosine decays to lr-floor x the peak when the budget (epochs "
+        "or minutes) runs out; epoch-decay multiplies by lr-decay every epoch (char-rnn's); "
+        "plateau multiplies by plateau-factor when validation stalls; constant",
+        choices=("cosine", "epoch-decay", "plateau", "constant"),
+    )
+    warmup_steps: int = setting(
+        50, "steps of linear warm-up from 0 to the peak learning rate (1: none)", min=1
+    )
+    lr_floor: float = setting(
+        0.1, "cosine: the learning rate at the end, as a fraction of the peak", min=0, max=1
+    )
     lr_decay: float = setting(
-        0.97, "learning-rate factor applied at every epoch (char-rnn's)", min=0, max=1,
+        0.97, "epoch-decay: learning-rate factor applied at every epoch", min=0, max=1,
         min_open=True,
     )  # fmt: skip
+    plateau_factor: float = setting(
+        0.5, "plateau: learning-rate factor when validation stalls", min=0, max=1, min_open=True
+    )
+    plateau_patience: int = setting(
+        2, "plateau: validation passes without a new best before the rate is cut", min=1
+    )
+    weight_decay: float = setting(
+        0.0, "AdamW's decoupled weight decay on kernels and embeddings (0: plain Adam)", min=0
+    )
     grad_clip: float = setting(5.0, "clip the global gradient norm to this", min=0, min_open=True)
     epochs: int = setting(20, "passes over the training part", min=1)
     minutes: float | None = setting(
-        None, "time budget; stops at epochs or minutes, first reached", min=0, min_open=True
+        None,
+        "time budget of the whole run, validation included; stops at epochs or minutes, "
+        "first reached (with --resume: minutes more)",
+        min=0, min_open=True,
+    )  # fmt: skip
+    early_stop: int = setting(
+        0, "stop after this many validation passes without a new best (0: never)", min=0
     )
     eval_every: int = setting(
         200, "steps between validation passes (also at every epoch end)", min=1
+    )
+    eval_chars: int = setting(
+        1 << 18,
+        "validation passes during training score the validation part's first this many "
+        "characters; the pass at the end scores all of it (0: always all)",
+        min=0,
     )
     keep_checkpoints: int = setting(
         2, "newest checkpoints kept (the best one is kept as well)", min=1
@@ -141,6 +220,35 @@ class TrainConfig(_Settings):
     seed: int = setting(0, "seed for initial weights and dropout", min=0)
 
 
+# Recipes by budget: the options each preset sets (the dataclass defaults are "small"'s).
+# Chosen by measurement on 2 cores (README, Results); an explicit option always wins.
+PRESETS: dict[str, dict[str, object]] = {
+    "tiny": {"embedding_dim": 32, "units": 128, "num_layers": 2, "dropout": 0.1,
+             "batch_size": 32, "seq_len": 64, "warmup_steps": 20},
+    "small": {"embedding_dim": 64, "units": 256, "num_layers": 2, "dropout": 0.2,
+              "batch_size": 64, "seq_len": 100, "warmup_steps": 50},
+    "medium": {"embedding_dim": 64, "units": 512, "num_layers": 2, "dropout": 0.3,
+               "batch_size": 64, "seq_len": 100, "warmup_steps": 100},
+    "large": {"embedding_dim": 128, "units": 512, "num_layers": 3, "dropout": 0.4,
+              "batch_size": 64, "seq_len": 128, "warmup_steps": 200},
+}  # fmt: skip
+
+
+def choose_preset(minutes: float | None, corpus_chars: int | None = None) -> str:
+    """The preset for a time budget and a corpus of `corpus_chars` characters.
+
+    With a budget: tiny up to 2 minutes, small up to 20, medium up to 3 hours, large beyond.
+    Without one (the run ends after its epochs): tiny for a corpus under 300,000 characters,
+    else small.
+    """
+    if minutes is None:
+        return "tiny" if corpus_chars is not None and corpus_chars < 300_000 else "small"
+    for name, up_to in (("tiny", 2), ("small", 20), ("medium", 180)):
+        if minutes <= up_to:
+            return name
+    return "large"
+
+
 @dataclass(frozen=True)
 class RunConfig(_Settings):
     """Everything a run needs to be rebuilt: the model, the training and the corpus it read."""
@@ -148,6 +256,12 @@ class RunConfig(_Settings):
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     corpus: str = ""  # path of the text file, or "default" for the embedded corpus
+    preset: str = setting(
+        "auto",
+        "a recipe of model size, batch, window, dropout and warm-up (tiny 2 x 128 ... large "
+        "3 x 512); auto picks it from --minutes and the corpus size; options given win",
+        choices=("auto", *PRESETS),
+    )
     encoding: str = setting("utf-8", "the text file's encoding")
     errors: str = setting(
         "strict",
@@ -168,13 +282,19 @@ class RunConfig(_Settings):
         return _from_dict(cls, data, source)
 
     @classmethod
-    def from_options(cls, corpus: str = "", **values) -> RunConfig:
-        """A RunConfig from flat option values (`units=128, seq_len=50`); None leaves a default.
+    def from_options(cls, corpus: str = "", corpus_chars: int | None = None, **values) -> RunConfig:
+        """A RunConfig from flat option values (`units=128, seq_len=50`): the values given
+        (None: not given), then the preset's (`preset`, default "auto": `choose_preset` from
+        `minutes` and `corpus_chars`), then the defaults. The config names the preset used.
 
         Raises:
             CharlstmError: a value out of its range.
         """
         given = {name: value for name, value in values.items() if value is not None}
+        preset = given.get("preset", "auto")
+        if preset == "auto":
+            preset = choose_preset(given.get("minutes"), corpus_chars)
+        given = PRESETS[preset] | given | {"preset": preset}
         sections = {}
         for name, section in option_sections(cls).items():
             own = {f.name for f in dataclasses.fields(section)} & set(given)
@@ -183,6 +303,32 @@ class RunConfig(_Settings):
         if unknown:
             raise TypeError(f"not RunConfig options: {sorted(unknown)}")
         return cls(**sections, corpus=corpus, **given)
+
+    def describe(self) -> list[str]:
+        """The run's choices in three lines: model, training, schedule and budget."""
+        m, t = self.model, self.train
+        dropout = f"dropout {m.dropout} per {m.dropout_mask}"
+        if m.recurrent_dropout or m.weight_drop:
+            dropout += f", recurrent {m.recurrent_dropout}, weight drop {m.weight_drop}"
+        schedule = {
+            "cosine": f"cosine to {t.lr_floor:g} x it",
+            "epoch-decay": f"x {t.lr_decay:g} per epoch",
+            "plateau": f"x {t.plateau_factor:g} after {t.plateau_patience} stalled passes",
+            "constant": "constant",
+        }[t.schedule]
+        optimizer = f"AdamW (decay {t.weight_decay:g})" if t.weight_decay else "Adam"
+        budget = f"{t.epochs} epoch{'s' * (t.epochs != 1)}"
+        budget += f" or {t.minutes:g} minutes" if t.minutes else ""
+        return [
+            f"model: {m.cell} {m.num_layers} x {m.units}, embedding {m.embedding_dim}, "
+            f"vocabulary {m.vocab_size}, {dropout} (preset {self.preset})",
+            f"train: batch {t.batch_size} x seq_len {t.seq_len}, {optimizer}, "
+            f"lr {t.learning_rate:g} after {t.warmup_steps} warm-up steps, {schedule}, "
+            f"clip {t.grad_clip:g}",
+            f"budget: {budget}, first reached"
+            + (f"; early stop after {t.early_stop} stalled passes" if t.early_stop else "")
+            + f"; validation every {t.eval_every} steps",
+        ]
 
     def option_values(self) -> dict[str, object]:
         """Every option's value in this config, by its flat name (the inverse of from_options)."""
@@ -204,6 +350,24 @@ class SamplingConfig(_Settings):
     )  # fmt: skip
     seed: int = setting(
         0, "the same seed, model and prime give the same text", min=0, max=2**31 - 1
+    )
+
+
+@dataclass(frozen=True)
+class DynamicConfig(_Settings):
+    """How `charlstm.evaluate.dynamic_evaluate` adapts the weights to a text as it reads it.
+
+    Options bear the `dynamic_` prefix so that `charlstm evaluate` keeps them apart from the
+    run's own settings. On Tiny Shakespeare's last 100k characters (a 2-minute run, one stream,
+    2026-11-27) the learning rate 3e-4 gave 1.601 nats/char against 1.602 at 1e-3 and 1.666
+    at 3e-3 (static: 1.778); a decay of 1e-2 cost 0.03 nats/char (README, Dynamic evaluation).
+    """
+
+    dynamic_lr: float = setting(
+        3e-4, "step size of dynamic evaluation's RMS-normalized update", min=0, min_open=True
+    )
+    dynamic_decay: float = setting(
+        0.0, "pull towards the run's weights at every update (0: none)", min=0, max=1
     )
 
 
@@ -231,6 +395,12 @@ def options(cls: type, nested: bool = True) -> list[Option]:
         for section in option_sections(cls).values():
             found += options(section)
     return found
+
+
+def reading_options() -> list[Option]:
+    """The options that say how to read a text file (encoding, errors): all of RunConfig's own
+    that `evaluate` takes as well."""
+    return [o for o in options(RunConfig, nested=False) if o.name in ("encoding", "errors")]
 
 
 def option_sections(cls: type) -> dict[str, type]:

@@ -87,6 +87,15 @@ class Windows:
         """Number of predicted characters, B * L."""
         return self.targets.size
 
+    def head(self, chars: int) -> Windows:
+        """The first windows, as few as hold at least `chars` targets (all of them if 0 or
+        more than there are): each stream's beginning, so the streams still start cold."""
+        if chars <= 0 or chars >= self.num_chars:
+            return self
+        width = self.inputs.shape[0] * self.seq_len
+        cols = -(-chars // width) * self.seq_len
+        return Windows(self.inputs[:, :cols], self.targets[:, :cols], self.seq_len)
+
 
 def tbptt_windows(ids: np.ndarray, batch_size: int, seq_len: int, whole: bool = True) -> Windows:
     """Lay ids out as `batch_size` streams in windows of `seq_len`.

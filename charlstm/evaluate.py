@@ -3,6 +3,7 @@
 `walk` is the one loop that carries every layer's (h, c) from window k into window k+1; training,
 validation and `charlstm evaluate` all go through it. Evaluation starts every stream from zero
 state and scores every character it lays out (the last window may be shorter than T).
+`dynamic_evaluate` walks the same way and adapts the weights to the text as it goes.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import tensorflow as tf
 
+from charlstm.config import DynamicConfig
 from charlstm.data import Windows, tbptt_windows
 from charlstm.model import CharModel, States
 
@@ -103,3 +105,81 @@ def eval_windows(ids: np.ndarray, batch_size: int, seq_len: int) -> Windows:
     """
     streams = max(1, min(batch_size, (len(ids) - 1) // seq_len))
     return tbptt_windows(ids, streams, seq_len, whole=False)
+
+
+# RMS of the gradients: a running mean over about 1 / (1 - beta) = 100 windows, as RMSprop's;
+# eps only keeps a weight whose gradients have all been zero from dividing by zero
+DYNAMIC_BETA, DYNAMIC_EPS = 0.99, 1e-8
+
+
+def make_dynamic_step(model: CharModel, config: DynamicConfig) -> Callable:
+    """A compiled (x, y, states) -> (nll sum, states) that scores a window, then adapts the
+    model's weights on that window: `dynamic_evaluate`'s step, for `walk`.
+
+    The model's trainable variables are changed in place; their values when this is called are
+    the global weights theta_g that `config.dynamic_decay` pulls towards.
+    """
+    variables = model.trainable_variables
+    # copies of the weights as they are now, and the running mean of squared gradients: state
+    # of this evaluation, kept out of the model so that its weights and paths stay the run's
+    global_weights = [tf.Variable(v.value, trainable=False) for v in variables]
+    mean_squares = [tf.Variable(tf.zeros_like(v.value), trainable=False) for v in variables]
+    updates = tf.Variable(0.0, trainable=False)
+    lr, decay, beta = config.dynamic_lr, config.dynamic_decay, DYNAMIC_BETA
+
+    def step(x, y, states):
+        # the gradient of the window's loss is part of what this evaluation measures, so the
+        # tape is here: evaluate.py cannot use train.py's step, which imports from it
+        with tf.GradientTape() as tape:
+            nll, states = nll_sum(model, x, y, states)  # scored first, under the current weights
+            loss = nll / tf.cast(tf.size(y), tf.float32)
+        grads = tape.gradient(loss, variables)
+        updates.assign_add(1.0)
+        unbias = 1.0 - tf.pow(beta, updates)  # the first means start from zero, as Adam's
+        for v, g, g_mean_sq, theta_g in zip(variables, grads, mean_squares, global_weights):
+            g_mean_sq.assign(beta * g_mean_sq + (1.0 - beta) * tf.square(g))
+            rms = tf.sqrt(g_mean_sq / unbias) + DYNAMIC_EPS
+            v.assign(v - lr * g / rms + decay * (theta_g - v))
+        return nll, states
+
+    return tf.function(step, jit_compile=True)
+
+
+def dynamic_evaluate(
+    model: CharModel, windows: Windows, config: DynamicConfig | None = None
+) -> Loss:
+    """Mean loss over every target of `windows` while the weights adapt to them (dynamic
+    evaluation, Krause et al. 2017, "Dynamic Evaluation of Neural Sequence Models").
+
+    For each window k, states carried from window k-1 as plain values (from zeros at k = 0):
+
+        loss_k = mean -ln p(y_k | x_k, states) under the current weights theta   # scored
+        g      = d loss_k / d theta                   # every trainable weight, its own shape
+        MS     = beta * MS + (1 - beta) * g^2         # beta = 0.99, MS starts at 0
+        theta <- theta - lr * g / (sqrt(MS / (1 - beta^(k+1))) + eps)
+                       + decay * (theta_g - theta)    # theta_g: the weights before window 0
+
+    lr is `config.dynamic_lr`, decay `config.dynamic_decay`, eps 1e-8. Window k is scored before
+    the update on it, so every character is predicted by weights that have not seen it: an
+    honest next-character loss, which `evaluate_windows` on the same windows makes static. The
+    gradient is the RMS-normalized one of Krause et al., with the mean square taken online
+    over the windows read so far instead of over training data, which a text alone lacks.
+
+    With B > 1 streams one update mixes the B streams' windows k, and each stream's next
+    window is predicted by weights that have read the others', parts of the text that come
+    later in it; one stream (`eval_windows(ids, 1, T)`) reads the text strictly in order.
+
+    Args:
+        model: its trainable weights are changed in place, so pass a model of its own
+            (`RunDir.load_model()` builds a fresh one at every call; nothing is written to the
+            run directory). Afterwards it holds the weights adapted to the whole text.
+        windows: B streams in (B, T) windows, int32 ids.
+        config: learning rate and decay; DynamicConfig() if None.
+
+    Returns:
+        The Loss of the predictions made while reading.
+    """
+    step = make_dynamic_step(model, config or DynamicConfig())
+    zeros = model.zero_states(windows.inputs.shape[0])
+    total = sum(float(nll) for _, nll, _ in walk(windows, step, zeros))
+    return Loss(nats=total / windows.num_chars, chars=windows.num_chars)

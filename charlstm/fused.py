@@ -20,6 +20,19 @@ recurrent one, dh_{t-1} = dz_t @ recurrent_kernel^T, keeping every dz_t; afterwa
 The weights are the LSTMCell's (the layer holds
 one, named "cell"), so variable paths, checkpoints and `CharLSTM.step` are shared with the
 reference `RNN(LSTMCell)`, which the tests hold this layer to.
+
+Two regularizers live in the recurrence, in training only, each drawn once per window:
+
+    recurrent dropout (Gal & Ghahramani, 2016):  z_t = XW[:, t] + (h_{t-1} * m) @ recurrent_kernel
+        m (B, H): one Bernoulli(1 - p) / (1 - p) mask per stream, the same at every step
+    weight drop (DropConnect on U, Merity et al., 2017, AWD-LSTM):  recurrent_kernel * M
+        M (H, 4H): one Bernoulli(1 - p) / (1 - p) mask shared by every stream and step
+
+Both cost one elementwise product (per step, or per window) and keep the fast path.
+
+`FusedLayerNormLSTM` does the same for a LayerNormLSTMCell: LN(x_t @ kernel) is per row, so it
+too is projected for all T steps at once, and the loop does LN(h @ recurrent_kernel), the gates
+and LN(c_t) through the cell's own `layernorm_lstm_update`; its backward is autodiff's.
 """
 
 from __future__ import annotations
@@ -27,7 +40,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from charlstm.cell import LSTMCell, lstm_update
+from charlstm.cell import LayerNormLSTMCell, LSTMCell, layernorm_lstm_update, lstm_update
 
 
 @keras.saving.register_keras_serializable(package="charlstm")
@@ -36,9 +49,12 @@ class FusedLSTM(keras.layers.Layer):
 
     Args:
         units: H.
+        recurrent_dropout: p of the mask m on h_{t-1} in the recurrence (module docstring).
+        weight_drop: p of the mask M on recurrent_kernel.
 
     Call:
-        inputs: (B, T, D); initial_state: [h (B, H), c (B, H)] or None for zeros.
+        inputs: (B, T, D); initial_state: [h (B, H), c (B, H)] or None for zeros;
+        training: draws the masks (else none are applied).
         Returns (outputs (B, T, H), h_T (B, H), c_T (B, H)), like
         `keras.layers.RNN(cell, return_sequences=True, return_state=True)`.
 
@@ -46,17 +62,22 @@ class FusedLSTM(keras.layers.Layer):
     (or `project_ids` for the first layer) then `recur`, as CharLSTM does.
     """
 
-    def __init__(self, units: int, **kwargs):
+    def __init__(
+        self, units: int, recurrent_dropout: float = 0.0, weight_drop: float = 0.0, **kwargs
+    ):
         super().__init__(**kwargs)
         self.units = units
+        self.recurrent_dropout, self.weight_drop = recurrent_dropout, weight_drop
         self.cell = LSTMCell(units, name="cell")
+        if recurrent_dropout or weight_drop:
+            self.seed_generator = keras.random.SeedGenerator(name="seed_generator")
 
     def build(self, input_shape):
         self.cell.build((input_shape[0], input_shape[-1]))
 
     def call(self, inputs, initial_state=None, training=False):
         xw = self.project(tf.transpose(inputs, [1, 0, 2]))
-        hs, h, c = self.recur(xw, initial_state)
+        hs, h, c = self.recur(xw, initial_state, training)
         return tf.transpose(hs, [1, 0, 2]), h, c
 
     def project(self, inputs):
@@ -75,17 +96,40 @@ class FusedLSTM(keras.layers.Layer):
         # some AVX-512 CPUs (then falls back); einsum stays clear of it
         return tf.gather(table, tf.einsum("bt->tb", ids))
 
-    def recur(self, xw, initial_state=None):
+    def recur(self, xw, initial_state=None, training=False):
         """The recurrence over projected inputs xw (T, B, 4H); initial_state [h, c] (B, H) or
-        None for zeros. Returns time-major hs (T, B, H), h_T, c_T."""
+        None for zeros; in training, under this window's masks (`masks`). Returns time-major
+        hs (T, B, H), h_T, c_T."""
+        batch = tf.shape(xw)[1]
         if initial_state is None:
-            zeros = tf.zeros((tf.shape(xw)[1], self.units), xw.dtype)
+            zeros = tf.zeros((batch, self.units), xw.dtype)
             initial_state = [zeros, zeros]
         h0, c0 = initial_state
-        return lstm_recurrence(xw, h0, c0, tf.convert_to_tensor(self.cell.recurrent_kernel))
+        h_mask, kernel_mask = self.masks(batch, training)
+        U = tf.convert_to_tensor(self.cell.recurrent_kernel)
+        return lstm_recurrence(xw, h0, c0, U * kernel_mask, h_mask)
+
+    def masks(self, batch, training=False):
+        """One window's masks: m (B, H) on h_{t-1} and M (H, 4H) on recurrent_kernel, each
+        Bernoulli(1 - p) / (1 - p), drawn from the layer's seed generator; ones when not
+        training or p is 0 (XLA folds a product by ones away)."""
+        H = self.units
+        h_mask, kernel_mask = tf.ones((batch, H)), tf.ones((H, 4 * H))
+        if training and self.recurrent_dropout:
+            h_mask = keras.random.dropout(h_mask, self.recurrent_dropout, seed=self.seed_generator)
+        if training and self.weight_drop:
+            kernel_mask = keras.random.dropout(
+                kernel_mask, self.weight_drop, seed=self.seed_generator
+            )
+        return h_mask, kernel_mask
 
     def get_config(self):
-        return {**super().get_config(), "units": self.units}
+        return {
+            **super().get_config(),
+            "units": self.units,
+            "recurrent_dropout": self.recurrent_dropout,
+            "weight_drop": self.weight_drop,
+        }
 
 
 def project(inputs, cell: LSTMCell):
@@ -93,21 +137,25 @@ def project(inputs, cell: LSTMCell):
     return tf.einsum("tbd,dg->tbg", inputs, cell.kernel) + cell.bias
 
 
-def lstm_forward(xw, h0, c0, recurrent_kernel):
+def lstm_forward(xw, h0, c0, recurrent_kernel, h_mask=None):
     """The forward loop over T projected inputs, keeping what the backward pass needs.
+
+        z_t = xw[t] + (h_{t-1} * h_mask) @ recurrent_kernel;  h_t, c_t = lstm_update(z_t, c_{t-1})
 
     Args:
         xw: (T, B, 4H), x_t @ kernel + bias for every step.
         h0, c0: (B, H), the initial state.
         recurrent_kernel: (H, 4H).
+        h_mask: (B, H) recurrent dropout mask, the same at every step; None for none.
 
     Returns:
         hs, cs (T, B, H): h_t and c_t after every step; gates (T, B, 4H): [i | f | g | o].
     """
     steps = xw.shape[0]  # static: XLA needs a fixed trip count
+    h_mask = tf.ones_like(h0) if h_mask is None else h_mask
 
     def forward(t, h, c, hs, cs, gates):
-        h, c, a = lstm_update(xw[t] + tf.matmul(h, recurrent_kernel), c)
+        h, c, a = lstm_update(xw[t] + tf.matmul(h * h_mask, recurrent_kernel), c)
         return t + 1, h, c, hs.write(t, h), cs.write(t, c), gates.write(t, a)
 
     arrays = [tf.TensorArray(xw.dtype, size=steps) for _ in range(3)]
@@ -117,16 +165,22 @@ def lstm_forward(xw, h0, c0, recurrent_kernel):
     return hs.stack(), cs.stack(), gates.stack()
 
 
-@tf.custom_gradient
-def lstm_recurrence(xw, h0, c0, recurrent_kernel):
+def lstm_recurrence(xw, h0, c0, recurrent_kernel, h_mask=None):
     """`lstm_forward` (same arguments) with the hand-written backward through time.
 
     Returns:
-        hs (T, B, H), h_T (B, H), c_T (B, H), and the gradient function.
+        hs (T, B, H), h_T (B, H), c_T (B, H).
     """
+    h_mask = tf.ones_like(h0) if h_mask is None else h_mask
+    return _recurrence(xw, h0, c0, recurrent_kernel, tf.stop_gradient(h_mask))
+
+
+@tf.custom_gradient
+def _recurrence(xw, h0, c0, recurrent_kernel, h_mask):
+    """`lstm_recurrence` and its gradient function (zero for the mask)."""
     steps = xw.shape[0]
     U = recurrent_kernel
-    hs, cs, gates = lstm_forward(xw, h0, c0, U)  # (T, B, H) x 2, (T, B, 4H)
+    hs, cs, gates = lstm_forward(xw, h0, c0, U, h_mask)  # (T, B, H) x 2, (T, B, 4H)
     h, c = hs[-1], cs[-1]
 
     def backward(d_hs, d_h, d_c):
@@ -152,15 +206,96 @@ def lstm_recurrence(xw, h0, c0, recurrent_kernel):
                 ],
                 axis=-1,
             )
-            return k + 1, tf.matmul(dz, U_t), dc * f, dzs.write(t, dz)
+            return k + 1, tf.matmul(dz, U_t) * h_mask, dc * f, dzs.write(t, dz)
 
         dzs = tf.TensorArray(xw.dtype, size=steps)
         _, dh0, dc0, dzs = tf.while_loop(
             lambda k, *_: k < steps, step_back, (0, d_h, d_c, dzs), maximum_iterations=steps
         )
         dz = dzs.stack()  # (T, B, 4H)
-        h_prev = tf.concat([h0[None], hs[:-1]], axis=0)  # (T, B, H)
+        h_prev = tf.concat([h0[None], hs[:-1]], axis=0) * h_mask  # (T, B, H), as U saw it
         d_U = tf.einsum("tbh,tbg->hg", h_prev, dz)
-        return dz, dh0, dc0, d_U
+        return dz, dh0, dc0, d_U, tf.zeros_like(h_mask)
 
     return (hs, h, c), backward
+
+
+@keras.saving.register_keras_serializable(package="charlstm")
+class FusedLayerNormLSTM(keras.layers.Layer):
+    """A whole-sequence layer-normalized LSTM over a LayerNormLSTMCell's weights.
+
+    The interface of FusedLSTM (`project`, `project_ids`, `recur`), so CharLSTM's time-major
+    call runs either. The loop is a `tf.while_loop` of static trip count, compiled with the
+    train step; its gradient is autodiff's, which does the per-step weight-gradient matmuls
+    that FusedLSTM's hand-written backward gathers into one.
+
+    Args:
+        units: H.
+
+    Call:
+        inputs: (B, T, D); initial_state: [h (B, H), c (B, H)] or None for zeros.
+        Returns (outputs (B, T, H), h_T (B, H), c_T (B, H)), like
+        `keras.layers.RNN(cell, return_sequences=True, return_state=True)`.
+    """
+
+    def __init__(self, units: int, **kwargs):
+        super().__init__(**kwargs)
+        self.units = units
+        self.cell = LayerNormLSTMCell(units, name="cell")
+
+    def build(self, input_shape):
+        self.cell.build((input_shape[0], input_shape[-1]))
+
+    def call(self, inputs, initial_state=None, training=False):
+        hs, h, c = self.recur(self.project(tf.transpose(inputs, [1, 0, 2])), initial_state)
+        return tf.transpose(hs, [1, 0, 2]), h, c
+
+    def project(self, inputs):
+        """Time-major inputs (T, B, D) -> LN(x_t @ kernel) + bias for every step, (T, B, 4H)."""
+        return self.cell.project(inputs)
+
+    def project_ids(self, ids, embeddings):
+        """`project` of embedded ids, as FusedLSTM's: the rows of a (V, 4H) table of the
+        projected embeddings, LN included, gathered. ids: (B, T) int32; embeddings: (V, E).
+        Returns (T, B, 4H)."""
+        return tf.gather(self.cell.project(embeddings), tf.einsum("bt->tb", ids))
+
+    def recur(self, xw, initial_state=None, training=False):
+        """The recurrence over projected inputs xw (T, B, 4H); initial_state [h, c] (B, H) or
+        None for zeros (`training` draws no masks here: no recurrent dropout or weight drop
+        for this cell). Returns time-major hs (T, B, H), h_T, c_T."""
+        if initial_state is None:
+            zeros = tf.zeros((tf.shape(xw)[1], self.units), xw.dtype)
+            initial_state = [zeros, zeros]
+        h0, c0 = initial_state
+        weights = [tf.convert_to_tensor(w) for w in self.cell.recurrent_weights()]
+        return layernorm_lstm_recurrence(xw, h0, c0, weights)
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units}
+
+
+def layernorm_lstm_recurrence(xw, h0, c0, weights):
+    """T steps of `layernorm_lstm_update` over projected inputs.
+
+    Args:
+        xw: (T, B, 4H), `LayerNormLSTMCell.project` of every step's input.
+        h0, c0: (B, H), the initial state.
+        weights: `LayerNormLSTMCell.recurrent_weights()`, as tensors.
+
+    Returns:
+        hs (T, B, H): h_t after every step; h_T, c_T (B, H).
+    """
+    steps = xw.shape[0]  # static: XLA needs a fixed trip count, and autodiff of the loop too
+
+    def forward(t, h, c, hs):
+        h, c = layernorm_lstm_update(xw[t], h, c, *weights)
+        return t + 1, h, c, hs.write(t, h)
+
+    _, h, c, hs = tf.while_loop(
+        lambda t, *_: t < steps,
+        forward,
+        (0, h0, c0, tf.TensorArray(xw.dtype, size=steps)),
+        maximum_iterations=steps,
+    )
+    return hs.stack(), h, c

@@ -5,6 +5,8 @@
     CharLSTM       the model charlstm trains: LSTMCell weights run by FusedLSTM layers
     RNNCharLSTM    the same weights under `keras.layers.RNN(LSTMCell)`: the reference the tests
                    hold CharLSTM to
+    LayerNormCharLSTM, RNNLayerNormCharLSTM
+                   the same pair over LayerNormLSTMCell (ModelConfig.cell "layernorm")
 
 A new cell is one `CharModel` subclass naming its `cell_type` (`explore.rnn.CharRNN` is one).
 """
@@ -18,13 +20,33 @@ import os
 import keras
 import tensorflow as tf
 
-from charlstm.cell import LSTMCell
+from charlstm.cell import LayerNormLSTMCell, LSTMCell
 from charlstm.config import ModelConfig
 from charlstm.errors import CharlstmError
-from charlstm.fused import FusedLSTM
+from charlstm.fused import FusedLayerNormLSTM, FusedLSTM
 
 LayerState = list[tf.Tensor]  # one layer's state, each (B, H): [h, c] for an LSTM, [h] for an RNN
 States = list[LayerState]  # one per layer, bottom first
+
+
+@keras.saving.register_keras_serializable(package="charlstm")
+class TiedHead(keras.layers.Layer):
+    """The output layer of tied embeddings (Press & Wolf, 2017): logits = x @ embeddings^T +
+    bias, with the input Embedding's (V, E) table as the output weights; x (..., E), bias (V,).
+    The table is passed in at each call, so it stays one variable, the embedding's."""
+
+    def __init__(self, vocab_size: int, **kwargs):
+        super().__init__(**kwargs)
+        self.vocab_size = vocab_size
+
+    def build(self, input_shape):
+        self.bias = self.add_weight(shape=(self.vocab_size,), initializer="zeros", name="bias")
+
+    def call(self, x, embeddings):
+        return keras.ops.matmul(x, keras.ops.transpose(embeddings)) + self.bias
+
+    def get_config(self):
+        return {**super().get_config(), "vocab_size": self.vocab_size}
 
 
 class CharModel(keras.Model):
@@ -34,7 +56,8 @@ class CharModel(keras.Model):
         x_1    = layer_1(e, state_1)                     # (B, T, H)
         x_l+1  = layer_l+1(drop(x_l), state_l+1)         # dropout between layers, training only,
                                                          # one mask per step or per window
-        logits = Dense(V)(drop(x_N))                     # (B, T, V)
+        logits = Dense(V)(drop(x_N))                     # (B, T, V); with tied embeddings
+                                                         # drop(x_N) @ Embedding^T + bias
 
     Each layer runs one cell of `cell_type` (its equations are in its docstring). The states
     leave as plain values, so a caller carries them from one TBPTT window into the next (no
@@ -78,7 +101,17 @@ class CharModel(keras.Model):
             keras.layers.Dropout(config.dropout, noise_shape=noise_shape, name=f"dropout_{i}")
             for i in range(config.num_layers)
         ]
-        self.head = keras.layers.Dense(config.vocab_size, name="head")
+        if config.tie_embeddings:
+            self.head = TiedHead(config.vocab_size, name="head")
+        else:
+            self.head = keras.layers.Dense(config.vocab_size, name="head")
+
+    def logits(self, x):
+        """The head: (..., H) -> (..., V), x @ kernel + bias, or with tied embeddings
+        x @ embeddings^T + bias."""
+        if self.config.tie_embeddings:
+            return self.head(x, self.embedding.embeddings)
+        return self.head(x)
 
     def make_cell(self) -> keras.layers.Layer:
         """One layer's cell, named "cell"."""
@@ -105,7 +138,7 @@ class CharModel(keras.Model):
             x, *state = rnn(x, initial_state=state, training=training)
             new_states.append(state)
             x = dropout(x, training=training)
-        return self.head(x), new_states
+        return self.logits(x), new_states
 
     def step(self, ids, states: States):
         """One character for every stream, straight through the cells (no loop of one step).
@@ -118,7 +151,7 @@ class CharModel(keras.Model):
         for rnn, state in zip(self.rnns, states):
             x, state = rnn.cell(x, state)
             new_states.append(state)
-        return self.head(x), new_states
+        return self.logits(x), new_states
 
     def zero_states(self, batch_size: int) -> States:
         """Every layer's state at the start of a text: zeros (B, H) for each of the cell's."""
@@ -151,16 +184,17 @@ class CharLSTM(CharModel):
     time_axis = 0  # time-major: (T, B, H)
 
     def make_layer(self, name: str) -> FusedLSTM:
-        return FusedLSTM(self.config.units, name=name)
+        config = self.config
+        return FusedLSTM(config.units, config.recurrent_dropout, config.weight_drop, name=name)
 
     def call(self, ids, states: States | None = None, training: bool = False):
         x, new_states = None, []
         for rnn, dropout, state in zip(self.rnns, self.dropouts, states or [None] * len(self.rnns)):
             xw = rnn.project_ids(ids, self.embedding.embeddings) if x is None else rnn.project(x)
-            x, h, c = rnn.recur(xw, state)  # (T, B, H)
+            x, h, c = rnn.recur(xw, state, training=training)  # (T, B, H)
             new_states.append([h, c])
             x = dropout(x, training=training)
-        return tf.transpose(self.head(x), [1, 0, 2]), new_states
+        return tf.transpose(self.logits(x), [1, 0, 2]), new_states
 
 
 @keras.saving.register_keras_serializable(package="charlstm")
@@ -171,6 +205,33 @@ class RNNCharLSTM(CharModel):
     layer_prefix = "lstm"
 
 
+@keras.saving.register_keras_serializable(package="charlstm")
+class LayerNormCharLSTM(CharLSTM):
+    """CharLSTM over layer-normalized cells: each layer a FusedLayerNormLSTM over a
+    LayerNormLSTMCell's weights, run by CharLSTM's time-major call. Same variable paths as
+    RNNLayerNormCharLSTM, and the same results."""
+
+    cell_type = LayerNormLSTMCell
+
+    def make_layer(self, name: str) -> FusedLayerNormLSTM:
+        return FusedLayerNormLSTM(self.config.units, name=name)
+
+
+@keras.saving.register_keras_serializable(package="charlstm")
+class RNNLayerNormCharLSTM(CharModel):
+    """LayerNormCharLSTM's reference: each layer `keras.layers.RNN(LayerNormLSTMCell)`."""
+
+    cell_type = LayerNormLSTMCell
+    layer_prefix = "lstm"
+
+
+# ModelConfig.cell -> (the model trained, its reference)
+MODELS: dict[str, tuple[type[CharModel], type[CharModel]]] = {
+    "lstm": (CharLSTM, RNNCharLSTM),
+    "layernorm": (LayerNormCharLSTM, RNNLayerNormCharLSTM),
+}
+
+
 def built(model: CharModel) -> CharModel:
     """`model` with its weights created (called once on a (1, 1) input)."""
     model(keras.ops.zeros((1, 1), dtype="int32"))
@@ -178,12 +239,14 @@ def built(model: CharModel) -> CharModel:
 
 
 def build_model(config: ModelConfig, fused: bool = True) -> CharModel:
-    """A built CharLSTM, or with fused=False its reference RNNCharLSTM (same variable paths)."""
-    return built((CharLSTM if fused else RNNCharLSTM)(config, name="char_lstm"))
+    """A built model of config.cell's (`MODELS`): CharLSTM or LayerNormCharLSTM, or with
+    fused=False its reference RNNCharLSTM or RNNLayerNormCharLSTM (same variable paths)."""
+    fast, reference = MODELS[config.cell]
+    return built((fast if fused else reference)(config, name="char_lstm"))
 
 
 def weight_shapes(config: ModelConfig, name: str = "char_lstm") -> dict[str, tuple[int, ...]]:
-    """The LSTM model's weights, variable path -> shape, from its config alone.
+    """The model's weights, variable path -> shape, from its config alone.
 
     What `build_model(config)` creates (a test holds the two together), known before anything
     is allocated: a run's files are checked against it, and its size against the memory.
@@ -198,8 +261,13 @@ def weight_shapes(config: ModelConfig, name: str = "char_lstm") -> dict[str, tup
             f"{cell}/recurrent_kernel": (H, 4 * H),
             f"{cell}/bias": (4 * H,),
         }
+        if config.cell == "layernorm":  # LayerNormLSTMCell's gains and shifts
+            for part, size in (("input", 4 * H), ("recurrent", 4 * H), ("cell", H)):
+                shapes |= {f"{cell}/{part}_gamma": (size,), f"{cell}/{part}_beta": (size,)}
         inputs = H
-    return shapes | {f"{name}/head/kernel": (H, V), f"{name}/head/bias": (V,)}
+    if not config.tie_embeddings:  # tied: the head's weights are the embedding's
+        shapes[f"{name}/head/kernel"] = (H, V)
+    return shapes | {f"{name}/head/bias": (V,)}
 
 
 def memory_estimate(config: ModelConfig, batch_size: int = 1, seq_len: int = 1,

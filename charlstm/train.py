@@ -5,9 +5,11 @@
         for each window k: loss, states = step(x_k, y_k, states)   # gradient stops at the edge
         every eval_every steps and at the epoch's end: validation loss, log, checkpoint
 
-Adam with global gradient-norm clipping; the learning rate is multiplied by lr_decay at every
-epoch (a function of the optimizer's step count, so it resumes exactly). `train` knows nothing
-of the terminal: it reports StepEvent and EvalEvent objects to a callback.
+Adam (AdamW with weight_decay) with global gradient-norm clipping; the learning rate of each
+step comes from `charlstm.schedule`, planned against the run's epochs or minutes, and is set
+before the step. Validation during training scores a fixed head of the validation part
+(eval_chars), the pass at the end all of it; early_stop ends a run whose validation stalls.
+`train` knows nothing of the terminal: it reports StepEvent and EvalEvent objects to a callback.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from charlstm.rundir import (
     run_lock,
     variables_by_path,
 )
+from charlstm.schedule import learning_rate, progress
 from charlstm.tokenizer import CharTokenizer
 
 log = logging.getLogger(__name__)
@@ -54,6 +57,7 @@ class StartEvent:
     corpus: str  # Corpus.description
     parameters: int
     resumed_step: int | None  # the checkpoint's step when resuming
+    config: RunConfig  # every choice the run trains with
 
 
 @dataclass(frozen=True)
@@ -82,7 +86,7 @@ class TrainResult:
     run_dir: Path
     step: int
     best_val: float | None  # nats/char
-    stopped_by: str  # "epochs" or "minutes"
+    stopped_by: str  # "epochs", "minutes", "early-stop" or "interrupt"
 
 
 Event = StartEvent | StepEvent | EvalEvent
@@ -137,7 +141,8 @@ def train(
         resume: continue the run in `out` from its newest complete checkpoint, under its own
             config.json (`config` is then ignored); if `out` holds no run yet, start one.
         force: start afresh in `out` even if it holds a run or other files.
-        epochs, minutes: with resume, a new epoch limit or a time budget for this session.
+        epochs, minutes: with resume, a new epoch limit, or minutes more for this session
+            (the run's budget becomes the time spent so far plus `minutes`).
         callback: receives a StartEvent, then StepEvent and EvalEvent objects.
 
     Raises:
@@ -179,6 +184,9 @@ def _resume(run: RunDir, epochs: int | None, minutes: float | None, callback: Ca
     config = run.config
     check_fits(config.model, config.train.batch_size, config.train.seq_len, training=True)
     overrides = {k: v for k, v in (("epochs", epochs), ("minutes", minutes)) if v}
+    if minutes and run.checkpoints():
+        spent = float(run.latest_checkpoint().progress.get("elapsed_s", 0.0))
+        overrides["minutes"] = spent / 60 + minutes
     with _write_errors(run):
         if overrides:
             config = dataclasses.replace(
@@ -248,15 +256,19 @@ def make_train_step(
     return tf.function(train_step, jit_compile=True)
 
 
-def make_optimizer(config: TrainConfig, steps_per_epoch: int) -> keras.optimizers.Optimizer:
-    """Adam, global-norm clipping, learning rate x lr_decay once per epoch."""
-    schedule = keras.optimizers.schedules.ExponentialDecay(
-        config.learning_rate,
-        decay_steps=steps_per_epoch,
-        decay_rate=config.lr_decay,
-        staircase=True,
+def make_optimizer(config: TrainConfig) -> keras.optimizers.Optimizer:
+    """Adam with global-norm clipping, or AdamW when config.weight_decay > 0 (decoupled decay,
+    w -= lr * weight_decay * w, on kernels and embeddings, not on biases or normalization
+    gains and offsets). Its learning rate is a variable: the trainer sets it before each step
+    (`charlstm.schedule`); it starts at the first step's."""
+    first = learning_rate(config, 0)
+    if config.weight_decay == 0:
+        return keras.optimizers.Adam(first, global_clipnorm=config.grad_clip)
+    optimizer = keras.optimizers.AdamW(
+        first, weight_decay=config.weight_decay, global_clipnorm=config.grad_clip
     )
-    return keras.optimizers.Adam(schedule, global_clipnorm=config.grad_clip)
+    optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
+    return optimizer
 
 
 class _Trainer:
@@ -265,9 +277,10 @@ class _Trainer:
     def __init__(self, run: RunDir, config: RunConfig, train_w: Windows, val_w: Windows, callback):
         self.run, self.config, self.callback = run, config, callback
         self.train_w, self.val_w = train_w, val_w
+        self.val_head = val_w.head(config.train.eval_chars)  # scored during training
         keras.utils.set_random_seed(config.train.seed)
         self.model = build_model(config.model)
-        self.optimizer = make_optimizer(config.train, len(train_w))
+        self.optimizer = make_optimizer(config.train)
         self.optimizer.build(self.model.trainable_variables)
         self.train_step = make_train_step(self.model, self.optimizer)
         self.eval_step = make_eval_step(self.model)
@@ -278,12 +291,21 @@ class _Trainer:
         ]
         self.best_val: float | None = None
         self.best_step: int | None = None
+        # validation passes since the best one, and since the best or the last cut (plateau)
+        self.since_best, self.stale, self.cuts = 0, 0, 0
+        self.step = 0  # steps taken, in all sessions
         self.elapsed_before, self.start = 0.0, time.monotonic()
 
     def train_state(self) -> dict[str, keras.Variable]:
         """What a checkpoint holds beyond the weights, by name: Adam's moments and step, the
-        carried (h, c) of every layer and the dropout RNG state."""
-        names = {f"optimizer/{v.path.split('/', 1)[-1]}": v for v in self.optimizer.variables}
+        carried (h, c) of every layer and the dropout RNG state. (The learning rate is not
+        state: each step's follows from the schedule.)"""
+        lr = self.optimizer.learning_rate
+        names = {
+            f"optimizer/{v.path.split('/', 1)[-1]}": v
+            for v in self.optimizer.variables
+            if v is not lr
+        }
         for i, layer in enumerate(self.carry):
             names |= {f"carry/{i}/{key}": v for key, v in zip("hc", layer)}
         rng = [v for v in self.model.variables if "seed_generator" in v.path]
@@ -301,6 +323,9 @@ class _Trainer:
             "window": window,
             "best_val": self.best_val,
             "best_step": self.best_step,
+            "since_best": self.since_best,
+            "stale": self.stale,
+            "lr_cuts": self.cuts,
             "elapsed_s": self._elapsed(),
         }
         self.run.write_checkpoint(
@@ -317,6 +342,8 @@ class _Trainer:
         assign_tensors(self.train_state(), ckpt.train_state_tensors(), str(ckpt.path))
         p = ckpt.progress
         self.best_val, self.best_step = p.get("best_val"), p.get("best_step")
+        self.since_best, self.stale = int(p.get("since_best", 0)), int(p.get("stale", 0))
+        self.cuts = int(p.get("lr_cuts", 0))
         self.elapsed_before = float(p.get("elapsed_s", 0.0))
         states = [[tf.convert_to_tensor(v) for v in layer] for layer in self.carry]
         return (int(p["epoch"]), int(p["window"])), states
@@ -333,9 +360,22 @@ class _Trainer:
         for epoch in range(first_epoch, self.config.train.epochs):
             if window == 0 or carried is None:
                 carried = self.model.zero_states(self.train_w.inputs.shape[0])
-            for k, loss, after in walk(self.train_w, self.train_step, carried, start=window):
+            for k, loss, after in walk(self.train_w, self._scheduled(epoch), carried, window):
                 yield epoch, k, loss, after
             window = 0
+
+    def _scheduled(self, epoch: int) -> Callable:
+        """The train step of `epoch`, after setting the learning rate of the step it takes."""
+        settings = self.config.train
+
+        def step(x, y, states):
+            p = progress(settings, self.step, len(self.train_w), self._elapsed())
+            self.optimizer.learning_rate.assign(
+                learning_rate(settings, self.step, epoch, p, self.cuts)
+            )
+            return self.train_step(x, y, states)
+
+        return step
 
     def fit(self, resume: bool, corpus: str) -> TrainResult:
         """Train until the epochs or the minutes run out, or SIGINT (TrainingInterrupted).
@@ -351,17 +391,23 @@ class _Trainer:
             position, carried = self._restore(ckpt)
             self.run.truncate_log(ckpt.step)
             resumed_step = ckpt.step
-        self.callback(StartEvent(self.run.path, corpus, self.model.count_params(), resumed_step))
+        self.callback(
+            StartEvent(self.run.path, corpus, self.model.count_params(), resumed_step, self.config)
+        )
         self.start = time.monotonic()
-        deadline = self.start + settings.minutes * 60 if settings.minutes else math.inf
-        step = saved_at = int(self.optimizer.iterations.numpy())
-        stopped_by = "epochs"
+        # the budget is the whole run's: sessions before this one used some of it
+        left = settings.minutes * 60 - self.elapsed_before if settings.minutes else math.inf
+        deadline = self.start + left
+        step = saved_at = self.step = int(self.optimizer.iterations.numpy())
+        stopped_by = "epochs" if left > 0 else "minutes"
         chars = self.train_w.inputs.shape[0] * self.train_w.seq_len
         losses: list[float] = []  # training losses since the last evaluation
         tick = time.monotonic()
+        steps = self._steps(position, carried) if left > 0 else iter(())
         with _sigint_requests_stop() as interrupt:
-            for epoch, k, loss, states in self._steps(position, carried):
+            for epoch, k, loss, states in steps:
                 step, loss = step + 1, float(loss)
+                self.step = step
                 if not math.isfinite(loss):
                     raise CharlstmError(
                         f"training loss became {loss} at step {step}; the last good checkpoint "
@@ -381,9 +427,10 @@ class _Trainer:
                     stopped_by = "interrupt"
                 elif now >= deadline:
                     stopped_by = "minutes"
-                evaluate = step % settings.eval_every == 0 or epoch_done or stopped_by == "minutes"
-                if evaluate:
-                    self._evaluate(step, position[0], losses)
+                last = stopped_by == "minutes" or (epoch_done and epoch + 1 == settings.epochs)
+                if step % settings.eval_every == 0 or epoch_done or last:
+                    if self._evaluate(step, position[0], losses, last) and not last:
+                        stopped_by = "early-stop"
                     losses = []
                     if stopped_by == "epochs":  # a stopping run saves once, after the loop
                         self._save(step, position, states)
@@ -401,27 +448,40 @@ class _Trainer:
         """Training time of the whole run, sessions before this one included."""
         return self.elapsed_before + time.monotonic() - self.start
 
-    def _evaluate(self, step: int, epoch: int, train_losses: list[float]) -> None:
-        """Validation loss at `step`, logged (before the checkpoint that follows: a crash
-        between the two leaves a record that resume drops and redoes, while the other order
-        could leave a checkpoint whose record is never written)."""
+    def _evaluate(self, step: int, epoch: int, train_losses: list[float], last: bool) -> bool:
+        """Validation loss at `step` on the validation head (and, if `last`, on the whole
+        validation part too), logged (before the checkpoint that follows: a crash between the
+        two leaves a record that resume drops and redoes, while the other order could leave a
+        checkpoint whose record is never written). Counts stalls for the plateau schedule and
+        early stopping; returns True when early stopping says stop."""
         # weights can turn NaN in a step whose loss (computed before the update) was finite
         self.run.check_finite(_values(variables_by_path(self.model.weights)), step)
-        val: Loss = evaluate_windows(self.model, self.val_w, self.eval_step)
+        val: Loss = evaluate_windows(self.model, self.val_head, self.eval_step)
         is_best = self.best_val is None or val.nats < self.best_val
         if is_best:
             self.best_val, self.best_step = val.nats, step
+            self.since_best = self.stale = 0
+        else:
+            self.since_best, self.stale = self.since_best + 1, self.stale + 1
+        settings = self.config.train
+        if settings.schedule == "plateau" and self.stale >= settings.plateau_patience:
+            self.cuts, self.stale = self.cuts + 1, 0
         record = {
             "step": step,
             "epoch": epoch,
             "train_loss": float(np.mean(train_losses)) if train_losses else None,
             "val_loss": val.nats,
             "val_bits_per_char": val.bits,
-            "learning_rate": float(self.optimizer.learning_rate.numpy()),  # at the current step
+            "val_chars": val.chars,
+            "learning_rate": float(self.optimizer.learning_rate.numpy()),  # of the last step
             "elapsed_s": round(self._elapsed(), 3),
         }
+        if last and self.val_head is not self.val_w:
+            whole = evaluate_windows(self.model, self.val_w, self.eval_step)
+            record |= {"val_loss_all": whole.nats, "val_chars_all": whole.chars}
         self.run.append_log(record)
         self.callback(EvalEvent(record, is_best))
+        return bool(settings.early_stop) and self.since_best >= settings.early_stop
 
 
 def _values(variables: dict) -> dict[str, np.ndarray]:

@@ -46,20 +46,18 @@ def forward_flops(model) -> float:
 
 
 class CharlstmBackend:
-    """charlstm's train step; with dropout, in training mode, so its cost shows."""
+    """charlstm's train step, plain or with one of VARIANTS (in training mode, so the cost of
+    a regularizer shows)."""
 
-    def __init__(self, vocab, emb, units, layers, batch, seq_len, dropout=0.0):
-        self.name = "charlstm" if not dropout else f"charlstm, dropout {dropout}"
+    def __init__(self, vocab, emb, units, layers, batch, seq_len, variant=None):
+        self.name = "charlstm" if variant is None else f"charlstm, {variant}"
+        options = {"dropout": 0.0, **VARIANTS.get(variant, {})}
         self.model = build_model(
             ModelConfig(
-                vocab_size=vocab,
-                embedding_dim=emb,
-                units=units,
-                num_layers=layers,
-                dropout=dropout,
+                vocab_size=vocab, embedding_dim=emb, units=units, num_layers=layers, **options
             )
         )
-        self.step_fn = make_train_step(self.model, make_optimizer(TrainConfig(), 1000))
+        self.step_fn = make_train_step(self.model, make_optimizer(TrainConfig()))
         self.states = self.model.zero_states(batch)
 
     def step(self, x, y):
@@ -86,7 +84,7 @@ class KerasLSTMBackend:
             states_out += [h, c]
         logits = keras.layers.Dense(vocab)(x)
         self.model = keras.Model([ids, *states_in], [logits, *states_out])
-        self.optimizer = make_optimizer(TrainConfig(), 1000)
+        self.optimizer = make_optimizer(TrainConfig())
         self.states = [tf.zeros((batch, units)) for _ in range(2 * layers)]
 
         def train_step(x, y, states):
@@ -160,7 +158,13 @@ def time_training(backends, windows, warmup: int, steps: int, rounds: int) -> di
     return {name: statistics.median(r) for name, r in rates.items()}
 
 
-DROPOUT = 0.2  # the rate whose cost the training table shows
+# regularizers and cells whose cost in the train step the report shows, against none
+VARIANTS = {
+    "dropout 0.2": {"dropout": 0.2},
+    "recurrent dropout 0.2": {"recurrent_dropout": 0.2},
+    "weight drop 0.2": {"weight_drop": 0.2},
+    "layernorm cell": {"cell": "layernorm"},
+}
 
 # what generation is timed with: the goal's settings, and plain sampling (no filters)
 GENERATION_SETTINGS = {
@@ -257,10 +261,10 @@ def _chain_runs_per_s(h, W, steps: int, rounds: int) -> float:
 
 def run_config(layers, units, batch, args, ids, vocab, with_generation: bool) -> dict:
     windows = tbptt_windows(ids, batch, args.seq_len)
-    backends = [CharlstmBackend(vocab, args.embedding_dim, units, layers, batch, args.seq_len)]
-    backends.append(
-        CharlstmBackend(vocab, args.embedding_dim, units, layers, batch, args.seq_len, DROPOUT)
-    )
+    backends = [
+        CharlstmBackend(vocab, args.embedding_dim, units, layers, batch, args.seq_len, variant)
+        for variant in (None, *VARIANTS)
+    ]
     backends.append(KerasLSTMBackend(vocab, args.embedding_dim, units, layers, batch, args.seq_len))
     try:
         backends.append(TorchBackend(vocab, args.embedding_dim, units, layers, batch, args.seq_len))
@@ -370,14 +374,15 @@ def _table(report) -> str:
             f"{r['fraction_of_matmul_peak']:.0%} |"
         )
     lines.append("")
-    lines.append(f"dropout {DROPOUT} between layers, training chars/s against none:")
+    lines.append("regularizers and cells, training chars/s (share of the plain step's):")
     for r in report["results"]:
         rates = r["train_chars_per_s"]
-        with_dropout = rates[f"charlstm, dropout {DROPOUT}"]
-        lines.append(
-            f"- {r['layers']} x {r['units']}, B {r['batch_size']}: {with_dropout:,.0f} "
-            f"({with_dropout / rates['charlstm']:.0%})"
+        costs = ", ".join(
+            f"{variant} {rates[f'charlstm, {variant}']:,.0f} "
+            f"({rates[f'charlstm, {variant}'] / rates['charlstm']:.0%})"
+            for variant in VARIANTS
         )
+        lines.append(f"- {r['layers']} x {r['units']}, B {r['batch_size']}: {costs}")
     lines.append("")
     lines.append("per-step recurrent matmul (B, H) @ (H, 4H), GFLOP/s, XLA loop / PyTorch:")
     for r in report["results"]:

@@ -76,7 +76,7 @@ def main() -> None:
                 "val_curve": [
                     (r["step"], round(r["elapsed_s"]), round(r["val_loss"], 3)) for r in log
                 ],  # fmt: skip
-                "info": info.splitlines()[2],
+                "info": info.splitlines()[2:6],
                 "sample": sample,
                 "date": time.strftime("%Y-%m-%d"),
                 "machine": f"{_cpu()}, {os.cpu_count()} cores",

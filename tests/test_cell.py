@@ -1,11 +1,12 @@
-"""LSTMCell against Keras' LSTMCell, a NumPy loop of its docstring and finite differences."""
+"""LSTMCell against Keras' LSTMCell, a NumPy loop of its docstring and finite differences;
+LayerNormLSTMCell against a NumPy loop of its docstring and finite differences."""
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from charlstm.cell import LSTMCell
+from charlstm.cell import LayerNormLSTMCell, LSTMCell
 
 B, T, D, H = 2, 3, 5, 7
 WEIGHT_NAMES = ("kernel", "recurrent_kernel", "bias")
@@ -215,3 +216,176 @@ def test_cell_is_registered_as_charlstm_lstmcell():
     restored = keras.saving.deserialize_keras_object(serialized)
     assert type(restored) is LSTMCell
     assert restored.units == H and restored.unit_forget_bias is False
+
+
+# LayerNormLSTMCell
+
+LN_WEIGHT_NAMES = (
+    *WEIGHT_NAMES,
+    "input_gamma",
+    "input_beta",
+    "recurrent_gamma",
+    "recurrent_beta",
+    "cell_gamma",
+    "cell_beta",
+)
+
+
+def _numpy_layer_norm(v, gamma, beta, eps=1e-5):
+    mean = v.mean(axis=-1, keepdims=True)
+    var = ((v - mean) ** 2).mean(axis=-1, keepdims=True)
+    return gamma * (v - mean) / np.sqrt(var + eps) + beta
+
+
+def numpy_layernorm_lstm(x, h, c, w):
+    """LayerNormLSTMCell's docstring, one step at a time. x: (B, T, D); h, c: (B, H); w: its
+    weights by name. Returns outputs (B, T, H), h_T, c_T."""
+    outputs = []
+    for t in range(x.shape[1]):
+        z = (
+            _numpy_layer_norm(x[:, t] @ w["kernel"], w["input_gamma"], w["input_beta"])
+            + _numpy_layer_norm(
+                h @ w["recurrent_kernel"], w["recurrent_gamma"], w["recurrent_beta"]
+            )
+            + w["bias"]
+        )
+        z_i, z_f, z_g, z_o = np.split(z, 4, axis=-1)
+        c = _sigmoid(z_f) * c + _sigmoid(z_i) * np.tanh(z_g)
+        h = _sigmoid(z_o) * np.tanh(_numpy_layer_norm(c, w["cell_gamma"], w["cell_beta"]))
+        outputs.append(h)
+    return np.stack(outputs, axis=1), h, c
+
+
+def random_layernorm_weights(rng, D, H, dtype="float32"):
+    """Every weight of a LayerNormLSTMCell far from its initial value: gammas around 1 and
+    betas around 0 but each entry its own."""
+    shapes = {"kernel": (D, 4 * H), "recurrent_kernel": (H, 4 * H), "bias": (4 * H,)}
+    weights = {name: rng.normal(scale=0.5, size=shape) for name, shape in shapes.items()}
+    for part, size in (("input", 4 * H), ("recurrent", 4 * H), ("cell", H)):
+        weights[f"{part}_gamma"] = rng.uniform(0.5, 1.5, size) * rng.choice([-1, 1], size)
+        weights[f"{part}_beta"] = rng.normal(scale=0.3, size=size)
+    return {name: w.astype(dtype) for name, w in weights.items()}
+
+
+def _layernorm_cell(weights, dtype="float32"):
+    cell = LayerNormLSTMCell(H, dtype=dtype)
+    cell.build((B, D))
+    for name in LN_WEIGHT_NAMES:
+        getattr(cell, name).assign(weights[name])
+    return cell
+
+
+def test_layernorm_cell_step_and_rnn_match_numpy_loop_of_docstring_equations():
+    rng = np.random.default_rng(4)
+    x, h0, c0, _ = _random_case(seed=4)
+    weights = random_layernorm_weights(rng, D, H)
+    cell = _layernorm_cell(weights)
+    w64 = {k: v.astype("float64") for k, v in weights.items()}
+    out_np, h_np, c_np = numpy_layernorm_lstm(
+        x.astype("float64"), h0.astype("float64"), c0.astype("float64"), w64
+    )
+
+    h1, (h1_state, c1) = cell(x[:, 0], [h0, c0])  # one step
+    np.testing.assert_allclose(h1, out_np[:, 0], rtol=0, atol=1e-5)
+    np.testing.assert_array_equal(h1, h1_state)
+    _, h1_np, c1_np = numpy_layernorm_lstm(
+        x[:, :1].astype("float64"), h0.astype("float64"), c0.astype("float64"), w64
+    )
+    np.testing.assert_allclose(c1, c1_np, rtol=0, atol=1e-5)
+
+    rnn = keras.layers.RNN(cell, return_sequences=True, return_state=True)
+    out, h, c = rnn(x, initial_state=[h0, c0])  # T steps
+    np.testing.assert_allclose(out, out_np, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(h, h_np, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(c, c_np, rtol=0, atol=1e-5)
+
+
+def test_layernorm_cell_gradients_match_finite_differences_in_float64():
+    """Float64 throughout, so central differences (eps 1e-6) are good to about 1e-9 and the
+    tolerance can be tight."""
+    rng = np.random.default_rng(5)
+    x, h0, c0 = (rng.normal(size=shape) for shape in ((B, T, D), (B, H), (B, H)))
+    weights = random_layernorm_weights(rng, D, H, dtype="float64")
+    w_out, w_h, w_c = rng.normal(size=(B, T, H)), rng.normal(size=(B, H)), rng.normal(size=(B, H))
+    cell = _layernorm_cell(weights, dtype="float64")
+
+    x_t, h_t, c_t = tf.constant(x), tf.constant(h0), tf.constant(c0)
+    with tf.GradientTape() as tape:
+        tape.watch([x_t, h_t, c_t])
+        h, c, outputs = h_t, c_t, []
+        for t in range(T):
+            out, (h, c) = cell(x_t[:, t], [h, c])
+            outputs.append(out)
+        loss = (
+            tf.reduce_sum(tf.stack(outputs, axis=1) * w_out)
+            + tf.reduce_sum(h * w_h)
+            + tf.reduce_sum(c * w_c)
+        )
+    sources = {name: getattr(cell, name) for name in LN_WEIGHT_NAMES}
+    sources |= {"inputs": x_t, "h0": h_t, "c0": c_t}
+    grads = dict(zip(sources, tape.gradient(loss, list(sources.values())), strict=True))
+
+    values = {**weights, "inputs": x, "h0": h0, "c0": c0}
+
+    def numpy_loss():
+        o, hT, cT = numpy_layernorm_lstm(values["inputs"], values["h0"], values["c0"], values)
+        return np.sum(o * w_out) + np.sum(hT * w_h) + np.sum(cT * w_c)
+
+    for name in sources:
+        expected = _central_differences(numpy_loss, values[name])
+        assert np.abs(expected).max() > 1e-2, name  # the loss does depend on it
+        np.testing.assert_allclose(grads[name], expected, rtol=1e-6, atol=1e-7, err_msg=name)
+
+
+def test_layernorm_cell_output_ignores_the_scale_of_its_kernels_unlike_lstmcell():
+    """LN(h @ (s U)) = LN(h @ U) for s > 0, whatever gamma and beta: scaling the recurrent
+    kernel (or the kernel) by 10 leaves the step unchanged; a plain LSTM's step changes."""
+    rng = np.random.default_rng(6)
+    x, h0, c0, _ = _random_case(seed=6)
+    weights = random_layernorm_weights(rng, D, H)
+    normalized, plain = _layernorm_cell(weights), LSTMCell(H)
+    plain.build((B, D))
+    _assign(plain, weights)
+    before = [normalized(x[:, 0], [h0, c0]), plain(x[:, 0], [h0, c0])]
+
+    for name in ("recurrent_kernel", "kernel"):
+        for cell in (normalized, plain):
+            getattr(cell, name).assign(10 * getattr(cell, name))
+        (h_ln, (_, c_ln)), (h_plain, _) = (cell(x[:, 0], [h0, c0]) for cell in (normalized, plain))
+        # exact but for eps: sqrt(var + eps) moves LN's output by about eps / (2 var), with
+        # var(h @ U) about 0.4 here a few 1e-5; the plain LSTM moves by more than 0.1
+        np.testing.assert_allclose(h_ln, before[0][0], rtol=0, atol=2e-4, err_msg=name)
+        np.testing.assert_allclose(c_ln, before[0][1][1], rtol=0, atol=2e-4, err_msg=name)
+        assert np.abs(h_plain - before[1][0]).max() > 0.1, name
+
+
+def test_layernorm_cell_weights_names_shapes_and_initial_values():
+    keras.utils.set_random_seed(0)
+    cell = LayerNormLSTMCell(H)
+    cell.build((B, D))
+
+    assert [w.name for w in cell.weights] == list(LN_WEIGHT_NAMES)
+    assert [tuple(w.shape) for w in cell.weights] == [
+        (D, 4 * H), (H, 4 * H), (4 * H,), (4 * H,), (4 * H,), (4 * H,), (4 * H,), (H,), (H,)
+    ]  # fmt: skip
+    assert cell.state_size == [H, H] and cell.output_size == H
+    i, f, g, o = np.split(cell.bias.numpy(), 4)  # the LSTMCell's layout: forget bias 1
+    np.testing.assert_array_equal(f, np.ones(H))
+    np.testing.assert_array_equal(np.concatenate([i, g, o]), np.zeros(3 * H))
+    for part in ("input", "recurrent", "cell"):
+        np.testing.assert_array_equal(getattr(cell, f"{part}_gamma").numpy(), 1.0)
+        np.testing.assert_array_equal(getattr(cell, f"{part}_beta").numpy(), 0.0)
+
+
+def test_layernorm_cell_is_registered_and_its_config_round_trips():
+    assert keras.saving.get_registered_object("charlstm>LayerNormLSTMCell") is LayerNormLSTMCell
+    cell = LayerNormLSTMCell(H, recurrent_initializer="zeros", unit_forget_bias=False)
+    config = cell.get_config()
+    assert config["units"] == H and config["unit_forget_bias"] is False
+    assert LayerNormLSTMCell.from_config(config).get_config() == config
+
+    restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(cell))
+    assert type(restored) is LayerNormLSTMCell and restored.get_config() == config
+    # not an LSTMCell: code that runs LSTMCell's equations on a cell's weights (the probe)
+    # must not take it for one
+    assert not {LSTMCell, keras.layers.LSTMCell, keras.layers.LSTM} & set(LayerNormLSTMCell.__mro__)

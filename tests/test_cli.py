@@ -13,7 +13,15 @@ import pytest
 from click.testing import CliRunner
 
 from charlstm.cli import cli
-from charlstm.config import ModelConfig, RunConfig, SamplingConfig, TrainConfig, options
+from charlstm.config import (
+    DynamicConfig,
+    ModelConfig,
+    RunConfig,
+    SamplingConfig,
+    TrainConfig,
+    options,
+    reading_options,
+)
 from tests.conftest import TINY_TRAIN_ARGS
 
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
@@ -91,7 +99,7 @@ def test_train_generate_evaluate_info_end_to_end(tmp_path, text_file):
     assert metrics["chars"] > 1000 and metrics["perplexity"] > 1
 
     result = invoke("info", out)
-    assert result.exit_code == 0 and "2 x LSTM(16)" in result.stdout
+    assert result.exit_code == 0 and "model: lstm 2 x 16, embedding 8" in result.stdout
 
 
 def test_generate_num_samples_prints_each_sample(trained_run):
@@ -105,7 +113,13 @@ def test_train_without_text_file_uses_the_default_corpus_and_says_so(tmp_path):
     result = invoke("train", "--out", out, *TINY_TRAIN_ARGS, "--minutes", "0.02")
     assert result.exit_code == 0, result.output
     assert "default corpus" in result.stderr
-    assert json.loads((out / "config.json").read_text())["corpus"] == "default"
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["corpus"] == "default"
+    # the preset a 0.02-minute budget picks, under the sizes given, each choice printed
+    assert saved["preset"] == "tiny" and saved["train"]["warmup_steps"] == 20
+    assert saved["model"]["units"] == 16
+    assert "model: lstm 2 x 16, embedding 8" in result.stderr and "(preset tiny)" in result.stderr
+    assert "budget: 1 epoch or 0.02 minutes" in result.stderr
 
 
 def test_ctrl_c_in_train_keeps_a_checkpoint_and_exits_130_with_one_line(tmp_path, text_file):
@@ -232,7 +246,7 @@ def test_bad_generate_length_gets_one_line(trained_run):
     [
         ("train", options(RunConfig)),
         ("generate", options(SamplingConfig)),
-        ("evaluate", options(RunConfig, nested=False)),
+        ("evaluate", reading_options() + options(DynamicConfig)),
     ],
 )
 def test_option_ranges_and_choices_are_the_config_declarations(command, declared):
@@ -251,9 +265,10 @@ def test_option_ranges_and_choices_are_the_config_declarations(command, declared
             assert (param.type.min, param.type.max) == (r.min, r.max)
             assert (param.type.min_open, param.type.max_open) == (r.min_open, r.max_open)
         else:
-            assert param.type.name == option.type.__name__.replace("str", "text").replace(
-                "int", "integer"
-            )
+            click_names = {str: "text", int: "integer", float: "float", bool: "boolean"}
+            assert param.type.name == click_names[option.type]
+            if option.type is bool:  # a --name/--no-name flag
+                assert param.secondary_opts == [f"--no-{option.name.replace('_', '-')}"]
         assert option.help in param.help
     assert checked == len(declared)
 

@@ -9,7 +9,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from charlstm.config import ModelConfig, Range, RunConfig, TrainConfig, options
+from charlstm.config import (
+    PRESETS,
+    ModelConfig,
+    Range,
+    RunConfig,
+    TrainConfig,
+    choose_preset,
+    options,
+)
 from charlstm.errors import CharlstmError
 
 SOURCE = "runs/a/config.json"
@@ -157,17 +165,46 @@ def test_non_finite_numbers_are_refused(value):
 def test_flat_options_build_the_nested_config_and_read_back():
     config = RunConfig.from_options("a.txt", units=32, seq_len=7, errors="replace", minutes=None)
     assert config == RunConfig(
-        model=ModelConfig(units=32), train=TrainConfig(seq_len=7), corpus="a.txt", errors="replace"
-    )
+        model=ModelConfig(units=32), train=TrainConfig(seq_len=7), corpus="a.txt",
+        errors="replace", preset="small",
+    )  # fmt: skip
     values = config.option_values()
     assert values["units"] == 32 and values["seq_len"] == 7 and values["errors"] == "replace"
     assert set(values) == {o.name for o in options(RunConfig)}
     assert RunConfig.from_options("a.txt", **values) == config
 
 
+def test_presets_follow_the_budget_and_the_corpus_and_given_options_win():
+    assert [choose_preset(m) for m in (1, 3, 9, 60, 600)] == [
+        "tiny", "small", "small", "medium", "large",
+    ]  # fmt: skip
+    assert [choose_preset(None, n) for n in (100_000, 10**6, None)] == ["tiny", "small", "small"]
+    config = RunConfig.from_options("a.txt", minutes=60, dropout=0.5)
+    assert (config.preset, config.model.units, config.model.dropout) == ("medium", 512, 0.5)
+    assert config.train.minutes == 60
+    assert RunConfig.from_options("a.txt", preset="tiny", minutes=60).model.units == 128
+    small = RunConfig.from_options("", preset="small")
+    assert (small.model, small.train) == (ModelConfig(), TrainConfig())  # the defaults: small's
+    names = {o.name for o in options(RunConfig)}
+    for name, values in PRESETS.items():
+        assert set(values) <= names
+        assert RunConfig.from_options("", preset=name).option_values() | values == (
+            RunConfig.from_options("", preset=name).option_values()
+        )
+
+
+def test_the_description_names_every_choice_of_the_recipe():
+    config = RunConfig.from_options("", minutes=9, weight_decay=0.1, recurrent_dropout=0.25)
+    text = "\n".join(config.describe())
+    for shown in ("2 x 256", "embedding 64", "dropout 0.2 per window", "recurrent 0.25",
+                  "preset small", "batch 64 x seq_len 100", "AdamW (decay 0.1)", "lr 0.015",
+                  "50 warm-up", "cosine to 0.1", "clip 5", "20 epochs or 9 minutes"):  # fmt: skip
+        assert shown in text, shown
+
+
 def test_every_option_has_help_and_a_valid_default():
     for option in options(RunConfig):
-        assert option.help and option.type in (int, float, str)
+        assert option.help and option.type in (int, float, str, bool)
         if option.range is not None and option.default is not None:
             assert option.default in option.range
         if option.choices:

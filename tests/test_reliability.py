@@ -503,7 +503,7 @@ def test_info_counts_the_parameters_of_the_model_it_describes(trained_run):
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     count = RunDir.open(trained_run).load_model().count_params()
-    assert f"{count:,} parameters" in done.stdout
+    assert f"parameters: {count:,}" in done.stdout
 
 
 def test_training_is_deterministic_across_processes(tmp_path, text_file):

@@ -125,7 +125,7 @@ def trace(model, tokenizer: CharTokenizer, text: str, states=None) -> Trace:
         i, f, g, o = np.split(gates.numpy()[:, 0], 4, axis=-1)
         layers.append(LayerTrace(i=i, f=f, g=g, o=o, c=cs.numpy()[:, 0], h=hs.numpy()[:, 0]))
         x = hs
-    probs = tf.nn.softmax(model.head(x[:, 0]), axis=-1)  # (T, V)
+    probs = tf.nn.softmax(model.logits(x[:, 0]), axis=-1)  # (T, V)
     return Trace(
         chars=[tokenizer.chars[j] for j in ids],
         ids=ids,

@@ -72,8 +72,10 @@ def _train_step(model, learning_rate: float, grad_clip: float, loss=None):
     from charlstm.config import TrainConfig
     from charlstm.train import make_optimizer, make_train_step, mean_nll
 
-    config = TrainConfig(learning_rate=learning_rate, grad_clip=grad_clip, lr_decay=1.0)
-    return make_train_step(model, make_optimizer(config, 1), loss or mean_nll)
+    config = TrainConfig(
+        learning_rate=learning_rate, grad_clip=grad_clip, schedule="constant", warmup_steps=1
+    )
+    return make_train_step(model, make_optimizer(config), loss or mean_nll)
 
 
 def fit_last(
