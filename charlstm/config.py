@@ -93,7 +93,7 @@ class ModelConfig(_Settings):
     embedding_dim: int = setting(64, "E, size of each character's embedding", min=1, max=65536)
     units: int = setting(256, "H, size of h and c in every LSTM layer", min=1, max=65536)
     num_layers: int = setting(2, "stacked LSTM layers", min=1, max=16)
-    # layernorm trains at 0.62x lstm's chars/s (2 x 256, B 64, T 100, AMD EPYC, 2 cores):
+    # layernorm trains at 0.62-0.68x lstm's chars/s (2 x 256, B 64, T 100, AMD EPYC, 2 cores):
     # both run fused, but its backward is autodiff's, not FusedLSTM's hand-written one
     cell: str = setting(
         "lstm",
