@@ -176,14 +176,7 @@ class LayerNormLSTMCell(_LSTMWeights):
     gammas starting at 1 and the betas at 0. (The betas of z's two terms and bias add up: the
     paper's parametrization, kept so its weights map one to one.)
 
-    Args:
-        units: H, the size of h and c.
-        kernel_initializer, recurrent_initializer: Keras initializers (names or objects).
-        unit_forget_bias: start the forget-gate bias at 1 rather than 0.
-
-    Call:
-        inputs: (B, D); states: [h (B, H), c (B, H)].
-        Returns h_t (B, H) and the new states [h_t, c_t].
+    Args and Call: as LSTMCell's.
     """
 
     def build(self, input_shape):
