@@ -25,6 +25,7 @@ from charlstm.config import (
     RunConfig,
     SamplingConfig,
     options,
+    precision_option,
     reading_options,
 )
 from charlstm.errors import CharlstmError
@@ -157,8 +158,8 @@ def _options(declared: list[Option]):
 
 
 @cli.command()
-@click.argument("text_file", required=False)
-@click.option("--out", "out", default=None, help="Run directory [default: runs/<text name>].")
+@click.argument("corpus", required=False)
+@click.option("--out", "out", default=None, help="Run directory [default: runs/<corpus name>].")
 @click.option(
     "--resume",
     is_flag=True,
@@ -166,14 +167,19 @@ def _options(declared: list[Option]):
 )
 @click.option("--force", is_flag=True, help="Replace a run or files already in --out.")
 @_options(options(RunConfig))
-def train(text_file, out, resume, force, **settings) -> None:
-    """Train on TEXT_FILE (UTF-8), or on the built-in default corpus when none is given.
+def train(corpus, out, resume, force, **settings) -> None:
+    """Train on CORPUS: a UTF-8 text file, a folder or a quoted glob pattern ('texts/*.md') of
+    them, or a corpus name (tinyshakespeare, python-stdlib; `charlstm corpus list`).
 
-    The default corpus is Python's own standard library source, read offline from this
-    machine. Progress goes to stderr; the run directory gets config.json, tokenizer.json,
+    Without CORPUS it trains on tinyshakespeare, which ships with charlstm. The files of a
+    folder or pattern are read in sorted order; one that is not text is skipped with a
+    warning. Progress goes to stderr; the run directory gets config.json, tokenizer.json,
     log.jsonl and checkpoints/.
     """
+    from charlstm.corpus import DEFAULT_CORPUS, corpus_label, corpus_size  # noqa: PLC0415
+
     _import_tensorflow()
+    from charlstm.precision import explain  # noqa: PLC0415
     from charlstm.train import (  # noqa: PLC0415 (slow import)
         EvalEvent,
         StartEvent,
@@ -183,21 +189,20 @@ def train(text_file, out, resume, force, **settings) -> None:
     )
 
     given = {k: v for k, v in settings.items() if v is not None}
+    name = corpus or DEFAULT_CORPUS
     if out is None:
-        out = Path("runs") / (Path(text_file).stem if text_file else "default")
+        out = Path("runs") / corpus_label(name)
     if resume and (Path(out) / "config.json").exists():
-        _check_resume_options(Path(out), text_file, given)
+        _check_resume_options(Path(out), corpus, given)
     # the corpus' size in bytes stands for its characters when a preset is chosen
-    size = Path(text_file).stat().st_size if text_file and Path(text_file).is_file() else None
-    config = RunConfig.from_options(text_file or "", corpus_chars=size, **given)
+    config = RunConfig.from_options(name, corpus_chars=corpus_size(name), **given)
     progress = _Progress()
 
     def callback(event) -> None:
         if isinstance(event, StartEvent):
-            if not text_file and event.resumed_step is None:
+            if not corpus and event.resumed_step is None:
                 click.echo(
-                    "no TEXT_FILE given: training on the default corpus, this Python's "
-                    "standard-library source",
+                    f"no CORPUS given: training on {DEFAULT_CORPUS}, which ships with charlstm",
                     err=True,
                 )
             click.echo(f"corpus: {event.corpus}", err=True)
@@ -207,6 +212,7 @@ def train(text_file, out, resume, force, **settings) -> None:
                 err=True,
             )
             click.echo("\n".join(event.config.describe()), err=True)
+            click.echo(explain(event.config.precision, event.config.model.cell), err=True)
         elif isinstance(event, StepEvent):
             progress.step(event)
         elif isinstance(event, EvalEvent):
@@ -241,12 +247,15 @@ def train(text_file, out, resume, force, **settings) -> None:
     )
 
 
-def _check_resume_options(out: Path, text_file: str | None, given: dict) -> None:
+def _check_resume_options(out: Path, corpus: str | None, given: dict) -> None:
     """With --resume, options other than --epochs/--minutes must agree with the run's config."""
+    from charlstm.corpus import corpus_key  # noqa: PLC0415
     from charlstm.rundir import RunDir  # noqa: PLC0415
 
     saved = RunDir.open(out).config
     values = saved.option_values()
+    if "val_file" in given:  # compared as saved: a file by its absolute path
+        given = {**given, "val_file": corpus_key(given["val_file"]) if given["val_file"] else ""}
     differ = [
         f"--{name.replace('_', '-')}"
         for name, value in given.items()
@@ -254,8 +263,8 @@ def _check_resume_options(out: Path, text_file: str | None, given: dict) -> None
         and values[name] != value
         and not (name == "preset" and value == "auto")
     ]
-    if text_file and str(Path(text_file).resolve()) != saved.corpus:
-        differ.append("TEXT_FILE")
+    if corpus and corpus_key(corpus) != corpus_key(saved.corpus):
+        differ.append("CORPUS")
     if differ:
         raise CharlstmError(
             f"--resume continues {out} as its config.json says; {', '.join(differ)} differ "
@@ -340,13 +349,15 @@ def generate(run_dir, prime, length, num_samples, **settings) -> None:
     "print the static and the dynamic loss; the run directory is not changed.",
 )
 @_options(options(DynamicConfig))
-def evaluate(run_dir, text_file, as_json, encoding, errors, dynamic, **settings) -> None:
-    """Loss of RUN_DIR's best checkpoint on TEXT_FILE: nats/char, bits/char, perplexity.
+@_options(precision_option())
+def evaluate(run_dir, text_file, as_json, encoding, errors, dynamic, precision, **settings) -> None:
+    """Loss of RUN_DIR's best checkpoint on TEXT_FILE (or a corpus name): nats/char,
+    bits/char, perplexity.
 
     With --dynamic the text is read as one stream, each window scored and then learned from,
     beside the static loss of the same layout.
     """
-    from charlstm.corpus import read_text  # noqa: PLC0415
+    from charlstm.corpus import load_corpus  # noqa: PLC0415
     from charlstm.rundir import RunDir  # noqa: PLC0415
 
     dynamic_names = [o.name for o in options(DynamicConfig)]
@@ -357,24 +368,27 @@ def evaluate(run_dir, text_file, as_json, encoding, errors, dynamic, **settings)
     dynamic_config = DynamicConfig(**given)  # a non-finite value is refused before the import
     # neither needs TensorFlow: a bad run or text is refused at once
     run = RunDir.open(Path(run_dir))
-    text = read_text(text_file, encoding or "utf-8", errors or "strict")
+    text = load_corpus(text_file, encoding or "utf-8", errors or "strict").text
     _import_tensorflow()
     from charlstm.evaluate import (  # noqa: PLC0415 (slow import)
         dynamic_evaluate,
         eval_windows,
         evaluate_windows,
     )
+    from charlstm.precision import resolve  # noqa: PLC0415
 
+    dtype = resolve(precision or "auto", run.config.model.cell)
     ids = run.tokenizer.encode(text)
-    head = {"run_dir": str(run_dir), "text_file": text_file}
+    head = {"run_dir": str(run_dir), "text_file": text_file, "precision": dtype}
     if not dynamic:
         windows = eval_windows(ids, run.config.train.batch_size, run.config.train.seq_len)
-        loss = evaluate_windows(run.load_model(), windows)
+        loss = evaluate_windows(run.load_model(matmul_dtype=dtype), windows)
         click.echo(json.dumps({**head, **loss.as_dict()}) if as_json else _loss_line(loss))
         return
     # one stream: each window is predicted by weights that have read only the text before it
     windows = eval_windows(ids, 1, run.config.train.seq_len)
-    model = run.load_model()  # a fresh copy in memory: dynamic evaluation changes its weights
+    # a fresh copy in memory: dynamic evaluation changes its weights
+    model = run.load_model(matmul_dtype=dtype)
     static = evaluate_windows(model, windows)
     adapted = dynamic_evaluate(model, windows, dynamic_config)
     if as_json:
@@ -437,3 +451,49 @@ def info(run_dir) -> None:
             f"{r['elapsed_s']:.0f}s of training"
         )
     click.echo("\n".join(lines))
+
+
+@cli.group()
+def corpus() -> None:
+    """The corpora charlstm knows by name, and what is in a text."""
+
+
+@corpus.command("list")
+def corpus_list() -> None:
+    """Name, size, where it is and licence of every catalogued corpus."""
+    from charlstm.corpus import catalogue, corpus_path  # noqa: PLC0415
+
+    for entry in catalogue():
+        path = corpus_path(entry["name"])
+        size = f"{entry['bytes']:,} bytes" if entry["bytes"] else "built on the fly"
+        where = str(path) if path is not None else entry["source"]
+        click.echo(f"{entry['name']}\t{size}\t{where}\t{entry['licence']}")
+
+
+@corpus.command("info")
+@click.argument("name_or_path")
+@_options(reading_options())
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def corpus_info(name_or_path, encoding, errors, as_json) -> None:
+    """Characters, distinct characters, the most common ones, lines, and two reference points
+    for a model's bits/char: the unigram entropy and lzma's compressed size."""
+    from charlstm.corpus import load_corpus, text_stats  # noqa: PLC0415
+
+    text = load_corpus(name_or_path, encoding or "utf-8", errors or "strict").text
+    stats = text_stats(text)
+    if as_json:
+        click.echo(json.dumps({"corpus": name_or_path, **dataclasses.asdict(stats)}))
+        return
+    common = ", ".join(f"{ch!r} {n / stats.chars:.1%}" for ch, n in stats.most_common)
+    click.echo(
+        "\n".join(
+            [
+                f"corpus: {name_or_path}",
+                f"characters: {stats.chars:,} ({stats.distinct} distinct), lines: {stats.lines:,}",
+                f"most common: {common}",
+                f"unigram entropy: {stats.unigram_bits:.3f} bits/char "
+                "(a model that ignores context scores this at best)",
+                f"lzma (preset 9e): {stats.lzma_bits:.3f} bits/char",
+            ]
+        )
+    )

@@ -188,7 +188,12 @@ class TrainConfig(_Settings):
         0.0, "AdamW's decoupled weight decay on kernels and embeddings (0: plain Adam)", min=0
     )
     grad_clip: float = setting(5.0, "clip the global gradient norm to this", min=0, min_open=True)
-    epochs: int = setting(20, "passes over the training part", min=1)
+    epochs: int | None = setting(
+        20,
+        "passes over the training part (with --minutes and no --epochs: as many as the "
+        "minutes allow)",
+        min=1,
+    )
     minutes: float | None = setting(
         None,
         "time budget of the whole run, validation included; stops at epochs or minutes, "
@@ -217,13 +222,26 @@ class TrainConfig(_Settings):
     test_fraction: float = setting(
         0.05, "share of the text held out for testing (the end)", min=0, max=0.5, max_open=True
     )
+    split: str = setting(
+        "files",
+        "where train, validation and test parts meet in a corpus of several files: between "
+        "files (the nearest file start to each fraction), or chars (at the fractions exactly)",
+        choices=("files", "chars"),
+    )
     seed: int = setting(0, "seed for initial weights and dropout", min=0)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.epochs is None and not self.minutes:
+            raise CharlstmError("a run without an epoch limit needs minutes")
 
 
 # Recipes by budget: the options each preset sets (the dataclass defaults are "small"'s); an
 # explicit option always wins. On Tiny Shakespeare in 9 minutes (2 cores of an AMD EPYC; held-out
 # last 10%): 2 x 256 1.465, 2 x 384 1.452, 2 x 512 (medium) 1.439 nats/char (README, Results).
-# tiny's and large's sizes, and the budgets where one gives way to the next, are not measured yet.
+# In 50 minutes (20 passes) medium over-fitted: training loss 1.16, the validation part 1.36, the
+# last 5% 1.56. large (3 x 512) and the budgets where one preset gives way to the next are not
+# measured yet (README, Results).
 PRESETS: dict[str, dict[str, object]] = {
     "tiny": {"embedding_dim": 32, "units": 128, "num_layers": 2, "dropout": 0.1,
              "batch_size": 32, "seq_len": 64, "warmup_steps": 20},
@@ -251,13 +269,17 @@ def choose_preset(minutes: float | None, corpus_chars: int | None = None) -> str
     return "large"
 
 
+# the dtypes of the matrix products (charlstm.precision)
+PRECISIONS = ("auto", "float32", "bfloat16")
+
+
 @dataclass(frozen=True)
 class RunConfig(_Settings):
     """Everything a run needs to be rebuilt: the model, the training and the corpus it read."""
 
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
-    corpus: str = ""  # path of the text file, or "default" for the embedded corpus
+    corpus: str = ""  # a text file's absolute path or a catalogue name; "" for the default
     preset: str = setting(
         "auto",
         "a recipe of model size, batch, window, dropout and warm-up (tiny 2 x 128 ... large "
@@ -269,6 +291,18 @@ class RunConfig(_Settings):
         "strict",
         "undecodable bytes: strict refuses, replace makes them U+FFFD",
         choices=("strict", "replace"),
+    )
+    val_file: str = setting(
+        "",
+        "validate on this text (a file, folder, pattern or corpus name) rather than on a part "
+        "of the corpus, which is then cut into train and test parts only",
+    )
+    precision: str = setting(
+        "auto",
+        "dtype of the matrix products: bfloat16 (mixed: weights, state, softmax and loss stay "
+        "float32) or float32; auto picks bfloat16 where the CPU has AVX512-BF16 or AMX (the "
+        "layernorm cell: float32 only)",
+        choices=PRECISIONS,
     )
 
     def to_json(self) -> str:
@@ -293,6 +327,8 @@ class RunConfig(_Settings):
             CharlstmError: a value out of its range.
         """
         given = {name: value for name, value in values.items() if value is not None}
+        if given.get("minutes") and "epochs" not in given:
+            given["epochs"] = None  # the minutes are the budget: no epoch limit cuts them short
         preset = given.get("preset", "auto")
         if preset == "auto":
             preset = choose_preset(given.get("minutes"), corpus_chars)
@@ -319,14 +355,17 @@ class RunConfig(_Settings):
             "constant": "constant",
         }[t.schedule]
         optimizer = f"AdamW (decay {t.weight_decay:g})" if t.weight_decay else "Adam"
-        budget = f"{t.epochs} epoch{'s' * (t.epochs != 1)}"
-        budget += f" or {t.minutes:g} minutes" if t.minutes else ""
+        if t.epochs is None:
+            budget = f"{t.minutes:g} minutes"
+        else:
+            budget = f"{t.epochs} epoch{'s' * (t.epochs != 1)}"
+            budget += f" or {t.minutes:g} minutes" if t.minutes else ""
         return [
             f"model: {m.cell} {m.num_layers} x {m.units}, embedding {m.embedding_dim}, "
             f"vocabulary {m.vocab_size}, {dropout} (preset {self.preset})",
             f"train: batch {t.batch_size} x seq_len {t.seq_len}, {optimizer}, "
             f"lr {t.learning_rate:g} after {t.warmup_steps} warm-up steps, {schedule}, "
-            f"clip {t.grad_clip:g}",
+            f"clip {t.grad_clip:g}, precision {self.precision}",
             f"budget: {budget}, first reached"
             + (f"; early stop after {t.early_stop} stalled passes" if t.early_stop else "")
             + f"; validation every {t.eval_every} steps",
@@ -400,9 +439,15 @@ def options(cls: type, nested: bool = True) -> list[Option]:
 
 
 def reading_options() -> list[Option]:
-    """The options that say how to read a text file (encoding, errors): all of RunConfig's own
+    """The options that say how to read a text file (encoding, errors): RunConfig's own
     that `evaluate` takes as well."""
     return [o for o in options(RunConfig, nested=False) if o.name in ("encoding", "errors")]
+
+
+def precision_option() -> list[Option]:
+    """RunConfig's --precision, which `evaluate` and `generate` take as well (a run trained in
+    one precision may be scored or sampled in another)."""
+    return [o for o in options(RunConfig, nested=False) if o.name == "precision"]
 
 
 def option_sections(cls: type) -> dict[str, type]:

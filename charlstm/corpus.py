@@ -1,15 +1,25 @@
-"""Read training texts: a user's UTF-8 file, or the embedded default corpus.
+"""Read training texts: a user's UTF-8 file, a folder or glob of them, or a catalogue corpus.
+
+The catalogue (`corpora/catalogue.json`, installed as the package `charlstm.corpora`) names the
+corpora charlstm knows: `tinyshakespeare`, which ships with the package and is the default, and
+`python-stdlib`, built from the running Python's standard library.
 
 A corpus is NFC-normalized text made of one or more documents. Its document boundaries let the
-split into train/val/test fall between documents, so the default corpus validates on files it
+split into train/val/test fall between documents, so python-stdlib validates on files it
 never trained on.
 """
 
 from __future__ import annotations
 
 import codecs
+import collections
+import glob
 import hashlib
+import importlib.resources
+import json
 import logging
+import lzma
+import math
 import sys
 import sysconfig
 import unicodedata
@@ -20,9 +30,12 @@ from charlstm.errors import CharlstmError
 
 log = logging.getLogger(__name__)
 
-DEFAULT_CORPUS = "default"
+DEFAULT_CORPUS = "tinyshakespeare"
+STDLIB_CORPUS = "python-stdlib"
+# runs saved before python-stdlib had its name called it "default"
+_OLD_NAMES = {"default": STDLIB_CORPUS}
 # About 1.1M characters, the size of tinyshakespeare: enough to learn Python's look in minutes.
-DEFAULT_CORPUS_CHARS = 1_100_000
+STDLIB_CORPUS_CHARS = 1_100_000
 _SKIPPED_DIRS = {"site-packages", "dist-packages", "test", "tests", "__pycache__", "idle_test"}
 _BINARY_SNIFF_BYTES = 8192
 
@@ -32,7 +45,7 @@ class Corpus:
     """NFC text and where each document starts.
 
     Attributes:
-        name: the file path, or "default".
+        name: the file path, or the catalogue name.
         text: all documents concatenated, NFC-normalized.
         starts: character offset of each document in `text`, ascending, starting with 0.
     """
@@ -103,14 +116,139 @@ def read_text(path: str | Path, encoding: str = "utf-8", errors: str = "strict")
     return unicodedata.normalize("NFC", text)
 
 
-def load_corpus(path: str | Path | None, encoding: str = "utf-8", errors: str = "strict") -> Corpus:
-    """The corpus a run trains on: the file at `path`, or the default corpus when None."""
-    if path is None or str(path) in ("", DEFAULT_CORPUS):
-        return default_corpus()
-    return Corpus(name=str(path), text=read_text(path, encoding, errors))
+def catalogue() -> list[dict]:
+    """The catalogue's entries: name, path (relative to the corpora folder, or None for a
+    corpus built on the fly), source, licence, bytes, sha256, note."""
+    return json.loads(_corpora().joinpath("catalogue.json").read_text(encoding="utf-8"))
 
 
-def default_corpus(max_chars: int = DEFAULT_CORPUS_CHARS) -> Corpus:
+def _corpora():
+    """The folder of the shipped corpora, wherever the package is installed."""
+    return importlib.resources.files("charlstm.corpora")
+
+
+def corpus_path(name: str) -> Path | None:
+    """The shipped file of catalogue corpus `name`, or None if it has none (not shipped, or
+    built on the fly)."""
+    entry = next((e for e in catalogue() if e["name"] == name), None)
+    if entry is None or not entry["path"]:
+        return None
+    return Path(str(_corpora().joinpath(entry["path"])))
+
+
+def is_corpus_name(name: str) -> bool:
+    """Whether `name` is a catalogue name rather than a path (a file of that name wins)."""
+    name = _OLD_NAMES.get(name, name)
+    known = {e["name"] for e in catalogue()}
+    return name in known and not Path(name).exists()
+
+
+def corpus_key(name_or_path: str | Path | None) -> str:
+    """How a run's config names its corpus: a catalogue name as it is, a file, folder or glob
+    pattern by its absolute path; None or "" is DEFAULT_CORPUS."""
+    name = str(name_or_path or DEFAULT_CORPUS)
+    if is_corpus_name(name):
+        return _OLD_NAMES.get(name, name)
+    return str(Path(name).resolve())
+
+
+def corpus_size(name_or_path: str | Path | None) -> int | None:
+    """About how many characters the corpus has, known without reading it: the size in bytes
+    of its file or files, or python-stdlib's cap; None for a missing file."""
+    key = corpus_key(name_or_path)
+    if key == STDLIB_CORPUS:
+        return STDLIB_CORPUS_CHARS
+    if is_pattern(key) or Path(key).is_dir():
+        return sum(f.stat().st_size for f in corpus_files(key)) or None
+    path = corpus_path(key) if is_corpus_name(key) else Path(key)
+    return path.stat().st_size if path is not None and path.is_file() else None
+
+
+def load_corpus(
+    name_or_path: str | Path | None, encoding: str = "utf-8", errors: str = "strict"
+) -> Corpus:
+    """The corpus a run trains on: a text file, a folder or a glob pattern of text files
+    (`read_files`), or a catalogue corpus by name (a file of that name in the working
+    directory wins); None or "" is DEFAULT_CORPUS.
+
+    Raises:
+        CharlstmError: neither a readable text file nor a catalogue name.
+    """
+    name = str(name_or_path or DEFAULT_CORPUS)
+    if is_pattern(name) or Path(name).is_dir():
+        return read_files(name, encoding, errors)
+    if not is_corpus_name(name):
+        if not Path(name).exists():
+            names = ", ".join(e["name"] for e in catalogue())
+            raise CharlstmError(f"{name}: no such file, nor a corpus name ({names})")
+        return Corpus(name=name, text=read_text(name, encoding, errors))
+    name = _OLD_NAMES.get(name, name)
+    if name == STDLIB_CORPUS:
+        return stdlib_corpus()
+    return Corpus(name=name, text=read_text(corpus_path(name)))
+
+
+def corpus_label(name: str) -> str:
+    """A short name for a corpus (its default run folder): a file's stem, a folder's name, or
+    for a glob pattern the name of the folder it looks in."""
+    path = Path(name)
+    while is_pattern(path.name):
+        path = path.parent
+    return path.stem or "corpus"
+
+
+def is_pattern(name: str) -> bool:
+    """Whether `name` is a glob pattern ('texts/*.md', 'books/**/*.txt')."""
+    return any(ch in name for ch in "*?[")
+
+
+def corpus_files(name: str) -> list[Path]:
+    """The files a folder (every file under it, hidden ones left out) or a glob pattern names,
+    sorted by path."""
+    if is_pattern(name):
+        found = glob.glob(name, recursive=True)
+    else:
+        found = [str(p) for p in Path(name).rglob("*")]
+    files = [Path(f) for f in found if Path(f).is_file()]
+    visible = [f for f in files if not any(part.startswith(".") for part in f.parts[-3:])]
+    return sorted(visible)
+
+
+def read_files(name: str, encoding: str = "utf-8", errors: str = "strict") -> Corpus:
+    """Every text file of a folder or glob pattern (`corpus_files`), sorted by path, as one
+    corpus of documents, each followed by a newline if it does not end with one. A file that
+    `read_text` refuses (binary, not in `encoding`, empty) is skipped with one warning line,
+    and the count of skipped files is logged at the end.
+
+    Raises:
+        CharlstmError: no file, or no readable file.
+    """
+    files = corpus_files(name)
+    if not files:
+        raise CharlstmError(f"{name}: no files there")
+    texts, refused = [], []
+    for path in files:
+        try:
+            text = read_text(path, encoding, errors)
+        except CharlstmError as err:
+            refused.append(str(err))
+            continue
+        texts.append(text if text.endswith("\n") else text + "\n")
+    if not texts:
+        raise CharlstmError(
+            f"{name}: none of its {len(files)} files is readable text (first: {refused[0]})"
+        )
+    for reason in refused:
+        log.warning("skipped %s", reason)
+    if refused:
+        log.warning("%s: skipped %d of %d files", name, len(refused), len(files))
+    starts = [0]
+    for text in texts[:-1]:
+        starts.append(starts[-1] + len(text))
+    return Corpus(name=name, text="".join(texts), starts=tuple(starts))
+
+
+def stdlib_corpus(max_chars: int = STDLIB_CORPUS_CHARS) -> Corpus:
     """Python source files of the running interpreter's standard library, read offline.
 
     Files are taken in a fixed pseudo-random order (by SHA-256 of their relative path, so
@@ -143,12 +281,50 @@ def default_corpus(max_chars: int = DEFAULT_CORPUS_CHARS) -> Corpus:
             break
     if len(texts) < 3:
         raise CharlstmError(
-            f"the standard library at {root} has too few readable .py files for the default "
-            "corpus; give a TEXT_FILE"
+            f"the standard library at {root} has too few readable .py files for "
+            f"{STDLIB_CORPUS}; give a TEXT_FILE or another corpus name"
         )
     starts = [0]
     for text in texts[:-1]:
         starts.append(starts[-1] + len(text))
     version = f"{sys.version_info.major}.{sys.version_info.minor}"
-    log.info("default corpus: %d stdlib files of Python %s", len(texts), version)
-    return Corpus(name=DEFAULT_CORPUS, text="".join(texts), starts=tuple(starts))
+    log.info("%s: %d standard-library files of Python %s", STDLIB_CORPUS, len(texts), version)
+    return Corpus(name=STDLIB_CORPUS, text="".join(texts), starts=tuple(starts))
+
+
+@dataclass(frozen=True)
+class TextStats:
+    """What `charlstm corpus info` reports: reference points for a model's bits/char.
+
+    Attributes:
+        chars, distinct, lines: characters, distinct characters, newline characters.
+        most_common: the likeliest characters with their counts, most common first.
+        unigram_bits: the entropy of the character frequencies, -sum p log2 p, bits/char: what
+            a model that ignores all context scores at best.
+        lzma_bits: the size of the UTF-8 text compressed by lzma (preset 9 extreme), in bits
+            per character: a general-purpose compressor's score, which a trained model should
+            beat.
+    """
+
+    chars: int
+    distinct: int
+    lines: int
+    most_common: tuple[tuple[str, int], ...]
+    unigram_bits: float
+    lzma_bits: float
+
+
+def text_stats(text: str, top: int = 10) -> TextStats:
+    """TextStats of `text` (non-empty), with the `top` most common characters."""
+    counts = collections.Counter(text)
+    n = len(text)
+    entropy = -sum(c / n * math.log2(c / n) for c in counts.values())
+    packed = lzma.compress(text.encode("utf-8"), preset=9 | lzma.PRESET_EXTREME)
+    return TextStats(
+        chars=n,
+        distinct=len(counts),
+        lines=counts.get("\n", 0),
+        most_common=tuple(counts.most_common(top)),
+        unigram_bits=entropy,
+        lzma_bits=8 * len(packed) / n,
+    )

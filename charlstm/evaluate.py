@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import tensorflow as tf
 
+from charlstm import precision
 from charlstm.config import DynamicConfig
 from charlstm.data import Windows, tbptt_windows
 from charlstm.model import CharModel, States
@@ -77,7 +78,9 @@ def nll_sum(model: CharModel, x, y, states: States, training: bool = False):
 
 def make_eval_step(model: CharModel) -> Callable:
     """A compiled (x, y, states) -> (nll sum, states) for `walk`."""
-    return tf.function(lambda x, y, states: nll_sum(model, x, y, states), jit_compile=True)
+    return precision.compile_step(
+        lambda x, y, states: nll_sum(model, x, y, states), model.matmul_dtype
+    )
 
 
 def evaluate_windows(
@@ -142,7 +145,7 @@ def make_dynamic_step(model: CharModel, config: DynamicConfig) -> Callable:
             v.assign(v - lr * g / rms + decay * (theta_g - v))
         return nll, states
 
-    return tf.function(step, jit_compile=True)
+    return precision.compile_step(step, model.matmul_dtype)
 
 
 def dynamic_evaluate(

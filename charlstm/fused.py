@@ -40,6 +40,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from charlstm import precision
 from charlstm.cell import LayerNormLSTMCell, LSTMCell, layernorm_lstm_update, lstm_update
 
 
@@ -51,6 +52,8 @@ class FusedLSTM(keras.layers.Layer):
         units: H.
         recurrent_dropout: p of the mask m on h_{t-1} in the recurrence (module docstring).
         weight_drop: p of the mask M on recurrent_kernel.
+        matmul_dtype: "float32" or "bfloat16", the dtype of the input projection and of the
+            recurrent kernel's gradient (`charlstm.precision`); the loop runs in float32.
 
     Call:
         inputs: (B, T, D); initial_state: [h (B, H), c (B, H)] or None for zeros;
@@ -63,11 +66,17 @@ class FusedLSTM(keras.layers.Layer):
     """
 
     def __init__(
-        self, units: int, recurrent_dropout: float = 0.0, weight_drop: float = 0.0, **kwargs
+        self,
+        units: int,
+        recurrent_dropout: float = 0.0,
+        weight_drop: float = 0.0,
+        matmul_dtype: str = "float32",
+        **kwargs,
     ):
         super().__init__(**kwargs)
         self.units = units
         self.recurrent_dropout, self.weight_drop = recurrent_dropout, weight_drop
+        self.matmul_dtype = matmul_dtype
         self.cell = LSTMCell(units, name="cell")
         if recurrent_dropout or weight_drop:
             self.seed_generator = keras.random.SeedGenerator(name="seed_generator")
@@ -82,7 +91,7 @@ class FusedLSTM(keras.layers.Layer):
 
     def project(self, inputs):
         """Time-major inputs (T, B, D) -> x_t @ kernel + bias for every step, (T, B, 4H)."""
-        return project(inputs, self.cell)
+        return project(inputs, self.cell, self.matmul_dtype)
 
     def project_ids(self, ids, embeddings):
         """`project` of embedded ids without embedding them: Embedding(ids) @ kernel is a row
@@ -107,7 +116,7 @@ class FusedLSTM(keras.layers.Layer):
         h0, c0 = initial_state
         h_mask, kernel_mask = self.masks(batch, training)
         U = tf.convert_to_tensor(self.cell.recurrent_kernel)
-        return lstm_recurrence(xw, h0, c0, U * kernel_mask, h_mask)
+        return lstm_recurrence(xw, h0, c0, U * kernel_mask, h_mask, self.matmul_dtype)
 
     def masks(self, batch, training=False):
         """One window's masks: m (B, H) on h_{t-1} and M (H, 4H) on recurrent_kernel, each
@@ -129,18 +138,23 @@ class FusedLSTM(keras.layers.Layer):
             "units": self.units,
             "recurrent_dropout": self.recurrent_dropout,
             "weight_drop": self.weight_drop,
+            "matmul_dtype": self.matmul_dtype,
         }
 
 
-def project(inputs, cell: LSTMCell):
-    """Time-major inputs (T, B, D) -> x_t @ cell.kernel + cell.bias for every step, (T, B, 4H)."""
-    return tf.einsum("tbd,dg->tbg", inputs, cell.kernel) + cell.bias
+def project(inputs, cell: LSTMCell, dtype: str = "float32"):
+    """Time-major inputs (T, B, D) -> x_t @ cell.kernel + cell.bias for every step, (T, B, 4H);
+    the product in `dtype` (`charlstm.precision`)."""
+    return precision.matmul(inputs, cell.kernel, dtype) + cell.bias
 
 
 def lstm_forward(xw, h0, c0, recurrent_kernel, h_mask=None):
     """The forward loop over T projected inputs, keeping what the backward pass needs.
 
         z_t = xw[t] + (h_{t-1} * h_mask) @ recurrent_kernel;  h_t, c_t = lstm_update(z_t, c_{t-1})
+
+    A plain `tf.while_loop`, so autodiff can go through it (the tests' oracle for the
+    hand-written backward); `lstm_recurrence` runs it compiled on its own (`_forward_loop`).
 
     Args:
         xw: (T, B, 4H), x_t @ kernel + bias for every step.
@@ -165,59 +179,77 @@ def lstm_forward(xw, h0, c0, recurrent_kernel, h_mask=None):
     return hs.stack(), cs.stack(), gates.stack()
 
 
-def lstm_recurrence(xw, h0, c0, recurrent_kernel, h_mask=None):
-    """`lstm_forward` (same arguments) with the hand-written backward through time.
+# The loops as XLA computations of their own, so that a step which is not one (a bfloat16
+# step, `charlstm.precision`) still runs them compiled; inside an XLA step they are inlined.
+# Autodiff cannot go through them from outside XLA; `lstm_recurrence` needs it not to.
+_forward_loop = tf.function(lstm_forward, jit_compile=True, autograph=False)
+
+
+@tf.function(jit_compile=True, autograph=False)
+def _backward_loop(gates, cs, c0, d_hs, d_h, d_c, recurrent_kernel, h_mask):
+    """The reverse loop: every dz_t (T, B, 4H), and dh_0, dc_0 (B, H)."""
+    steps = gates.shape[0]
+    c_prev = tf.concat([c0[None], cs[:-1]], axis=0)  # (T, B, H)
+    U_t = tf.transpose(recurrent_kernel)
+
+    def step_back(k, dh_next, dc_next, dzs):
+        t = steps - 1 - k
+        i, f, g, o = tf.split(gates[t], 4, axis=-1)
+        tanh_c = tf.tanh(cs[t])
+        dh = d_hs[t] + dh_next
+        dc = dc_next + dh * o * (1 - tanh_c * tanh_c)
+        dz = tf.concat(
+            [
+                dc * g * i * (1 - i),  # dz_i
+                dc * c_prev[t] * f * (1 - f),  # dz_f
+                dc * i * (1 - g * g),  # dz_g
+                dh * tanh_c * o * (1 - o),  # dz_o
+            ],
+            axis=-1,
+        )
+        return k + 1, tf.matmul(dz, U_t) * h_mask, dc * f, dzs.write(t, dz)
+
+    dzs = tf.TensorArray(gates.dtype, size=steps)
+    _, dh0, dc0, dzs = tf.while_loop(
+        lambda k, *_: k < steps, step_back, (0, d_h, d_c, dzs), maximum_iterations=steps
+    )
+    return dzs.stack(), dh0, dc0
+
+
+def lstm_recurrence(xw, h0, c0, recurrent_kernel, h_mask=None, dtype: str = "float32"):
+    """`lstm_forward` (same arguments) with the hand-written backward through time, whose
+    d recurrent_kernel product runs in `dtype` (`charlstm.precision`).
 
     Returns:
         hs (T, B, H), h_T (B, H), c_T (B, H).
     """
     h_mask = tf.ones_like(h0) if h_mask is None else h_mask
-    return _recurrence(xw, h0, c0, recurrent_kernel, tf.stop_gradient(h_mask))
 
+    @tf.custom_gradient
+    def recurrence(xw, h0, c0, U, h_mask):
+        # the loop's inputs are cut from any tape: its gradient is `backward`, and a tape
+        # would ask the compiled loop for a forward pass that keeps its intermediates
+        inputs = [tf.stop_gradient(a) for a in (xw, h0, c0, U, h_mask)]
+        hs, cs, gates = _forward_loop(*inputs)  # (T, B, H) x 2, (T, B, 4H)
+        h, c = hs[-1], cs[-1]
 
-@tf.custom_gradient
-def _recurrence(xw, h0, c0, recurrent_kernel, h_mask):
-    """`lstm_recurrence` and its gradient function (zero for the mask)."""
-    steps = xw.shape[0]
-    U = recurrent_kernel
-    hs, cs, gates = lstm_forward(xw, h0, c0, U, h_mask)  # (T, B, H) x 2, (T, B, 4H)
-    h, c = hs[-1], cs[-1]
+        def backward(d_hs, d_h, d_c):
+            # autodiff hands None for outputs the loss does not use, e.g. the final state
+            d_hs = tf.zeros_like(hs) if d_hs is None else d_hs
+            d_h = tf.zeros_like(h) if d_h is None else d_h
+            d_c = tf.zeros_like(c) if d_c is None else d_c
+            dz, dh0, dc0 = _backward_loop(gates, cs, c0, d_hs, d_h, d_c, U, h_mask)
+            h_prev = tf.concat([h0[None], hs[:-1]], axis=0) * h_mask  # (T, B, H), as U saw it
+            units = U.shape[0]
+            d_U = precision.matmul(  # (H, T*B) @ (T*B, 4H)
+                tf.reshape(h_prev, (-1, units)), tf.reshape(dz, (-1, 4 * units)), dtype,
+                transpose_a=True,
+            )  # fmt: skip
+            return dz, dh0, dc0, d_U, tf.zeros_like(h_mask)
 
-    def backward(d_hs, d_h, d_c):
-        # autodiff hands None for outputs the loss does not use, e.g. the final state
-        d_hs = tf.zeros_like(hs) if d_hs is None else d_hs
-        d_h = tf.zeros_like(h) if d_h is None else d_h
-        d_c = tf.zeros_like(c) if d_c is None else d_c
-        c_prev = tf.concat([c0[None], cs[:-1]], axis=0)  # (T, B, H)
-        U_t = tf.transpose(U)
+        return (hs, h, c), backward
 
-        def step_back(k, dh_next, dc_next, dzs):
-            t = steps - 1 - k
-            i, f, g, o = tf.split(gates[t], 4, axis=-1)
-            tanh_c = tf.tanh(cs[t])
-            dh = d_hs[t] + dh_next
-            dc = dc_next + dh * o * (1 - tanh_c * tanh_c)
-            dz = tf.concat(
-                [
-                    dc * g * i * (1 - i),  # dz_i
-                    dc * c_prev[t] * f * (1 - f),  # dz_f
-                    dc * i * (1 - g * g),  # dz_g
-                    dh * tanh_c * o * (1 - o),  # dz_o
-                ],
-                axis=-1,
-            )
-            return k + 1, tf.matmul(dz, U_t) * h_mask, dc * f, dzs.write(t, dz)
-
-        dzs = tf.TensorArray(xw.dtype, size=steps)
-        _, dh0, dc0, dzs = tf.while_loop(
-            lambda k, *_: k < steps, step_back, (0, d_h, d_c, dzs), maximum_iterations=steps
-        )
-        dz = dzs.stack()  # (T, B, 4H)
-        h_prev = tf.concat([h0[None], hs[:-1]], axis=0) * h_mask  # (T, B, H), as U saw it
-        d_U = tf.einsum("tbh,tbg->hg", h_prev, dz)
-        return dz, dh0, dc0, d_U, tf.zeros_like(h_mask)
-
-    return (hs, h, c), backward
+    return recurrence(xw, h0, c0, recurrent_kernel, tf.stop_gradient(h_mask))
 
 
 @keras.saving.register_keras_serializable(package="charlstm")

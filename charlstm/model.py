@@ -1,4 +1,4 @@
-"""One model family: Embedding -> N x recurrent layer -> Dense, every layer's state in the open.
+"""One model family: Embedding -> N x recurrent layer -> Head, every layer's state in the open.
 
     CharModel      the family: embedding, stacked layers of one cell type, dropout, head,
                    states, config; its `call` runs each layer as `keras.layers.RNN(cell)`
@@ -20,6 +20,7 @@ import os
 import keras
 import tensorflow as tf
 
+from charlstm import precision
 from charlstm.cell import LayerNormLSTMCell, LSTMCell
 from charlstm.config import ModelConfig
 from charlstm.errors import CharlstmError
@@ -30,23 +31,39 @@ States = list[LayerState]  # one per layer, bottom first
 
 
 @keras.saving.register_keras_serializable(package="charlstm")
-class TiedHead(keras.layers.Layer):
-    """The output layer of tied embeddings (Press & Wolf, 2017): logits = x @ embeddings^T +
-    bias, with the input Embedding's (V, E) table as the output weights; x (..., E), bias (V,).
-    The table is passed in at each call, so it stays one variable, the embedding's."""
+class Head(keras.layers.Layer):
+    """The output layer: logits = x @ kernel + bias, x (..., H) -> (..., V), kernel (H, V)
+    Glorot-uniform, bias (V,) zeros: a Dense layer's weights under a Dense layer's names.
 
-    def __init__(self, vocab_size: int, **kwargs):
+    With tied embeddings (Press & Wolf, 2017) it has no kernel: logits = x @ embeddings^T +
+    bias, the input Embedding's (V, E) table passed in at each call, so it stays one variable.
+    The product runs in `matmul_dtype` (`charlstm.precision`).
+    """
+
+    def __init__(self, vocab_size: int, tied: bool = False, matmul_dtype="float32", **kwargs):
         super().__init__(**kwargs)
-        self.vocab_size = vocab_size
+        self.vocab_size, self.tied, self.matmul_dtype = vocab_size, tied, matmul_dtype
 
     def build(self, input_shape):
+        if not self.tied:
+            self.kernel = self.add_weight(
+                shape=(input_shape[-1], self.vocab_size),
+                initializer="glorot_uniform",
+                name="kernel",
+            )
         self.bias = self.add_weight(shape=(self.vocab_size,), initializer="zeros", name="bias")
 
-    def call(self, x, embeddings):
-        return keras.ops.matmul(x, keras.ops.transpose(embeddings)) + self.bias
+    def call(self, x, embeddings=None):
+        kernel = tf.transpose(embeddings) if self.tied else self.kernel
+        return precision.matmul(x, kernel, self.matmul_dtype) + self.bias
 
     def get_config(self):
-        return {**super().get_config(), "vocab_size": self.vocab_size}
+        return {
+            **super().get_config(),
+            "vocab_size": self.vocab_size,
+            "tied": self.tied,
+            "matmul_dtype": self.matmul_dtype,
+        }
 
 
 class CharModel(keras.Model):
@@ -56,7 +73,7 @@ class CharModel(keras.Model):
         x_1    = layer_1(e, state_1)                     # (B, T, H)
         x_l+1  = layer_l+1(drop(x_l), state_l+1)         # dropout between layers, training only,
                                                          # one mask per step or per window
-        logits = Dense(V)(drop(x_N))                     # (B, T, V); with tied embeddings
+        logits = Head(V)(drop(x_N))                      # (B, T, V); with tied embeddings
                                                          # drop(x_N) @ Embedding^T + bias
 
     Each layer runs one cell of `cell_type` (its equations are in its docstring). The states
@@ -66,6 +83,9 @@ class CharModel(keras.Model):
 
     Args:
         config: the ModelConfig; vocab_size must be set.
+        matmul_dtype: "float32" or "bfloat16", the dtype of the large matrix products (input
+            projections, head, recurrent-kernel gradient) of the fused layers and the head
+            (`charlstm.precision`).
 
     Call:
         ids: (B, T) int32.
@@ -78,11 +98,12 @@ class CharModel(keras.Model):
     layer_prefix: str
     time_axis = 1  # of the (B, T, H) activations between layers
 
-    def __init__(self, config: ModelConfig, **kwargs):
+    def __init__(self, config: ModelConfig, matmul_dtype: str = "float32", **kwargs):
         super().__init__(**kwargs)
         if config.vocab_size < 1:
             raise ValueError("ModelConfig.vocab_size must be set before building the model")
         self.config = config
+        self.matmul_dtype = matmul_dtype
         # N(0, 1), as PyTorch's nn.Embedding: Keras' uniform +-0.05 starts every character's
         # input projection near zero, and the model then learns far less per step (validation
         # loss on Tiny Shakespeare after 400 steps of the default model: 1.68 against 1.90)
@@ -101,17 +122,12 @@ class CharModel(keras.Model):
             keras.layers.Dropout(config.dropout, noise_shape=noise_shape, name=f"dropout_{i}")
             for i in range(config.num_layers)
         ]
-        if config.tie_embeddings:
-            self.head = TiedHead(config.vocab_size, name="head")
-        else:
-            self.head = keras.layers.Dense(config.vocab_size, name="head")
+        self.head = Head(config.vocab_size, config.tie_embeddings, matmul_dtype, name="head")
 
     def logits(self, x):
         """The head: (..., H) -> (..., V), x @ kernel + bias, or with tied embeddings
         x @ embeddings^T + bias."""
-        if self.config.tie_embeddings:
-            return self.head(x, self.embedding.embeddings)
-        return self.head(x)
+        return self.head(x, self.embedding.embeddings if self.config.tie_embeddings else None)
 
     def make_cell(self) -> keras.layers.Layer:
         """One layer's cell, named "cell"."""
@@ -161,7 +177,11 @@ class CharModel(keras.Model):
         ]
 
     def get_config(self):
-        return {**super().get_config(), "config": dataclasses.asdict(self.config)}
+        return {
+            **super().get_config(),
+            "config": dataclasses.asdict(self.config),
+            "matmul_dtype": self.matmul_dtype,
+        }
 
     @classmethod
     def from_config(cls, config):
@@ -185,7 +205,9 @@ class CharLSTM(CharModel):
 
     def make_layer(self, name: str) -> FusedLSTM:
         config = self.config
-        return FusedLSTM(config.units, config.recurrent_dropout, config.weight_drop, name=name)
+        return FusedLSTM(
+            config.units, config.recurrent_dropout, config.weight_drop, self.matmul_dtype, name=name
+        )
 
     def call(self, ids, states: States | None = None, training: bool = False):
         x, new_states = None, []
@@ -238,11 +260,18 @@ def built(model: CharModel) -> CharModel:
     return model
 
 
-def build_model(config: ModelConfig, fused: bool = True) -> CharModel:
+def build_model(
+    config: ModelConfig, fused: bool = True, matmul_dtype: str = "float32"
+) -> CharModel:
     """A built model of config.cell's (`MODELS`): CharLSTM or LayerNormCharLSTM, or with
-    fused=False its reference RNNCharLSTM or RNNLayerNormCharLSTM (same variable paths)."""
+    fused=False its reference RNNCharLSTM or RNNLayerNormCharLSTM (same variable paths), its
+    matrix products in `matmul_dtype` ("float32" or "bfloat16": `charlstm.precision`; the
+    references' cells stay float32; the layer-norm cell's model is float32 only)."""
+    if config.cell != "lstm" and matmul_dtype != "float32":
+        raise ValueError(f"the {config.cell} cell runs in float32 only")
     fast, reference = MODELS[config.cell]
-    return built((fast if fused else reference)(config, name="char_lstm"))
+    model = (fast if fused else reference)(config, matmul_dtype=matmul_dtype, name="char_lstm")
+    return built(model)
 
 
 def weight_shapes(config: ModelConfig, name: str = "char_lstm") -> dict[str, tuple[int, ...]]:

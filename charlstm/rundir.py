@@ -386,8 +386,9 @@ class RunDir:
         best_step = found[-1].progress.get("best_step")
         return next((c for c in found if c.step == best_step), found[-1])
 
-    def load_model(self, checkpoint: Checkpoint | None = None):
-        """Rebuild the model from config.json and assign a checkpoint's weights (default: best)."""
+    def load_model(self, checkpoint: Checkpoint | None = None, matmul_dtype: str = "float32"):
+        """Rebuild the model from config.json and assign a checkpoint's weights (default: best);
+        its products in `matmul_dtype` (`charlstm.precision`), whatever the run trained in."""
         # TensorFlow loads only when a model is needed
         from charlstm.model import build_model, check_fits, weight_shapes
 
@@ -398,7 +399,7 @@ class RunDir:
         }
         check_layout(read_layout(checkpoint.path / MODEL), needed, str(checkpoint.path / MODEL))
         check_fits(self.config.model)
-        model = build_model(self.config.model)
+        model = build_model(self.config.model, matmul_dtype=matmul_dtype)
         assign_tensors(
             variables_by_path(model.weights),
             checkpoint.model_tensors(),

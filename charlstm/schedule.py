@@ -5,6 +5,7 @@ A run knows in advance where it ends: after `epochs` passes over the training pa
 
     p = max(step / (epochs * windows_per_epoch), elapsed_s / (minutes * 60))
 
+(without an epoch limit, the second term alone)
 where elapsed_s is the run's wall time so far (compilation, validation and saving included, as
 they use up the budget too), and the learning rate follows one of four shapes:
 
@@ -29,7 +30,7 @@ from charlstm.config import TrainConfig
 
 def progress(settings: TrainConfig, step: int, windows_per_epoch: int, elapsed_s: float) -> float:
     """How far through its budget a run is after `step` steps and `elapsed_s` seconds, in [0, 1]."""
-    done = step / max(1, settings.epochs * windows_per_epoch)
+    done = step / max(1, settings.epochs * windows_per_epoch) if settings.epochs else 0.0
     if settings.minutes:
         done = max(done, elapsed_s / (settings.minutes * 60))
     return min(1.0, done)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import itertools
 import logging
 import math
 import signal
@@ -29,9 +30,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from charlstm import precision
 from charlstm.config import RunConfig, TrainConfig
-from charlstm.corpus import load_corpus
-from charlstm.data import Windows, split_ids, tbptt_windows
+from charlstm.corpus import corpus_key, load_corpus
+from charlstm.data import Splits, Windows, split_ids, tbptt_windows
 from charlstm.errors import CharlstmError
 from charlstm.evaluate import Loss, eval_windows, evaluate_windows, make_eval_step, nll_sum, walk
 from charlstm.model import CharModel, States, build_model, check_fits
@@ -93,8 +95,12 @@ Event = StartEvent | StepEvent | EvalEvent
 Callback = Callable[[Event], None]
 
 
-def prepare_data(corpus_text: str, starts, tokenizer: CharTokenizer, config: RunConfig):
-    """Encode, split and lay out a corpus: (Splits, train Windows, validation Windows).
+def prepare_data(
+    corpus_text: str, starts, tokenizer: CharTokenizer, config: RunConfig, val_text=None
+):
+    """Encode, split and lay out a corpus: (Splits, train Windows, validation Windows). With
+    `val_text` (config.val_file's), that is the validation part, and the corpus is cut into
+    train and test parts only.
 
     Raises:
         CharlstmError: the training part holds less than one B x T window, or the validation
@@ -102,7 +108,14 @@ def prepare_data(corpus_text: str, starts, tokenizer: CharTokenizer, config: Run
     """
     ids = tokenizer.encode(corpus_text)
     settings = config.train
-    splits = split_ids(ids, settings.val_fraction, settings.test_fraction, tuple(starts))
+    starts = tuple(starts) if settings.split == "files" else (0,)
+    if val_text is None:
+        splits = split_ids(ids, settings.val_fraction, settings.test_fraction, starts)
+    elif settings.test_fraction == 0:
+        splits = Splits(train=ids, val=tokenizer.encode(val_text), test=ids[:0])
+    else:  # train | test, cut as train | val would be
+        parts = split_ids(ids, settings.test_fraction, 0.0, starts)
+        splits = Splits(train=parts.train, val=tokenizer.encode(val_text), test=parts.val)
     train = tbptt_windows(splits.train, settings.batch_size, settings.seq_len, whole=True)
     if len(splits.val) < 2:
         raise CharlstmError(
@@ -136,8 +149,9 @@ def train(
 
     Args:
         out: the run directory.
-        config: the run to start. config.corpus is a text file's path, or "" / "default" for
-            the default corpus; model.vocab_size is set from the corpus.
+        config: the run to start. config.corpus is a text file's path or a corpus name
+            (`charlstm.corpus.catalogue`; "" for the default, tinyshakespeare);
+            model.vocab_size is set from the corpus.
         resume: continue the run in `out` from its newest complete checkpoint, under its own
             config.json (`config` is then ignored); if `out` holds no run yet, start one.
         force: start afresh in `out` even if it holds a run or other files.
@@ -156,21 +170,21 @@ def train(
             run = RunDir.open(out)
             return _resume(run, epochs, minutes, callback)
     config = config or RunConfig()
-    corpus = load_corpus(config.corpus, config.encoding, config.errors)
+    corpus, val_text = _texts(config)
     tokenizer = CharTokenizer.build(corpus.text)
     if tokenizer.vocab_size < 3:
         raise CharlstmError(
             f"{corpus.name}: the text has only one distinct character; there is nothing to learn"
         )
-    name = corpus.name if corpus.name == "default" else str(Path(corpus.name).resolve())
     config = dataclasses.replace(
         config,
         model=dataclasses.replace(config.model, vocab_size=tokenizer.vocab_size),
-        corpus=name,
+        corpus=corpus_key(corpus.name),
+        val_file=corpus_key(config.val_file) if config.val_file else "",
     )
     # check the model and lay the data out before touching `out`: bad input leaves it as it was
     check_fits(config.model, config.train.batch_size, config.train.seq_len, training=True)
-    _, train_w, val_w = prepare_data(corpus.text, corpus.starts, tokenizer, config)
+    _, train_w, val_w = prepare_data(corpus.text, corpus.starts, tokenizer, config, val_text)
     with run_lock(out):
         run = RunDir.create(out, config, tokenizer, force=force)
         trainer = _Trainer(run, config, train_w, val_w, callback)
@@ -193,10 +207,20 @@ def _resume(run: RunDir, epochs: int | None, minutes: float | None, callback: Ca
                 config, train=dataclasses.replace(config.train, **overrides)
             )
             run.save_config(config)
-        corpus = load_corpus(config.corpus, config.encoding, config.errors)
-        _, train_w, val_w = prepare_data(corpus.text, corpus.starts, run.tokenizer, config)
+        corpus, val_text = _texts(config)
+        _, train_w, val_w = prepare_data(
+            corpus.text, corpus.starts, run.tokenizer, config, val_text
+        )
         trainer = _Trainer(run, config, train_w, val_w, callback)
         return trainer.fit(resume=True, corpus=corpus.description)
+
+
+def _texts(config: RunConfig):
+    """The run's corpus, and the text of its val_file (None without one)."""
+    corpus = load_corpus(config.corpus, config.encoding, config.errors)
+    if not config.val_file:
+        return corpus, None
+    return corpus, load_corpus(config.val_file, config.encoding, config.errors).text
 
 
 @contextlib.contextmanager
@@ -239,7 +263,8 @@ def make_train_step(
 ) -> Callable:
     """One compiled TBPTT step: (x, y (B, T) int32, states) -> (loss, states after).
 
-    The whole step (forward, backward through time, Adam) is one XLA computation. The states
+    The whole step (forward, backward through time, Adam) is one XLA computation, or in
+    bfloat16 a graph around the XLA-compiled loops (`charlstm.precision`). The states
     come out as values, so the next window starts from them without a gradient path back.
     `loss(model, x, y, states) -> (scalar, states)` may be replaced, e.g. by a task that
     scores only the last character.
@@ -253,7 +278,7 @@ def make_train_step(
         optimizer.apply_gradients(zip(grads, variables))
         return value, states
 
-    return tf.function(train_step, jit_compile=True)
+    return precision.compile_step(train_step, model.matmul_dtype)
 
 
 def make_optimizer(config: TrainConfig) -> keras.optimizers.Optimizer:
@@ -279,7 +304,8 @@ class _Trainer:
         self.train_w, self.val_w = train_w, val_w
         self.val_head = val_w.head(config.train.eval_chars)  # scored during training
         keras.utils.set_random_seed(config.train.seed)
-        self.model = build_model(config.model)
+        dtype = precision.resolve(config.precision, config.model.cell)
+        self.model = build_model(config.model, matmul_dtype=dtype)
         self.optimizer = make_optimizer(config.train)
         self.optimizer.build(self.model.trainable_variables)
         self.train_step = make_train_step(self.model, self.optimizer)
@@ -357,7 +383,8 @@ class _Trainer:
         carries the states from window to window. Yields (epoch, window, loss, states after).
         """
         first_epoch, window = position
-        for epoch in range(first_epoch, self.config.train.epochs):
+        epochs = self.config.train.epochs
+        for epoch in range(first_epoch, epochs) if epochs else itertools.count(first_epoch):
             if window == 0 or carried is None:
                 carried = self.model.zero_states(self.train_w.inputs.shape[0])
             for k, loss, after in walk(self.train_w, self._scheduled(epoch), carried, window):

@@ -1,13 +1,16 @@
 """Training and generation speed: charlstm against keras.layers.LSTM and PyTorch nn.LSTM.
 
-Every backend trains the same model (Embedding(V, E) -> N x LSTM(H) -> Dense(V)) on the same
-windows of the same text with Adam, carrying the state across windows (TBPTT). Backends are
-timed interleaved, round after round, after warm-up steps, and the median chars/s is reported
-with the ratios of charlstm to each baseline, all measured in this one run. PyTorch is timed
+charlstm is timed in float32 and in bfloat16 (`charlstm.precision`), PyTorch in float32 and
+under its bfloat16 autocast; the report names the CPU and its bfloat16 flags. Every backend
+trains the same model (Embedding(V, E) -> N x LSTM(H) -> Dense(V)) on the same windows of
+the same text with Adam, carrying the state across windows (TBPTT). Backends are timed
+interleaved, round after round, after warm-up steps, and the median chars/s is reported with
+the ratios of charlstm to each baseline, all measured in this one run. PyTorch is timed
 only when installed (`pip install '.[bench]'`, or `pip install torch==2.13.0` here).
 
     python scripts/benchmark.py                    # the 2 x 256, B 64, T 100 model
     python scripts/benchmark.py --scaling --json   # + 1 x 128, 3 x 512 and batch 32 / 128
+    python scripts/benchmark.py --scaling --no-variants   # the same without the regularizers
 """
 
 from __future__ import annotations
@@ -15,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -29,11 +31,12 @@ from charlstm.config import ModelConfig, SamplingConfig, TrainConfig  # noqa: E4
 from charlstm.corpus import read_text  # noqa: E402
 from charlstm.data import tbptt_windows  # noqa: E402
 from charlstm.model import build_model  # noqa: E402
+from charlstm.precision import BF16_FLAGS, cpu_flags, cpu_name, resolve  # noqa: E402
 from charlstm.sample import Sampler  # noqa: E402
 from charlstm.tokenizer import CharTokenizer  # noqa: E402
 from charlstm.train import make_optimizer, make_train_step  # noqa: E402
 
-CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpora" / "tinyshakespeare.txt"
+CORPUS = Path(__file__).resolve().parents[1] / "corpora" / "tinyshakespeare.txt"
 # training is about 3x forward (forward, input gradient, weight gradient)
 
 
@@ -47,15 +50,17 @@ def forward_flops(model) -> float:
 
 class CharlstmBackend:
     """charlstm's train step, plain or with one of VARIANTS (in training mode, so the cost of
-    a regularizer shows)."""
+    a regularizer shows), its products in float32 or bfloat16 (`charlstm.precision`)."""
 
-    def __init__(self, vocab, emb, units, layers, batch, seq_len, variant=None):
+    def __init__(self, vocab, emb, units, layers, batch, seq_len, variant=None, dtype="float32"):
         self.name = "charlstm" if variant is None else f"charlstm, {variant}"
+        self.name += "" if dtype == "float32" else f" {dtype}"
         options = {"dropout": 0.0, **VARIANTS.get(variant, {})}
         self.model = build_model(
             ModelConfig(
                 vocab_size=vocab, embedding_dim=emb, units=units, num_layers=layers, **options
-            )
+            ),
+            matmul_dtype=dtype,
         )
         self.step_fn = make_train_step(self.model, make_optimizer(TrainConfig()))
         self.states = self.model.zero_states(batch)
@@ -105,13 +110,19 @@ class KerasLSTMBackend:
 
 
 TORCH = "torch nn.LSTM"
+TORCH_BF16 = "torch nn.LSTM bf16 autocast"
+CHARLSTM_BF16 = "charlstm bfloat16"
 
 
 class TorchBackend:
-    name = TORCH
+    """nn.LSTM stacked the same way; with autocast, under `torch.autocast("cpu",
+    dtype=torch.bfloat16)` (PyTorch's own mixed precision: bf16 products, float32 weights)."""
 
-    def __init__(self, vocab, emb, units, layers, batch, seq_len):
+    def __init__(self, vocab, emb, units, layers, batch, seq_len, autocast=False):
         import torch
+
+        self.name = TORCH_BF16 if autocast else TORCH
+        self.autocast = autocast
 
         torch.set_num_threads(os.cpu_count() or 1)
         torch.manual_seed(0)
@@ -126,11 +137,12 @@ class TorchBackend:
     def step(self, x, y):
         torch = self.torch
         x, y = torch.from_numpy(x).long(), torch.from_numpy(y).long()
-        out, state = self.lstm(self.emb(x), self.state)
-        self.state = tuple(s.detach() for s in state)
-        logits = self.head(out)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.autocast):
+            out, state = self.lstm(self.emb(x), self.state)
+            logits = self.head(out)
+        self.state = tuple(s.detach().float() for s in state)
         loss = torch.nn.functional.cross_entropy(
-            logits.reshape(-1, logits.shape[-1]), y.reshape(-1)
+            logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1)
         )
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -261,13 +273,13 @@ def _chain_runs_per_s(h, W, steps: int, rounds: int) -> float:
 
 def run_config(layers, units, batch, args, ids, vocab, with_generation: bool) -> dict:
     windows = tbptt_windows(ids, batch, args.seq_len)
-    backends = [
-        CharlstmBackend(vocab, args.embedding_dim, units, layers, batch, args.seq_len, variant)
-        for variant in (None, *VARIANTS)
-    ]
-    backends.append(KerasLSTMBackend(vocab, args.embedding_dim, units, layers, batch, args.seq_len))
+    shape = (vocab, args.embedding_dim, units, layers, batch, args.seq_len)
+    variants = () if args.no_variants else VARIANTS
+    backends = [CharlstmBackend(*shape, variant) for variant in (None, *variants)]
+    backends.append(CharlstmBackend(*shape, dtype="bfloat16"))
+    backends.append(KerasLSTMBackend(*shape))
     try:
-        backends.append(TorchBackend(vocab, args.embedding_dim, units, layers, batch, args.seq_len))
+        backends += [TorchBackend(*shape), TorchBackend(*shape, autocast=True)]
     except ImportError:
         print("torch is not installed: no PyTorch baseline", file=sys.stderr)
     rates = time_training(backends, windows, args.warmup, args.steps, args.rounds)
@@ -309,6 +321,7 @@ def main() -> None:
     parser.add_argument("--gen-length", type=int, default=2000)
     parser.add_argument("--scaling", action="store_true", help="also 1x128, 3x512, B 32/128")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--no-variants", action="store_true", help="skip the regularizers' rows")
     args = parser.parse_args()
 
     text = read_text(args.corpus)
@@ -336,9 +349,12 @@ def main() -> None:
             r["weights_mb"] = 4 * fwd / 2 / 1e6
         if not args.json:
             print(_row(r), file=sys.stderr)
+    flags = cpu_flags()
     report = {
         "date": time.strftime("%Y-%m-%d"),
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+        "machine": f"{cpu_name()}, {os.cpu_count()} cores",
+        "bf16_flags": [flag for flag in BF16_FLAGS if flag in flags],
+        "auto_precision": resolve("auto"),
         "tensorflow": tf.__version__,
         "matmul_peak_flops": peak,
         "results": results,
@@ -355,22 +371,34 @@ def _row(r) -> str:
 
 
 def _table(report) -> str:
+    flags = ", ".join(report["bf16_flags"]) or "none"
     lines = [
         f"{report['date']}, {report['machine']}, TensorFlow {report['tensorflow']}, "
-        f"float32 matmul peak {report['matmul_peak_flops'] / 1e9:.0f} GFLOP/s",
+        f"float32 matmul peak {report['matmul_peak_flops'] / 1e9:.0f} GFLOP/s; "
+        f"bfloat16 flags: {flags} (auto precision: {report['auto_precision']})",
         "",
-        "| model | B | charlstm | keras.layers.LSTM | torch nn.LSTM | vs keras | vs torch | peak |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "training chars/s; ratios are charlstm float32 (f32) and bfloat16 (bf16) against each",
+        "",
+        "| model | B | charlstm f32 | charlstm bf16 | keras.layers.LSTM | torch f32 | torch bf16 "
+        "autocast | f32 vs torch f32 | bf16 vs torch f32 | bf16 vs torch bf16 | f32 vs keras "
+        "| peak |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
+
+    def cell(rate):
+        return f"{rate:,.0f}" if rate else "n/a"
+
+    def ratio(a, b):
+        return f"{a / b:.2f}" if a and b else "n/a"
+
     for r in report["results"]:
-        rates, ratio = r["train_chars_per_s"], r["ratio_vs"]
-        torch_rate = rates.get(TORCH)
+        rates = r["train_chars_per_s"]
+        f32, bf16 = rates["charlstm"], rates[CHARLSTM_BF16]
+        keras_rate, t32, t16 = rates["keras.layers.LSTM"], rates.get(TORCH), rates.get(TORCH_BF16)
         lines.append(
-            f"| {r['layers']} x {r['units']} | {r['batch_size']} | {rates['charlstm']:,.0f} | "
-            f"{rates['keras.layers.LSTM']:,.0f} | "
-            f"{f'{torch_rate:,.0f}' if torch_rate else 'n/a'} | "
-            f"{ratio['keras.layers.LSTM']:.2f} | "
-            f"{f'{ratio[TORCH]:.2f}' if TORCH in ratio else 'n/a'} | "
+            f"| {r['layers']} x {r['units']} | {r['batch_size']} | {cell(f32)} | {cell(bf16)} | "
+            f"{cell(keras_rate)} | {cell(t32)} | {cell(t16)} | {ratio(f32, t32)} | "
+            f"{ratio(bf16, t32)} | {ratio(bf16, t16)} | {ratio(f32, keras_rate)} | "
             f"{r['fraction_of_matmul_peak']:.0%} |"
         )
     lines.append("")
@@ -381,6 +409,7 @@ def _table(report) -> str:
             f"{variant} {rates[f'charlstm, {variant}']:,.0f} "
             f"({rates[f'charlstm, {variant}'] / rates['charlstm']:.0%})"
             for variant in VARIANTS
+            if f"charlstm, {variant}" in rates
         )
         lines.append(f"- {r['layers']} x {r['units']}, B {r['batch_size']}: {costs}")
     lines.append("")

@@ -33,7 +33,7 @@ from charlstm.corpus import read_text
 from charlstm.errors import CharlstmError
 from charlstm.tokenizer import UNK, CharTokenizer
 
-DEFAULT_CORPUS = Path(__file__).resolve().parents[2] / "shared/corpora/tinyshakespeare.txt"
+DEFAULT_CORPUS = Path(__file__).resolve().parents[1] / "corpora" / "tinyshakespeare.txt"
 BASELINE_CHUNK_CHARS = 1 << 16
 
 

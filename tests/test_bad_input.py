@@ -61,6 +61,9 @@ def inputs(tmp_path_factory, trained_run) -> Path:
     (d / "notes.txt").write_text("my notes\n", encoding="utf-8")
     (d / "folder").mkdir()
     (d / "folder" / "inside.txt").write_text(make_text(), encoding="utf-8")
+    (d / "binaries").mkdir()
+    for name in ("a.png", "b.png"):
+        shutil.copy(d / "image.png", d / "binaries" / name)
     (d / "other-files").mkdir()
     (d / "other-files" / "notes.txt").write_text("not a run\n", encoding="utf-8")
     (d / "not-a-run").mkdir()
@@ -100,7 +103,7 @@ CASES = [
     pytest.param(train_on("empty.txt"), 1, "empty", id="train-empty-file"),
     pytest.param(train_on("image.png"), 1, "binary", id="train-binary-file"),
     pytest.param(train_on("latin1.txt"), 1, "byte offset 3", id="train-non-utf8-file"),
-    pytest.param(train_on("folder"), 1, "not a regular file", id="train-folder-as-text-file"),
+    pytest.param(train_on("binaries"), 1, "none of its 2 files", id="train-folder-without-text"),
     pytest.param(train_on("short.txt"), 1, "too short", id="train-text-shorter-than-a-window"),
     pytest.param(train_on("aaa.txt"), 1, "one distinct character", id="train-one-character"),
     # usage: options and their ranges
@@ -114,6 +117,12 @@ CASES = [
         [*TRAIN_TINY, "--val-fraction", "0.5"], 2, "--val-fraction", id="train-val-fraction-half"
     ),
     pytest.param([*TRAIN_TINY, "--errors", "ignore"], 2, "--errors", id="train-errors-ignore"),
+    pytest.param([*TRAIN_TINY, "--precision", "float16"], 2, "--precision", id="train-float16"),
+    pytest.param(["train", "war-and-peace"], 1, "nor a corpus name", id="train-unknown-corpus"),
+    pytest.param(
+        ["corpus", "info", "war-and-peace"], 1, "nor a corpus name", id="corpus-info-unknown"
+    ),
+    pytest.param(["corpus", "info", "{d}/image.png"], 1, "binary", id="corpus-info-binary-file"),
     pytest.param([*TRAIN_TINY, "--units", "100000"], 2, "--units", id="train-units-beyond-range"),
     pytest.param(
         [*train_on("tiny.txt"), "--learning-rate", "nan"],

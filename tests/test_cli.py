@@ -66,7 +66,7 @@ def assert_one_error_line(result, code=1):
 
 def test_train_options_match_config_fields():
     train = cli.commands["train"]
-    options = {p.name for p in train.params} - {"text_file", "out", "resume", "force"}
+    options = {p.name for p in train.params} - {"corpus", "out", "resume", "force"}
     fields = {f for f in ModelConfig.__dataclass_fields__ if f != "vocab_size"}
     run_fields = set(RunConfig.__dataclass_fields__) - {"model", "train", "corpus"}
     assert options == fields | set(TrainConfig.__dataclass_fields__) | run_fields
@@ -108,18 +108,19 @@ def test_generate_num_samples_prints_each_sample(trained_run):
     assert result.stdout.count("\n") >= 3 and result.stderr.count("--- sample") == 3
 
 
-def test_train_without_text_file_uses_the_default_corpus_and_says_so(tmp_path):
+def test_train_without_corpus_uses_tinyshakespeare_and_says_so(tmp_path):
     out = tmp_path / "run"
     result = invoke("train", "--out", out, *TINY_TRAIN_ARGS, "--minutes", "0.02")
     assert result.exit_code == 0, result.output
-    assert "default corpus" in result.stderr
+    assert "no CORPUS given: training on tinyshakespeare" in result.stderr
     saved = json.loads((out / "config.json").read_text())
-    assert saved["corpus"] == "default"
+    assert saved["corpus"] == "tinyshakespeare"  # a name, so the run moves between machines
     # the preset a 0.02-minute budget picks, under the sizes given, each choice printed
     assert saved["preset"] == "tiny" and saved["train"]["warmup_steps"] == 20
     assert saved["model"]["units"] == 16
     assert "model: lstm 2 x 16, embedding 8" in result.stderr and "(preset tiny)" in result.stderr
     assert "budget: 1 epoch or 0.02 minutes" in result.stderr
+    assert re.search(r"precision: (float32|bfloat16) \(auto: the CPU has ", result.stderr)
 
 
 def test_ctrl_c_in_train_keeps_a_checkpoint_and_exits_130_with_one_line(tmp_path, text_file):
@@ -173,7 +174,7 @@ def _bad_files(tmp_path):
         "image.png": "binary",
         "latin1.txt": "byte offset 3",
         "short.txt": "text too short",
-        "folder": "not a regular file",
+        "folder": "no files there",  # an empty folder: a folder is a corpus of its files
     }
 
 

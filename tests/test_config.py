@@ -179,9 +179,12 @@ def test_presets_follow_the_budget_and_the_corpus_and_given_options_win():
         "tiny", "small", "medium", "medium", "large",
     ]  # fmt: skip
     assert [choose_preset(None, n) for n in (100_000, 10**6, None)] == ["tiny", "small", "small"]
-    config = RunConfig.from_options("a.txt", minutes=60, dropout=0.5)
+    config = RunConfig.from_options("a.txt", corpus_chars=10**8, minutes=60, dropout=0.5)
     assert (config.preset, config.model.units, config.model.dropout) == ("medium", 512, 0.5)
-    assert config.train.minutes == 60
+    assert config.train.minutes == 60 and config.train.epochs is None  # the minutes decide
+    assert RunConfig.from_options("a.txt", minutes=60, epochs=3).train.epochs == 3
+    with pytest.raises(CharlstmError, match="needs minutes"):
+        TrainConfig(epochs=None)
     assert RunConfig.from_options("a.txt", preset="tiny", minutes=60).model.units == 128
     small = RunConfig.from_options("", preset="small")
     assert (small.model, small.train) == (ModelConfig(), TrainConfig())  # the defaults: small's
@@ -198,7 +201,7 @@ def test_the_description_names_every_choice_of_the_recipe():
     text = "\n".join(config.describe())
     for shown in ("2 x 256", "embedding 64", "dropout 0.2 per window", "recurrent 0.25",
                   "preset small", "batch 64 x seq_len 100", "AdamW (decay 0.1)", "lr 0.015",
-                  "50 warm-up", "cosine to 0.1", "clip 5", "20 epochs or 4 minutes"):  # fmt: skip
+                  "50 warm-up", "cosine to 0.1", "clip 5", "budget: 4 minutes,"):  # fmt: skip
         assert shown in text, shown
 
 

@@ -1,7 +1,9 @@
-"""read_text refuses what is not UTF-8 text; the default corpus is fixed and split by files."""
+"""read_text refuses what is not UTF-8 text; corpora load by name; python-stdlib is fixed and split
+by files."""
 
 from __future__ import annotations
 
+import json
 import re
 import sysconfig
 import unicodedata
@@ -10,7 +12,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from charlstm.corpus import DEFAULT_CORPUS_CHARS, default_corpus, load_corpus, read_text
+from charlstm.corpus import (
+    STDLIB_CORPUS_CHARS,
+    catalogue,
+    corpus_key,
+    corpus_label,
+    corpus_path,
+    corpus_size,
+    load_corpus,
+    read_text,
+    stdlib_corpus,
+    text_stats,
+)
 from charlstm.data import split_ids
 from charlstm.errors import CharlstmError
 
@@ -19,7 +32,7 @@ SMALL = 200_000  # characters: enough stdlib files to split, a fifth of the read
 
 @pytest.fixture(scope="module")
 def small_corpus():
-    return default_corpus(max_chars=SMALL)
+    return stdlib_corpus(max_chars=SMALL)
 
 
 def documents(corpus) -> list[str]:
@@ -79,25 +92,58 @@ def test_load_corpus_of_a_file_is_one_document(tmp_path):
     assert corpus.description == f"{path} (6 characters)"
 
 
-def test_default_corpus_is_within_the_cap_with_more_than_three_files():
+def test_the_default_corpus_is_the_shipped_tinyshakespeare():
     corpus = load_corpus(None)
-    assert corpus.name == "default"
-    assert DEFAULT_CORPUS_CHARS - 1000 <= len(corpus.text) <= DEFAULT_CORPUS_CHARS
+    assert corpus.name == "tinyshakespeare" and corpus.starts == (0,)
+    assert len(corpus.text) == 1_115_394 and corpus.text.startswith("First Citizen:\n")
+    assert load_corpus("").text == load_corpus("tinyshakespeare").text == corpus.text
+    assert corpus_key(None) == corpus_key("tinyshakespeare") == "tinyshakespeare"
+    assert corpus_size(None) == 1_115_394
+
+
+def test_every_catalogued_file_ships_with_its_recorded_size_and_hash():
+    import hashlib  # noqa: PLC0415
+
+    shipped = [e for e in catalogue() if e["path"]]
+    assert shipped
+    for entry in shipped:
+        data = corpus_path(entry["name"]).read_bytes()
+        assert len(data) == entry["bytes"]
+        assert hashlib.sha256(data).hexdigest() == entry["sha256"]
+
+
+def test_a_file_named_like_a_corpus_wins_over_the_name(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    Path("tinyshakespeare").write_text("my own text\n", encoding="utf-8")
+    assert load_corpus("tinyshakespeare").text == "my own text\n"
+    assert corpus_key("tinyshakespeare") == str(tmp_path / "tinyshakespeare")
+
+
+def test_an_unknown_name_says_it_is_neither_a_file_nor_a_corpus(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(CharlstmError, match="no such file, nor a corpus name .*tinyshakespeare"):
+        load_corpus("war-and-peace")
+
+
+def test_python_stdlib_is_within_the_cap_with_more_than_three_files():
+    corpus = load_corpus("python-stdlib")
+    assert corpus.name == "python-stdlib" and load_corpus("default").text == corpus.text
+    assert STDLIB_CORPUS_CHARS - 1000 <= len(corpus.text) <= STDLIB_CORPUS_CHARS
     assert len(corpus.starts) > 3
     assert unicodedata.is_normalized("NFC", corpus.text)
 
 
-def test_default_corpus_is_deterministic(small_corpus):
-    again = default_corpus(max_chars=SMALL)
+def test_python_stdlib_is_deterministic(small_corpus):
+    again = stdlib_corpus(max_chars=SMALL)
     assert again.text == small_corpus.text and again.starts == small_corpus.starts
 
 
-def test_default_corpus_respects_a_smaller_cap(small_corpus):
+def test_python_stdlib_respects_a_smaller_cap(small_corpus):
     assert SMALL - 1000 <= len(small_corpus.text) <= SMALL
     assert len(small_corpus.starts) > 3
 
 
-def test_default_corpus_starts_ascend_from_0_at_whole_stdlib_files(small_corpus):
+def test_python_stdlib_starts_ascend_from_0_at_whole_stdlib_files(small_corpus):
     starts = small_corpus.starts
     assert starts[0] == 0
     assert all(a < b for a, b in zip(starts, starts[1:]))
@@ -110,7 +156,7 @@ def test_default_corpus_starts_ascend_from_0_at_whole_stdlib_files(small_corpus)
     assert all(doc in stdlib_files for doc in documents(small_corpus))
 
 
-def test_split_of_the_default_corpus_validates_on_files_not_trained_on(small_corpus):
+def test_split_of_python_stdlib_validates_on_files_not_trained_on(small_corpus):
     starts = small_corpus.starts
     splits = split_ids(np.arange(len(small_corpus.text)), starts=starts)
     train_end, val_end = len(splits.train), len(splits.train) + len(splits.val)
@@ -120,3 +166,63 @@ def test_split_of_the_default_corpus_validates_on_files_not_trained_on(small_cor
     train_docs = {d for s, d in zip(starts, docs) if s < train_end}
     val_docs = [d for s, d in zip(starts, docs) if train_end <= s < val_end]
     assert val_docs and not train_docs.intersection(val_docs)
+
+
+def test_text_stats_count_characters_lines_and_the_unigram_entropy():
+    stats = text_stats("aab\n" * 1000)
+    assert (stats.chars, stats.distinct, stats.lines) == (4000, 3, 1000)
+    assert stats.most_common[0] == ("a", 2000)
+    assert stats.unigram_bits == pytest.approx(1.5)  # p = 1/2, 1/4, 1/4
+    assert stats.lzma_bits < 0.25  # a repeated line: lzma's headers, then next to nothing
+
+
+def test_corpus_list_and_info_through_the_command():
+    from click.testing import CliRunner  # noqa: PLC0415
+
+    from charlstm.cli import cli  # noqa: PLC0415
+
+    listed = CliRunner().invoke(cli, ["corpus", "list"])
+    assert listed.exit_code == 0, listed.output
+    rows = [line.split("\t") for line in listed.stdout.splitlines()]
+    assert [row[0] for row in rows] == [e["name"] for e in catalogue()]
+    assert rows[0][2] == str(corpus_path("tinyshakespeare"))
+    info = CliRunner().invoke(cli, ["corpus", "info", "tinyshakespeare", "--json"])
+    assert info.exit_code == 0, info.output
+    report = json.loads(info.stdout)
+    assert (report["chars"], report["distinct"], report["lines"]) == (1_115_394, 65, 40_000)
+    # context-free and compressor reference points, in the order a model should beat them
+    assert 4.5 < report["unigram_bits"] < 5 and 2 < report["lzma_bits"] < 3
+
+
+def _folder(tmp_path) -> Path:
+    d = tmp_path / "texts"
+    (d / "sub").mkdir(parents=True)
+    (d / "b.md").write_text("# bee\n", encoding="utf-8")
+    (d / "a.txt").write_text("no newline at the end", encoding="utf-8")
+    (d / "sub" / "c.txt").write_text("sea\n", encoding="utf-8")
+    (d / ".hidden.txt").write_text("secret\n", encoding="utf-8")
+    (d / "image.png").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(20))
+    (d / "latin1.txt").write_bytes("caf\u00e9\n".encode("latin-1"))
+    return d
+
+
+def test_a_folder_is_its_text_files_in_sorted_order_and_skips_what_is_not_text(tmp_path, caplog):
+    d = _folder(tmp_path)
+    with caplog.at_level("WARNING", logger="charlstm"):
+        corpus = load_corpus(d)
+    docs = ["no newline at the end\n", "# bee\n", "sea\n"]  # a.txt, b.md, sub/c.txt
+    assert corpus.text == "".join(docs) and corpus.name == str(d)
+    assert corpus.starts == (0, len(docs[0]), len(docs[0]) + len(docs[1]))
+    skipped = [r.getMessage() for r in caplog.records]
+    assert len(skipped) == 3 and "image.png" in skipped[0] and "binary" in skipped[0]
+    assert "latin1.txt" in skipped[1] and skipped[2].endswith("skipped 2 of 5 files")
+    assert corpus_key(d) == str(d.resolve()) and corpus_size(d) > 0
+
+
+def test_a_glob_pattern_takes_the_files_it_matches(tmp_path):
+    d = _folder(tmp_path)
+    assert load_corpus(f"{d}/*.md").text == "# bee\n"
+    assert load_corpus(f"{d}/**/*.txt").text == "no newline at the end\nsea\n"
+    assert corpus_label(f"{d}/**/*.txt") == "texts" and corpus_label(str(d / "a.txt")) == "a"
+    with pytest.raises(CharlstmError, match="no files there"):
+        load_corpus(f"{d}/*.rst")

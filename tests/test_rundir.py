@@ -116,7 +116,8 @@ def test_a_loaded_model_equals_the_trainers_own_tensor_by_tensor(tmp_path, text_
         RunDir.create(tmp_path / "run", config, tokenizer), config, train_w, val_w, print
     )
     trainer.fit(resume=False, corpus="tiny")
-    loaded = RunDir.open(tmp_path / "run").load_model()
+    # in the trainer's precision (auto: bfloat16 on some CPUs), so that the outputs match too
+    loaded = RunDir.open(tmp_path / "run").load_model(matmul_dtype=trainer.model.matmul_dtype)
     ours = variables_by_path(trainer.model.weights)
     theirs = variables_by_path(loaded.weights)
     assert set(ours) == set(theirs)

@@ -170,8 +170,12 @@ def test_minutes_budget_stops_training_and_saves(tmp_path, text_file):
     assert result.step < 50 * 10
 
 
-def test_resume_continues_with_the_same_losses_as_an_uninterrupted_run(tmp_path, text_file):
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+def test_resume_continues_with_the_same_losses_as_an_uninterrupted_run(
+    tmp_path, text_file, precision
+):
     config = tiny_config(str(text_file), epochs=2, eval_every=25)
+    config = dataclasses.replace(config, precision=precision)
     # dropout, recurrent dropout and weight drop draw random masks: exact resume needs their
     # RNG states back too
     model = {"dropout": 0.2, "recurrent_dropout": 0.2, "weight_drop": 0.2}
@@ -276,7 +280,7 @@ def test_a_weight_turned_nan_is_never_checkpointed_nor_logged(tmp_path, text_fil
     assert [r["step"] for r in run.read_log()] == [5]
 
 
-SHAKESPEARE = Path(__file__).resolve().parents[2] / "shared" / "corpora" / "tinyshakespeare.txt"
+SHAKESPEARE = Path(__file__).resolve().parents[1] / "corpora" / "tinyshakespeare.txt"
 
 
 @pytest.mark.slow
@@ -316,3 +320,39 @@ def test_weight_decay_shrinks_kernels_and_embeddings_but_not_biases():
         factor = 1.0 if v.path.endswith("bias") else 1 - 0.1 * 0.5
         np.testing.assert_allclose(v.numpy(), before[v.path] * factor, rtol=1e-6)
     assert type(make_optimizer(TrainConfig())) is keras.optimizers.Adam
+
+
+@pytest.mark.parametrize("split", ["files", "chars"])
+def test_split_cuts_a_corpus_of_files_between_files_or_at_the_fractions(split):
+    from charlstm.tokenizer import CharTokenizer  # noqa: PLC0415
+
+    docs = ["a" * 700 + "\n", "b" * 150 + "\n", "c" * 150 + "\n"]  # starts 0, 701, 852
+    text = "".join(docs)
+    config = tiny_config(val_fraction=0.1, test_fraction=0.1, batch_size=2, seq_len=8)
+    config = dataclasses.replace(config, train=dataclasses.replace(config.train, split=split))
+    splits, _, _ = prepare_data(text, (0, 701, 852), CharTokenizer.build(text), config)
+    if split == "files":  # the file starts nearest 80% and 90%: the b and c files
+        assert (len(splits.train), len(splits.val)) == (701, 151)
+    else:
+        cuts = round(0.8 * len(text)), round(0.9 * len(text))
+        assert (len(splits.train), len(splits.val)) == (cuts[0], cuts[1] - cuts[0])
+
+
+def test_a_val_file_is_the_validation_part_and_the_corpus_keeps_a_test_part(tmp_path, text_file):
+    val = tmp_path / "other.txt"
+    val.write_text("The king likes the song.\n" * 40, encoding="utf-8")
+    config = dataclasses.replace(tiny_config(str(text_file), epochs=1), val_file=str(val))
+    result = train(tmp_path / "run", config)
+    saved = RunDir.open(tmp_path / "run").config
+    assert saved.val_file == str(val.resolve())
+    from charlstm.tokenizer import CharTokenizer  # noqa: PLC0415
+
+    text = text_file.read_text(encoding="utf-8")
+    splits, _, val_w = prepare_data(text, (0,), CharTokenizer.build(text), saved, val.read_text())
+    B = saved.train.batch_size  # the val file read as B streams, each scored after its first
+    assert val_w.num_chars == (len(val.read_text()) // B - 1) * B
+    assert len(splits.test) == round(0.05 * len(text)) and len(splits.train) + len(
+        splits.test
+    ) == len(text)
+    resumed = train(tmp_path / "run", resume=True, epochs=2)  # reads the val file again
+    assert resumed.step > result.step

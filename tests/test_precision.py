@@ -1,0 +1,141 @@
+"""Mixed precision: auto's choice from the CPU's flags, bfloat16 products where they are meant
+to be, and a bfloat16 step that follows the float32 one. TensorFlow emulates bfloat16 where
+the CPU lacks it, so every test here runs on any CPU."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from charlstm.config import ModelConfig, TrainConfig
+from charlstm.evaluate import nll_sum
+from charlstm.model import build_model
+from charlstm.precision import explain, matmul, resolve
+from charlstm.train import StepEvent, make_optimizer, make_train_step, train
+from tests.conftest import tiny_config
+
+CONFIG = ModelConfig(vocab_size=13, embedding_dim=8, units=32, num_layers=2, dropout=0.0)
+B, T = 4, 12
+PRODUCTS = ("MatMul", "BatchMatMul", "BatchMatMulV2", "BatchMatMulV3", "Einsum")
+
+
+def test_auto_is_bfloat16_where_the_cpu_has_bf16_products_and_float32_elsewhere():
+    zen4 = frozenset({"avx512f", "avx512_bf16"})
+    sapphire_rapids = frozenset({"avx512f", "amx_bf16", "amx_tile"})
+    older = frozenset({"avx512f", "avx512_vnni"})
+    assert resolve("auto", flags=zen4) == resolve("auto", flags=sapphire_rapids) == "bfloat16"
+    assert resolve("auto", flags=older) == resolve("auto", flags=frozenset()) == "float32"
+    assert resolve("bfloat16", flags=older) == "bfloat16"  # asked for: emulated, but run
+    assert resolve("float32", flags=zen4) == "float32"
+    assert resolve("auto", "layernorm", flags=zen4) == "float32"
+    assert "avx512_bf16" in explain("auto", flags=zen4)
+    assert "no bfloat16" in explain("auto", flags=older)
+    with pytest.raises(ValueError):
+        resolve("float16")
+
+
+def test_a_bfloat16_product_is_float32_in_and_out_and_rounds_its_operands():
+    a = tf.constant([[1.0 + 2.0**-10, 3.0]])  # 1 + 2^-10 is not a bfloat16 (8-bit mantissa)
+    b = tf.constant([[1.0], [0.0]])
+    exact, mixed = matmul(a, b), matmul(a, b, "bfloat16")
+    assert exact.dtype == mixed.dtype == tf.float32
+    assert float(exact[0, 0]) == 1.0 + 2.0**-10 and float(mixed[0, 0]) == 1.0
+    x = tf.random.stateless_normal((2, 3, 5), seed=(1, 2))  # (..., K) goes through one 2-D product
+    w = tf.random.stateless_normal((5, 4), seed=(3, 4))
+    np.testing.assert_allclose(matmul(x, w, "bfloat16"), x @ w, rtol=0.05, atol=0.05)
+
+
+def _pair():
+    f32 = build_model(CONFIG, matmul_dtype="float32")
+    bf16 = build_model(CONFIG, matmul_dtype="bfloat16")
+    for a, b in zip(f32.weights, bf16.weights):
+        b.assign(a)
+    return f32, bf16
+
+
+def _data(seed=0):
+    rng = np.random.default_rng(seed)
+    x = tf.constant(rng.integers(0, CONFIG.vocab_size, (B, T)), tf.int32)
+    y = tf.constant(rng.integers(0, CONFIG.vocab_size, (B, T)), tf.int32)
+    states = [
+        [tf.constant(rng.normal(size=(B, CONFIG.units)) * 0.5, tf.float32) for _ in "hc"]
+        for _ in range(CONFIG.num_layers)
+    ]
+    return x, y, states
+
+
+def _products(step, *args) -> dict[str, int]:
+    """How many matrix products of each dtype the traced step holds, its nested functions
+    (the loops, the gradients) included."""
+    graph = step.get_concrete_function(*args).graph.as_graph_def()
+    nodes = list(graph.node) + [n for f in graph.library.function for n in f.node_def]
+    counts: dict[str, int] = {}
+    for node in nodes:
+        if node.op in PRODUCTS:
+            dtype = tf.dtypes.as_dtype(node.attr["T"].type).name
+            counts[dtype] = counts.get(dtype, 0) + 1
+    return counts
+
+
+def test_the_bfloat16_step_runs_its_large_products_in_bfloat16_and_the_float32_step_none():
+    x, y, states = _data()
+    counts = {}
+    for model in _pair():
+        step = make_train_step(model, make_optimizer(TrainConfig()))
+        counts[model.matmul_dtype] = _products(step, x, y, states)
+    assert "bfloat16" not in counts["float32"]
+    # forward: layer 2's input projection and the head; backward: two products for each of
+    # them, and d recurrent_kernel for each layer = 8; the recurrent loops stay float32
+    assert counts["bfloat16"]["bfloat16"] >= 8
+    assert counts["bfloat16"]["float32"] >= 2  # h @ U and dz @ U^T in the loops
+
+
+def test_the_bfloat16_loss_and_gradients_follow_the_float32_ones():
+    """bfloat16 keeps 8 bits of mantissa: each operand is off by up to 2^-9 of itself, and a
+    product of K terms summed in float32 is off by about 2^-9 * sqrt(K) of its scale. Through
+    two layers, twelve steps and the softmax that leaves the loss within 1% here and every
+    gradient pointing the same way (cosine > 0.99) with a norm within 5%; a step that ran in
+    float32 would match to 1e-6, one that dropped a term would miss these by far."""
+    x, y, states = _data()
+    results = {}
+    for model in _pair():
+
+        @tf.function(jit_compile=model.matmul_dtype == "float32")
+        def loss_and_grads(x, y, states, model=model):
+            with tf.GradientTape() as tape:
+                nll, _ = nll_sum(model, x, y, states, training=True)
+            return nll, tape.gradient(nll, model.trainable_variables)
+
+        results[model.matmul_dtype] = loss_and_grads(x, y, states)
+    (nll32, grads32), (nll16, grads16) = results["float32"], results["bfloat16"]
+    assert float(nll16) == pytest.approx(float(nll32), rel=0.01)
+    assert float(nll16) != float(nll32)  # the products did run in bfloat16
+    for g32, g16 in zip(grads32, grads16):
+        g32, g16 = (tf.reshape(tf.convert_to_tensor(g), [-1]) for g in (g32, g16))
+        cosine = tf.reduce_sum(g32 * g16) / (tf.norm(g32) * tf.norm(g16))
+        assert float(cosine) > 0.99
+        assert float(tf.norm(g16)) == pytest.approx(float(tf.norm(g32)), rel=0.05)
+
+
+def _step_losses(tmp_path, text_file, precision, name, **train_settings):
+    config = tiny_config(str(text_file), epochs=2, **train_settings)
+    config = dataclasses.replace(config, precision=precision)
+    events = []
+    result = train(tmp_path / name, config, callback=events.append)
+    return [e.loss for e in events if isinstance(e, StepEvent)], result
+
+
+@pytest.mark.slow
+def test_a_short_bfloat16_run_learns_as_much_as_float32_and_repeats_exactly(tmp_path, text_file):
+    f32, result32 = _step_losses(tmp_path, text_file, "float32", "f32", learning_rate=1e-2)
+    bf16, result16 = _step_losses(tmp_path, text_file, "bfloat16", "bf16", learning_rate=1e-2)
+    again, _ = _step_losses(tmp_path, text_file, "bfloat16", "bf16-again", learning_rate=1e-2)
+    assert bf16 == again  # deterministic within the precision
+    assert bf16 != f32
+    # two runs that differ in rounding part ways over 200 steps like two seeds do: bfloat16
+    # must learn no worse than float32, within a margin
+    assert np.mean(bf16[-20:]) <= 1.05 * np.mean(f32[-20:])
+    assert result16.best_val <= 1.03 * result32.best_val, (result16.best_val, result32.best_val)
