@@ -13,24 +13,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from charlstm.precision import cpu_name
+
 CORPUS = Path(__file__).resolve().parents[1] / "corpora" / "tinyshakespeare.txt"
-
-
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _charlstm(*args: str) -> str:
@@ -82,7 +73,7 @@ def main() -> None:
                 "info": info.splitlines()[2:6],
                 "sample": sample,
                 "date": time.strftime("%Y-%m-%d"),
-                "machine": f"{_cpu()}, {os.cpu_count()} cores",
+                "machine": f"{cpu_name()}, {os.cpu_count()} cores",
             }
         )
     )
