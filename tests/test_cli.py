@@ -43,11 +43,22 @@ def run_charlstm(*args, cwd=None, timeout=120) -> subprocess.CompletedProcess:
     )
 
 
+def _foreground() -> None:
+    """In the child before exec: SIGINT as a terminal's foreground job has it. A test suite
+    run in the background of a shell (`pytest &`, a CI runner) inherits SIGINT ignored, and
+    Python then installs no KeyboardInterrupt for it: Ctrl-C would never reach the command."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @contextmanager
 def started(*args):
     """`charlstm ARGS` running, stdout and stderr piped as bytes; killed if the test fails."""
     proc = subprocess.Popen(
-        _command(*args), env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        _command(*args),
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        preexec_fn=_foreground,
     )
     try:
         yield proc
