@@ -106,6 +106,15 @@ def _central_differences(loss, value, eps=1e-6):
     return grad
 
 
+def _assert_gradients_match_central_differences(grads, loss, values, rtol, atol):
+    """Each of `grads` (name -> autodiff gradient) equals the central differences of the
+    NumPy `loss` with respect to values[name], which it must depend on."""
+    for name, grad in grads.items():
+        expected = _central_differences(loss, values[name])
+        assert np.abs(expected).max() > 1e-2, name  # the loss does depend on it
+        np.testing.assert_allclose(grad, expected, rtol=rtol, atol=atol, err_msg=name)
+
+
 def test_cell_gradients_match_finite_differences():
     x, h0, c0, weights = _random_case(seed=2)
     rng = np.random.default_rng(3)
@@ -149,10 +158,7 @@ def test_cell_gradients_match_finite_differences():
         )
         return np.sum(o * w_out) + np.sum(hT * w_h) + np.sum(cT * w_c)
 
-    for name in sources:
-        expected = _central_differences(numpy_loss, values[name])
-        assert np.abs(expected).max() > 1e-2, name  # the loss does depend on it
-        np.testing.assert_allclose(grads[name], expected, rtol=1e-3, atol=1e-4, err_msg=name)
+    _assert_gradients_match_central_differences(grads, numpy_loss, values, rtol=1e-3, atol=1e-4)
 
 
 def test_cell_weights_have_keras_names_and_shapes():
@@ -331,10 +337,7 @@ def test_layernorm_cell_gradients_match_finite_differences_in_float64():
         o, hT, cT = numpy_layernorm_lstm(values["inputs"], values["h0"], values["c0"], values)
         return np.sum(o * w_out) + np.sum(hT * w_h) + np.sum(cT * w_c)
 
-    for name in sources:
-        expected = _central_differences(numpy_loss, values[name])
-        assert np.abs(expected).max() > 1e-2, name  # the loss does depend on it
-        np.testing.assert_allclose(grads[name], expected, rtol=1e-6, atol=1e-7, err_msg=name)
+    _assert_gradients_match_central_differences(grads, numpy_loss, values, rtol=1e-6, atol=1e-7)
 
 
 def test_layernorm_cell_output_ignores_the_scale_of_its_kernels_unlike_lstmcell():
