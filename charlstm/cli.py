@@ -25,8 +25,7 @@ from charlstm.config import (
     RunConfig,
     SamplingConfig,
     options,
-    precision_option,
-    reading_options,
+    run_options,
 )
 from charlstm.errors import CharlstmError
 
@@ -341,7 +340,7 @@ def generate(run_dir, prime, length, num_samples, **settings) -> None:
 @click.argument("run_dir")
 @click.argument("text_file")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-@_options(reading_options())
+@_options(run_options("encoding", "errors"))
 @click.option(
     "--dynamic",
     is_flag=True,
@@ -349,7 +348,7 @@ def generate(run_dir, prime, length, num_samples, **settings) -> None:
     "print the static and the dynamic loss; the run directory is not changed.",
 )
 @_options(options(DynamicConfig))
-@_options(precision_option())
+@_options(run_options("precision"))
 def evaluate(run_dir, text_file, as_json, encoding, errors, dynamic, precision, **settings) -> None:
     """Loss of RUN_DIR's best checkpoint on TEXT_FILE (or a corpus name): nats/char,
     bits/char, perplexity.
@@ -472,7 +471,7 @@ def corpus_list() -> None:
 
 @corpus.command("info")
 @click.argument("name_or_path")
-@_options(reading_options())
+@_options(run_options("encoding", "errors"))
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def corpus_info(name_or_path, encoding, errors, as_json) -> None:
     """Characters, distinct characters, the most common ones, lines, and two reference points

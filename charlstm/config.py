@@ -438,16 +438,11 @@ def options(cls: type, nested: bool = True) -> list[Option]:
     return found
 
 
-def reading_options() -> list[Option]:
-    """The options that say how to read a text file (encoding, errors): RunConfig's own
-    that `evaluate` takes as well."""
-    return [o for o in options(RunConfig, nested=False) if o.name in ("encoding", "errors")]
-
-
-def precision_option() -> list[Option]:
-    """RunConfig's --precision, which `evaluate` and `generate` take as well (a run trained in
-    one precision may be scored or sampled in another)."""
-    return [o for o in options(RunConfig, nested=False) if o.name == "precision"]
+def run_options(*names: str) -> list[Option]:
+    """RunConfig's own options of these names, for the commands that take them as well:
+    evaluate reads a text (encoding, errors) and runs a model (precision, which may differ
+    from the run's)."""
+    return [o for o in options(RunConfig, nested=False) if o.name in names]
 
 
 def option_sections(cls: type) -> dict[str, type]:

@@ -20,7 +20,7 @@ from charlstm.config import (
     SamplingConfig,
     TrainConfig,
     options,
-    reading_options,
+    run_options,
 )
 from tests.conftest import TINY_TRAIN_ARGS
 
@@ -258,7 +258,7 @@ def test_bad_generate_length_gets_one_line(trained_run):
     [
         ("train", options(RunConfig)),
         ("generate", options(SamplingConfig)),
-        ("evaluate", reading_options() + options(DynamicConfig)),
+        ("evaluate", run_options("encoding", "errors", "precision") + options(DynamicConfig)),
     ],
 )
 def test_option_ranges_and_choices_are_the_config_declarations(command, declared):
