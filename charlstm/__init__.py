@@ -2,7 +2,34 @@
 
 The data flows one way:
 text -> tokenizer -> TBPTT batches -> model -> checkpoint -> sampler -> text.
-Importing this package stays cheap: TensorFlow loads only with the modules that need it.
+Importing this package stays cheap: TensorFlow loads only with the modules that need it, and
+without its start-up notes on the screen (`charlstm.quiet`).
+
+    import charlstm
+    lm = charlstm.train("tinyshakespeare", "runs/demo", minutes=1)
+    lm = charlstm.load("runs/demo")
+    print(lm.generate("ROMEO:", 200, seed=1))
+
+(`charlstm.api`; the training loop itself is `charlstm.trainer`.)
 """
 
+from charlstm import quiet
+
+quiet.install()
+
 __version__ = "0.1.0"
+
+
+def load(run_dir, precision: str = "float32"):
+    """`charlstm.api.load`: the run in `run_dir`, loaded, as a LanguageModel."""
+    from charlstm.api import load as _load  # noqa: PLC0415 (imports TensorFlow)
+
+    return _load(run_dir, precision)
+
+
+def train(text_or_path, out, **options):
+    """`charlstm.api.train`: train on a corpus (a path, a name or the text) into `out` and
+    return the loaded LanguageModel."""
+    from charlstm.api import train as _train  # noqa: PLC0415 (imports TensorFlow)
+
+    return _train(text_or_path, out, **options)

@@ -1,21 +1,24 @@
-"""The `charlstm` command: train, generate, evaluate, info. Thin over the library.
+"""The `charlstm` command: train, generate, evaluate, info, plot, corpus. Thin over the library.
 
 stdout carries only the product (generated text, info, evaluate's numbers); progress, logs and
 errors go to stderr. A user mistake is one line, "Error: ...", and exit status 1; a usage
 mistake (unknown option, bad number) is one line and status 2; Ctrl-C is one line and status 130;
 a reader that closes stdout early (`charlstm generate RUN | head`) ends the command quietly with
 status 141, as a process killed by SIGPIPE would. TensorFlow is imported inside the commands so
-that `--help` stays fast.
+that `--help` stays fast, without its start-up notes (`charlstm.quiet`; TF_CPP_MIN_LOG_LEVEL=0
+shows them).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 import logging
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -28,6 +31,7 @@ from charlstm.config import (
     run_options,
 )
 from charlstm.errors import CharlstmError
+from charlstm.sources import SOURCES
 
 EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
 # 128 + SIGPIPE: what the shell reports for a producer the reader stopped, as in `yes | head`, so
@@ -71,33 +75,15 @@ def _drop_stdout() -> None:
     os.close(devnull)
 
 
+class _UsageException(click.ClickException):
+    """A usage mistake as one line, with exit status 2."""
+
+    exit_code = EXIT_USAGE
+
+
 def _one_line_usage_error(err: click.UsageError) -> click.ClickException:
     where = err.ctx.command_path if err.ctx else "charlstm"
-    exc = click.ClickException(f"{err.format_message()} (see '{where} --help')")
-    exc.exit_code = EXIT_USAGE
-    return exc
-
-
-def _import_tensorflow() -> None:
-    """Import TensorFlow with its C++ start-up notes kept off the terminal.
-
-    TensorFlow 2.21 writes notes (oneDNN, absl) to file descriptor 2 before its log settings
-    apply, so fd 2 points at /dev/null during the import; TF_CPP_MIN_LOG_LEVEL=0 keeps them.
-    """
-    if os.environ.get("TF_CPP_MIN_LOG_LEVEL") == "0":
-        import tensorflow  # noqa: F401, PLC0415
-
-        return
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    sys.stderr.flush()
-    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 2)
-    try:
-        import tensorflow  # noqa: F401, PLC0415
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
+    return _UsageException(f"{err.format_message()} (see '{where} --help')")
 
 
 class _LogFormatter(logging.Formatter):
@@ -131,14 +117,13 @@ def _options(declared: list[Option]):
 
     def decorate(func):
         for option in reversed(declared):
-            kind = option.type
+            kind: object = option.type
             if option.choices:
                 kind = click.Choice(option.choices)
             elif option.range is not None:
                 r = option.range
-                kind = {int: click.IntRange, float: click.FloatRange}[option.type](
-                    r.min, r.max, min_open=r.min_open, max_open=r.max_open
-                )
+                ranged = {int: click.IntRange, float: click.FloatRange}[option.type]
+                kind = ranged(r.min, r.max, min_open=r.min_open, max_open=r.max_open)  # type: ignore[arg-type]
             default = "none" if option.default is None else option.default
             flag = f"--{option.name.replace('_', '-')}"
             if option.type is bool:  # --name / --no-name
@@ -165,8 +150,15 @@ def _options(declared: list[Option]):
     help="Continue the run in --out from its last checkpoint (start it if there is none).",
 )
 @click.option("--force", is_flag=True, help="Replace a run or files already in --out.")
+@click.option(
+    "--config",
+    "config_file",
+    default=None,
+    help="Options from a JSON or TOML file (flat names such as units = 512, or a run's "
+    "config.json, which repeats that run); options given on the command line win.",
+)
 @_options(options(RunConfig))
-def train(corpus, out, resume, force, **settings) -> None:
+def train(corpus, out, resume, force, config_file, **settings) -> None:
     """Train on CORPUS: a UTF-8 text file, a folder or a quoted glob pattern ('texts/*.md') of
     them, or a corpus name (tinyshakespeare, python-stdlib; `charlstm corpus list`).
 
@@ -176,10 +168,9 @@ def train(corpus, out, resume, force, **settings) -> None:
     log.jsonl and checkpoints/.
     """
     from charlstm.corpus import DEFAULT_CORPUS, corpus_label, corpus_size  # noqa: PLC0415
-
-    _import_tensorflow()
     from charlstm.precision import explain  # noqa: PLC0415
-    from charlstm.train import (  # noqa: PLC0415 (slow import)
+    from charlstm.trainer import (  # noqa: PLC0415 (slow import)
+        EncodeEvent,
         EvalEvent,
         StartEvent,
         StepEvent,
@@ -188,6 +179,10 @@ def train(corpus, out, resume, force, **settings) -> None:
     )
 
     given = {k: v for k, v in settings.items() if v is not None}
+    if config_file:
+        from_file = RunConfig.file_options(config_file)
+        corpus = corpus or from_file.pop("corpus", None)
+        given = {k: v for k, v in from_file.items() if v is not None} | given
     name = corpus or DEFAULT_CORPUS
     if out is None:
         out = Path("runs") / corpus_label(name)
@@ -196,6 +191,7 @@ def train(corpus, out, resume, force, **settings) -> None:
     # the corpus' size in bytes stands for its characters when a preset is chosen
     config = RunConfig.from_options(name, corpus_chars=corpus_size(name), **given)
     progress = _Progress()
+    encoding: dict[str, _ByteBar] = {}  # a large file's hashing and encoding
 
     def callback(event) -> None:
         if isinstance(event, StartEvent):
@@ -212,6 +208,12 @@ def train(corpus, out, resume, force, **settings) -> None:
             )
             click.echo("\n".join(event.config.describe()), err=True)
             click.echo(explain(event.config.precision, event.config.model.cell), err=True)
+        elif isinstance(event, EncodeEvent):
+            verb = "hashing" if event.phase == "hash" else "encoding"
+            bar = encoding.setdefault(event.phase, _ByteBar(f"{verb} {name}"))
+            bar(event.done, event.total)
+            if event.done >= event.total:
+                bar.close()
         elif isinstance(event, StepEvent):
             progress.step(event)
         elif isinstance(event, EvalEvent):
@@ -296,6 +298,8 @@ class _Progress:
             f"nats/char ({r['val_bits_per_char']:.3f} bits){' best' if e.is_best else ''}",
             err=True,
         )
+        if "sample" in r:  # indented, so the text stands apart from the numbers
+            click.echo("\n".join("    " + line for line in r["sample"].split("\n")), err=True)
 
     def close(self) -> None:
         if self.drawn:
@@ -305,20 +309,119 @@ class _Progress:
 
 @cli.command()
 @click.argument("run_dir")
+@click.option("--format", "fmt", type=click.Choice(["savedmodel", "tflite", "keras"]),
+              required=True, help="savedmodel: generate(prime, settings) -> text and one step, "
+              "for any TensorFlow runtime; tflite: one step (ids, states -> logits, states); "
+              "keras: a .keras file.")  # fmt: skip
+@click.option("--out", required=True, help="The folder to create (it must not exist).")
+def export(run_dir, fmt, out) -> None:
+    """Write RUN_DIR's best model where charlstm is not needed to run it; print its path."""
+    from charlstm.rundir import RunDir  # noqa: PLC0415
+
+    RunDir.open(Path(run_dir))  # a bad run is refused before TensorFlow loads
+    if Path(out).exists():
+        raise CharlstmError(f"{out} exists; choose another --out")
+    from charlstm.export import export as export_run  # noqa: PLC0415
+
+    click.echo(str(export_run(run_dir, fmt, out)))
+
+
+def _converse(conversation, length: int) -> None:
+    """The --interactive loop: a prompt on stderr, a line from stdin, the reply on stdout."""
+    conversation.sampler.check_request(length, None)  # a bad --length is refused before the prompt
+    while True:
+        click.echo("> ", err=True, nl=False)
+        line = sys.stdin.readline()
+        if not line:  # Ctrl-D (end of input)
+            click.echo(err=True)
+            return
+        for piece in conversation.reply(line.rstrip("\n") + "\n", length):
+            click.echo(piece, nl=False)
+        click.echo()
+
+
+@cli.command()
+@click.argument("run_dir")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on; 0.0.0.0 opens it to the network.")  # fmt: skip
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
+def serve(run_dir, host, port) -> None:
+    """Play with RUN_DIR's model in the browser: a page to generate from (prime, length,
+    temperature, top-k, top-p, seed; the text streams in) and its JSON API (POST /generate,
+    POST /generate/stream, GET /info). Ctrl-C stops it."""
+    from charlstm.rundir import RunDir  # noqa: PLC0415
+
+    RunDir.open(Path(run_dir))  # a bad run is refused before anything loads
+    from charlstm.serve import serve as serve_run  # noqa: PLC0415
+
+    click.echo(f"serving {run_dir} on http://{host}:{port}/ (Ctrl-C stops)", err=True)
+    serve_run(run_dir, host, port)
+
+
+@cli.command()
+@click.argument("run_dir")
+@click.option("--out", "out", default=None, help="The PNG to write [default: RUN_DIR/curves.png].")
+def plot(run_dir, out) -> None:
+    """Draw RUN_DIR's learning curves (training and validation loss, bits/char, against step)
+    into a PNG, and print its path."""
+    import io  # noqa: PLC0415
+
+    from charlstm.rundir import RunDir, atomic_write_bytes  # noqa: PLC0415
+
+    run = RunDir.open(Path(run_dir))
+    if out and Path(out).exists():
+        raise CharlstmError(f"{out} exists; choose another --out")
+    records = run.read_log()
+    if not records:
+        raise CharlstmError(f"{run_dir}: no validation pass logged yet; nothing to plot")
+    from charlstm.explore.plots import plot_losses  # noqa: PLC0415 (imports matplotlib)
+
+    path = Path(out) if out else run.path / "curves.png"
+    ax = plot_losses(records, label="")
+    ax.set_title(f"{run.path.name}: {run.config.describe()[0].removeprefix('model: ')}", fontsize=8)
+    ax.figure.tight_layout()
+    png = io.BytesIO()
+    ax.figure.savefig(png, format="png", dpi=120)
+    try:
+        atomic_write_bytes(path, png.getvalue())
+    except OSError as err:
+        raise CharlstmError(f"{path}: cannot write ({err.strerror})") from err
+    click.echo(str(path))
+
+
+@cli.command()
+@click.argument("run_dir")
 @click.option("--prime", default="", help="Text to start from (printed first).")
 @click.option("--length", default=500, show_default=True, help="Characters to generate.")
 @_options(options(SamplingConfig))
 @click.option("--num-samples", default=1, show_default=True, help="Samples drawn in one batch.")
-def generate(run_dir, prime, length, num_samples, **settings) -> None:
+@click.option(
+    "--interactive",
+    is_flag=True,
+    help="Read a prime per line from the terminal and answer each with --length characters; "
+    "Ctrl-D ends.",
+)
+@click.option(
+    "--keep-state",
+    is_flag=True,
+    help="With --interactive: each line continues the text so far instead of starting afresh.",
+)
+def generate(run_dir, prime, length, num_samples, interactive, keep_state, **settings) -> None:
     """Generate text from the best checkpoint in RUN_DIR; the text streams to stdout."""
     from charlstm.rundir import RunDir  # noqa: PLC0415
 
     sampling = SamplingConfig(**{k: v for k, v in settings.items() if v is not None})
+    if keep_state and not interactive:
+        raise click.UsageError("--keep-state is for --interactive")
+    if interactive and (num_samples != 1 or prime):
+        raise click.UsageError("--interactive reads its primes from the terminal, one sample")
     run = RunDir.open(Path(run_dir))  # needs no TensorFlow: a bad run is refused at once
-    _import_tensorflow()
-    from charlstm.sample import Sampler  # noqa: PLC0415 (slow import)
+    from charlstm.sample import Conversation, Sampler  # noqa: PLC0415 (slow import)
 
     sampler = Sampler(run.load_model(), run.tokenizer)
+    if interactive:
+        _converse(Conversation(sampler, sampling, keep_state), length)
+        return
     if num_samples == 1:
         pieces = sampler.generate(prime, length, sampling)
         # the generator checks its arguments when first asked for a piece: ask before printing
@@ -368,7 +471,6 @@ def evaluate(run_dir, text_file, as_json, encoding, errors, dynamic, precision, 
     # neither needs TensorFlow: a bad run or text is refused at once
     run = RunDir.open(Path(run_dir))
     text = load_corpus(text_file, encoding or "utf-8", errors or "strict").text
-    _import_tensorflow()
     from charlstm.evaluate import (  # noqa: PLC0415 (slow import)
         dynamic_evaluate,
         eval_windows,
@@ -417,10 +519,13 @@ def _loss_line(loss) -> str:
 @click.argument("run_dir")
 def info(run_dir) -> None:
     """Describe RUN_DIR: config, vocabulary, checkpoints, last log line."""
+    from charlstm.corpus import corpus_size  # noqa: PLC0415
     from charlstm.rundir import RunDir  # noqa: PLC0415
 
     run = RunDir.open(Path(run_dir))  # needs no TensorFlow: a bad run is refused at once
-    _import_tensorflow()
+    import keras  # noqa: PLC0415
+    import tensorflow as tf  # noqa: PLC0415
+
     from charlstm.model import build_model, check_fits  # noqa: PLC0415 (slow import)
 
     checkpoints = run.checkpoints()
@@ -428,11 +533,12 @@ def info(run_dir) -> None:
     c = run.config
     check_fits(c.model)  # the count comes from the model itself, built only if it fits
     params = build_model(c.model).count_params()
+    size = corpus_size(c.corpus)
     lines = [
         f"run: {run.path}",
-        f"corpus: {c.corpus}",
+        f"corpus: {c.corpus} ({f'{size:,} bytes' if size else 'not found here'})",
         *c.describe(),
-        f"parameters: {params:,}",
+        f"parameters: {params:,}, vocabulary: {c.model.vocab_size} characters",
         "checkpoints: " + (", ".join(str(k.step) for k in checkpoints) or "none"),
     ]
     if checkpoints:
@@ -449,6 +555,7 @@ def info(run_dir) -> None:
             f"last evaluation: step {r['step']}, val {r['val_loss']:.4f} nats/char, "
             f"{r['elapsed_s']:.0f}s of training"
         )
+    lines.append(f"software: TensorFlow {tf.__version__}, Keras {keras.__version__}")
     click.echo("\n".join(lines))
 
 
@@ -464,9 +571,128 @@ def corpus_list() -> None:
 
     for entry in catalogue():
         path = corpus_path(entry["name"])
-        size = f"{entry['bytes']:,} bytes" if entry["bytes"] else "built on the fly"
-        where = str(path) if path is not None else entry["source"]
+        if "url" in entry:
+            size = f"{entry['bytes']:,} bytes to download" if entry["bytes"] else "to download"
+            where = str(path) if path is not None else f"not fetched ({entry['url']})"
+        else:
+            size = f"{entry['bytes']:,} bytes" if entry["bytes"] else "built on the fly"
+            where = str(path) if path is not None else entry["source"]
         click.echo(f"{entry['name']}\t{size}\t{where}\t{entry['licence']}")
+
+
+@corpus.command("fetch")
+@click.argument("name_or_url")
+@click.option("--sha256", default=None, help="For a URL: the SHA-256 the file must have.")
+def corpus_fetch(name_or_url, sha256) -> None:
+    """Download a catalogued corpus (`charlstm corpus list`), or the file at a URL, into the
+    cache folder ($CHARLSTM_DATA, else the user's cache folder), check its size and SHA-256
+    where known, and print the path of its text. A cut download resumes where it stopped, in
+    this call or the next; a file already there is not downloaded again."""
+    from charlstm.corpus import fetch_corpus  # noqa: PLC0415
+    from charlstm.download import cache_dir, download  # noqa: PLC0415
+
+    with _ByteBar(f"downloading {name_or_url}") as bar:
+        if "://" in name_or_url:
+            name = name_or_url.rstrip("/").rsplit("/", 1)[-1] or "download"
+            got = download(name_or_url, cache_dir() / name, sha256=sha256, progress=bar)
+            path, fetched = got.path, got.fetched
+        else:
+            if sha256 is not None:
+                raise click.UsageError("--sha256 is for a URL; the catalogue has the corpus' own")
+            path, fetched = fetch_corpus(name_or_url, progress=bar)
+    if not fetched:
+        click.echo(f"{name_or_url}: already in the cache", err=True)
+    click.echo(str(path))
+
+
+@corpus.group("make")
+def corpus_make() -> None:
+    """Write a text of known entropy (charlstm.sources): its entropy rate is the best loss any
+    model can reach on it, a floor to measure learning against."""
+
+
+def _source_command(name: str, make) -> None:
+    """`charlstm corpus make NAME --out FILE`, with an option for each argument of `make`."""
+    params = inspect.signature(make).parameters.values()
+    doc = inspect.getdoc(make)
+
+    def command(out, force, as_json, **settings):
+        from charlstm.rundir import atomic_write_bytes  # noqa: PLC0415
+
+        path = Path(out)
+        if path.exists() and not force:
+            raise CharlstmError(f"{path} exists; --force replaces it")
+        source = make(**settings)
+        atomic_write_bytes(path, source.text.encode("utf-8"))
+        facts = {
+            "source": source.name,
+            "path": str(path),
+            "chars": len(source.text),
+            "rate_bits": source.rate_bits,
+            "rate_nats": source.rate_nats,
+            "text_bits": float(source.bits.mean()),
+        }
+        if as_json:
+            click.echo(json.dumps(facts))
+            return
+        click.echo(
+            f"{source.name}: {len(source.text):,} characters in {path}\n"
+            f"entropy rate: {source.rate_bits:.4f} bits/char ({source.rate_nats:.4f} nats/char)\n"
+            f"the process' own loss on this text: {facts['text_bits']:.4f} bits/char"
+        )
+
+    for param in reversed(list(params)):
+        command = click.option(
+            f"--{param.name.replace('_', '-')}", type=type(param.default),
+            default=param.default, show_default=True,
+        )(command)  # fmt: skip
+    command = click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")(
+        command
+    )
+    command = click.option("--force", is_flag=True, help="Replace the --out file if it exists.")(
+        command
+    )
+    command = click.option("--out", required=True, help="The text file to write.")(command)
+    corpus_make.command(name, help=doc)(command)
+
+
+for _name, _make in SOURCES.items():
+    _source_command(_name, _make)
+
+
+class _ByteBar:
+    """A tqdm progress bar of bytes on stderr, called with (done, total) as `download` and
+    `encode_file` report progress; on a stderr that is not a terminal, one line when the work
+    starts instead."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.bar: Any = None  # a tqdm bar once the first report comes
+
+    def __call__(self, done: int, total: int | None) -> None:
+        if self.bar is None:
+            from tqdm import tqdm  # noqa: PLC0415
+
+            if not sys.stderr.isatty():
+                size = f"{total:,} bytes" if total else "size not given"
+                click.echo(f"{self.label} ({size})", err=True)
+            self.bar = tqdm(
+                total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=self.label,
+                file=sys.stderr, disable=not sys.stderr.isatty(),
+            )  # fmt: skip
+        self.bar.total = total
+        self.bar.update(done - self.bar.n)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
 
 
 @corpus.command("info")

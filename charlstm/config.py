@@ -15,6 +15,7 @@ import math
 import types
 import typing
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from charlstm.errors import CharlstmError
 
@@ -212,6 +213,18 @@ class TrainConfig(_Settings):
         "characters; the pass at the end scores all of it (0: always all)",
         min=0,
     )
+    sample_chars: int = setting(
+        200,
+        "characters sampled at every validation pass, after a prime from the validation "
+        "part (temperature 0.8, the run's seed): shown and kept in log.jsonl (0: none)",
+        min=0,
+        max=10_000,
+    )
+    tensorboard: bool = setting(
+        True,
+        "write TensorBoard event files in the run's tensorboard/ folder (losses, bits/char, "
+        "learning rate, chars/s, samples)",
+    )
     keep_checkpoints: int = setting(
         2, "newest checkpoints kept (the best one is kept as well)", min=1
     )
@@ -237,11 +250,12 @@ class TrainConfig(_Settings):
 
 
 # Recipes by budget: the options each preset sets (the dataclass defaults are "small"'s); an
-# explicit option always wins. On Tiny Shakespeare in 9 minutes (2 cores of an AMD EPYC; held-out
-# last 10%): 2 x 256 1.465, 2 x 384 1.452, 2 x 512 (medium) 1.439 nats/char (README, Results).
-# In 50 minutes (20 passes) medium over-fitted: training loss 1.16, the validation part 1.36, the
-# last 5% 1.56. large (3 x 512) and the budgets where one preset gives way to the next are not
-# measured yet (README, Results).
+# explicit option always wins. On Tiny Shakespeare's held-out last 10% (2 cores of an AMD EPYC;
+# README, Results): in 9 minutes 2 x 256 1.465, 2 x 384 1.452, 2 x 512 (medium) 1.435-1.439
+# nats/char in float32, 1.427 with bfloat16 products. In an hour medium over-fits (50 minutes:
+# 1.457, training loss 1.16); large, the same model with dropout 0.4, weight drop 0.2 and a
+# 6e-3 peak, reached 1.434 in 60 minutes (bfloat16). Where between 9 and 60 minutes large
+# starts to win is not measured: 30 is a guess.
 PRESETS: dict[str, dict[str, object]] = {
     "tiny": {"embedding_dim": 32, "units": 128, "num_layers": 2, "dropout": 0.1,
              "batch_size": 32, "seq_len": 64, "warmup_steps": 20},
@@ -249,24 +263,34 @@ PRESETS: dict[str, dict[str, object]] = {
               "batch_size": 64, "seq_len": 100, "warmup_steps": 50},
     "medium": {"embedding_dim": 64, "units": 512, "num_layers": 2, "dropout": 0.2,
                "batch_size": 64, "seq_len": 100, "warmup_steps": 50},
-    "large": {"embedding_dim": 128, "units": 512, "num_layers": 3, "dropout": 0.4,
-              "batch_size": 64, "seq_len": 128, "warmup_steps": 200},
+    "large": {"embedding_dim": 64, "units": 512, "num_layers": 2, "dropout": 0.4,
+              "weight_drop": 0.2, "learning_rate": 6e-3, "batch_size": 64, "seq_len": 100,
+              "warmup_steps": 200},
 }  # fmt: skip
 
 
 def choose_preset(minutes: float | None, corpus_chars: int | None = None) -> str:
     """The preset for a time budget and a corpus of `corpus_chars` characters.
 
-    With a budget: tiny up to 2 minutes, small up to 5, medium up to 3 hours, large beyond.
+    With a budget: tiny up to 2 minutes, small up to 5, medium up to 30, large beyond.
     Without one (the run ends after its epochs): tiny for a corpus under 300,000 characters,
     else small.
     """
     if minutes is None:
         return "tiny" if corpus_chars is not None and corpus_chars < 300_000 else "small"
-    for name, up_to in (("tiny", 2), ("small", 5), ("medium", 180)):
+    for name, up_to in (("tiny", 2), ("small", 5), ("medium", 30)):
         if minutes <= up_to:
             return name
     return "large"
+
+
+def _toml():
+    """tomllib (Python 3.11+), else its backport tomli."""
+    try:
+        import tomllib  # noqa: PLC0415
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib  # noqa: PLC0415
+    return tomllib
 
 
 # the dtypes of the matrix products (charlstm.precision)
@@ -282,8 +306,9 @@ class RunConfig(_Settings):
     corpus: str = ""  # a text file's absolute path or a catalogue name; "" for the default
     preset: str = setting(
         "auto",
-        "a recipe of model size, batch, window, dropout and warm-up (tiny 2 x 128 ... large "
-        "3 x 512); auto picks it from --minutes and the corpus size; options given win",
+        "a recipe of model size, batch, window, regularization and rate (tiny 2 x 128, small "
+        "2 x 256, medium 2 x 512, large 2 x 512 regularized harder); auto picks it from "
+        "--minutes and the corpus size; options given win",
         choices=("auto", *PRESETS),
     )
     encoding: str = setting("utf-8", "the text file's encoding")
@@ -340,7 +365,7 @@ class RunConfig(_Settings):
         unknown = set(given) - {option.name for option in options(cls, nested=False)}
         if unknown:
             raise TypeError(f"not RunConfig options: {sorted(unknown)}")
-        return cls(**sections, corpus=corpus, **given)
+        return cls(**sections, corpus=corpus, **given)  # type: ignore[arg-type]
 
     def describe(self) -> list[str]:
         """The run's choices in three lines: model, training, schedule and budget."""
@@ -370,6 +395,41 @@ class RunConfig(_Settings):
             + (f"; early stop after {t.early_stop} stalled passes" if t.early_stop else "")
             + f"; validation every {t.eval_every} steps",
         ]
+
+    @classmethod
+    def file_options(cls, path: str | Path) -> dict[str, object]:
+        """The option values in a settings file (`charlstm train --config FILE`): JSON, or TOML
+        for a .toml file; flat option names (`units = 512`), or a run's config.json layout
+        (`model`, `train` sections). A run's `corpus` is returned as "corpus"; its vocab_size
+        is dropped (the corpus sets it).
+
+        Raises:
+            CharlstmError: unreadable, not JSON/TOML, or a name that is not an option.
+        """
+        path = Path(path)
+        try:
+            raw = path.read_bytes()
+            if path.suffix.lower() == ".toml":
+                values = _toml().loads(raw.decode("utf-8"))
+            else:
+                values = json.loads(raw)
+        except OSError as err:
+            raise CharlstmError(f"{path}: cannot read ({err.strerror})") from err
+        except (ValueError, UnicodeDecodeError) as err:  # JSON's and TOML's decode errors
+            raise CharlstmError(f"{path}: not a valid settings file ({err})") from err
+        if not isinstance(values, dict):
+            raise CharlstmError(f"{path}: a settings file holds names and values")
+        flat: dict[str, object] = {}
+        for name, value in values.items():
+            if name in option_sections(cls) and isinstance(value, dict):
+                flat |= {k: v for k, v in value.items() if k != "vocab_size"}
+            else:
+                flat[name] = value
+        known = set(cls().option_values()) | {"corpus"}
+        unknown = sorted(set(flat) - known)
+        if unknown:
+            raise CharlstmError(f"{path}: not options of charlstm train: {', '.join(unknown)}")
+        return flat
 
     def option_values(self) -> dict[str, object]:
         """Every option's value in this config, by its flat name (the inverse of from_options)."""

@@ -1,8 +1,9 @@
 """Read training texts: a user's UTF-8 file, a folder or glob of them, or a catalogue corpus.
 
 The catalogue (`corpora/catalogue.json`, installed as the package `charlstm.corpora`) names the
-corpora charlstm knows: `tinyshakespeare`, which ships with the package and is the default, and
-`python-stdlib`, built from the running Python's standard library.
+corpora charlstm knows: `tinyshakespeare`, which ships with the package and is the default,
+`python-stdlib`, built from the running Python's standard library, and corpora to download
+once into the cache (`fetch_corpus`; `warandpeace`, `text8`, `enwik8`).
 
 A corpus is NFC-normalized text made of one or more documents. Its document boundaries let the
 split into train/val/test fall between documents, so python-stdlib validates on files it
@@ -20,9 +21,12 @@ import json
 import logging
 import lzma
 import math
+import os
+import shutil
 import sys
 import sysconfig
 import unicodedata
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +42,9 @@ _OLD_NAMES = {"default": STDLIB_CORPUS}
 STDLIB_CORPUS_CHARS = 1_100_000
 _SKIPPED_DIRS = {"site-packages", "dist-packages", "test", "tests", "__pycache__", "idle_test"}
 _BINARY_SNIFF_BYTES = 8192
+# A corpus that is one file of at least this many bytes is encoded streaming into a memory-
+# mapped id file (charlstm.idfile) instead of being read whole into a str.
+STREAM_BYTES = 64 << 20
 
 
 @dataclass(frozen=True)
@@ -117,8 +124,10 @@ def read_text(path: str | Path, encoding: str = "utf-8", errors: str = "strict")
 
 
 def catalogue() -> list[dict]:
-    """The catalogue's entries: name, path (relative to the corpora folder, or None for a
-    corpus built on the fly), source, licence, bytes, sha256, note."""
+    """The catalogue's entries: name, path (the text's file name, None for a corpus built on
+    the fly), source, licence, bytes, sha256, note; a downloadable corpus also has url,
+    download (the downloaded file's name) and member (the text's name inside a zip, or None),
+    and its bytes and sha256 are the download's (None where not known)."""
     return json.loads(_corpora().joinpath("catalogue.json").read_text(encoding="utf-8"))
 
 
@@ -127,13 +136,64 @@ def _corpora():
     return importlib.resources.files("charlstm.corpora")
 
 
+def _entry(name: str) -> dict | None:
+    return next((e for e in catalogue() if e["name"] == name), None)
+
+
 def corpus_path(name: str) -> Path | None:
-    """The shipped file of catalogue corpus `name`, or None if it has none (not shipped, or
-    built on the fly)."""
-    entry = next((e for e in catalogue() if e["name"] == name), None)
+    """The text file of catalogue corpus `name`: shipped, or downloaded into the cache
+    (`charlstm.download.cache_dir`); None if it has none (built on the fly, or not fetched)."""
+    entry = _entry(name)
     if entry is None or not entry["path"]:
         return None
+    if "url" in entry:
+        from charlstm.download import cache_dir  # noqa: PLC0415
+
+        path = cache_dir() / entry["path"]
+        return path if path.is_file() else None
     return Path(str(_corpora().joinpath(entry["path"])))
+
+
+def fetch_corpus(name: str, progress=None) -> tuple[Path, bool]:
+    """Download catalogue corpus `name` into the cache (once: a fetched corpus is not fetched
+    again), check its size and SHA-256 where the catalogue has them, and unpack its text.
+    Returns the text's path and whether anything was downloaded; `progress` as in
+    `charlstm.download.download`.
+
+    Raises:
+        CharlstmError: not a downloadable corpus, or the download failed (see `download`).
+    """
+    from charlstm.download import cache_dir, download  # noqa: PLC0415
+
+    entry = _entry(name)
+    if entry is None or "url" not in entry:
+        known = ", ".join(e["name"] for e in catalogue() if "url" in e)
+        raise CharlstmError(f"{name}: not a corpus to download ({known})")
+    folder = cache_dir()
+    text = folder / entry["path"]
+    if text.is_file():
+        return text, False
+    got = download(
+        entry["url"], folder / entry["download"], sha256=entry["sha256"], size=entry["bytes"],
+        progress=progress,
+    )  # fmt: skip
+    if entry["sha256"] is None:
+        log.warning("%s: SHA-256 %s (the catalogue has none to check against)", name, got.sha256)
+    if entry["member"]:
+        _unzip(got.path, entry["member"], text)
+    return text, got.fetched
+
+
+def _unzip(archive: Path, member: str, dest: Path) -> None:
+    """Write `member` of zip `archive` to `dest`, through a temporary file and a rename."""
+    part = dest.with_name(dest.name + ".part")
+    try:
+        with zipfile.ZipFile(archive) as zf, zf.open(member) as src, part.open("wb") as out:
+            shutil.copyfileobj(src, out, 1 << 20)
+    except (zipfile.BadZipFile, KeyError) as err:
+        part.unlink(missing_ok=True)
+        raise CharlstmError(f"{archive}: not a zip with {member} in it ({err})") from err
+    os.replace(part, dest)
 
 
 def is_corpus_name(name: str) -> bool:
@@ -164,6 +224,18 @@ def corpus_size(name_or_path: str | Path | None) -> int | None:
     return path.stat().st_size if path is not None and path.is_file() else None
 
 
+def large_file(name_or_path: str | Path | None) -> Path | None:
+    """The file of a corpus that is one file of STREAM_BYTES or more (a path, or a catalogue
+    name with a file), else None."""
+    name = str(name_or_path or DEFAULT_CORPUS)
+    if is_pattern(name) or Path(name).is_dir():
+        return None
+    path = corpus_path(_OLD_NAMES.get(name, name)) if is_corpus_name(name) else Path(name)
+    if path is None or not path.is_file():
+        return None
+    return path if path.stat().st_size >= STREAM_BYTES else None
+
+
 def load_corpus(
     name_or_path: str | Path | None, encoding: str = "utf-8", errors: str = "strict"
 ) -> Corpus:
@@ -185,7 +257,10 @@ def load_corpus(
     name = _OLD_NAMES.get(name, name)
     if name == STDLIB_CORPUS:
         return stdlib_corpus()
-    return Corpus(name=name, text=read_text(corpus_path(name)))
+    path = corpus_path(name)
+    if path is None:
+        raise CharlstmError(f"{name} is not downloaded yet: charlstm corpus fetch {name}")
+    return Corpus(name=name, text=read_text(path, encoding, errors))
 
 
 def corpus_label(name: str) -> str:

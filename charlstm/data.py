@@ -61,8 +61,8 @@ class Windows:
     """B parallel streams cut into windows of T steps.
 
     Attributes:
-        inputs: (B, L) int32, row b = ids[b*L : (b+1)*L].
-        targets: (B, L) int32, inputs shifted one character on.
+        inputs: (B, L), row b = ids[b*L : (b+1)*L]: a view of the ids, of their dtype.
+        targets: (B, L), inputs shifted one character on: a view too.
         seq_len: T. Window k is columns [kT, min((k+1)T, L)).
     """
 
@@ -74,10 +74,11 @@ class Windows:
         return -(-self.inputs.shape[1] // self.seq_len)
 
     def __getitem__(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Window k: (x, y), each (B, T) int32 (copied out of ids of any integer type)."""
         if not 0 <= k < len(self):
             raise IndexError(k)
         cols = slice(k * self.seq_len, (k + 1) * self.seq_len)
-        return self.inputs[:, cols], self.targets[:, cols]
+        return self.inputs[:, cols].astype(np.int32), self.targets[:, cols].astype(np.int32)
 
     def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         return (self[k] for k in range(len(self)))
@@ -98,10 +99,10 @@ class Windows:
 
 
 def tbptt_windows(ids: np.ndarray, batch_size: int, seq_len: int, whole: bool = True) -> Windows:
-    """Lay ids out as `batch_size` streams in windows of `seq_len`.
+    """Lay ids out as `batch_size` streams in windows of `seq_len`, as views of ids.
 
     Args:
-        ids: (N,) int32.
+        ids: (N,) ids of any integer dtype, e.g. a memory-mapped id file's.
         whole: True (training) keeps only whole windows, all of shape (B, T), dropping fewer
             than B*T + B characters; False (evaluation) keeps every column, so the last window
             may be shorter and at most B - 1 characters are dropped.
@@ -121,6 +122,10 @@ def tbptt_windows(ids: np.ndarray, batch_size: int, seq_len: int, whole: bool = 
             f"(batch_size {B} x seq_len {T} + 1); give more text or lower them"
         )
     inputs = ids[: B * L].reshape(B, L)
-    # row b of targets starts one later than row b of inputs: ids[b*L + 1 : (b+1)*L + 1]
-    targets = np.stack([ids[b * L + 1 : (b + 1) * L + 1] for b in range(B)])
-    return Windows(inputs=inputs.astype(np.int32), targets=targets.astype(np.int32), seq_len=T)
+    # row b of targets starts one later than row b of inputs: ids[b*L + 1 : (b+1)*L + 1], a
+    # view with the inputs' strides one element on (no copy of a memory-mapped corpus)
+    shifted = ids[1 : B * L + 1]
+    targets = np.lib.stride_tricks.as_strided(
+        shifted, shape=(B, L), strides=(L * ids.strides[0], ids.strides[0]), writeable=False
+    )
+    return Windows(inputs=inputs, targets=targets, seq_len=T)

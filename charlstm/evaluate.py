@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import tensorflow as tf
@@ -54,7 +55,7 @@ class Loss:
 
 def walk(
     windows: Windows, step: Callable, states: States, start: int = 0
-) -> Iterator[tuple[int, object, States]]:
+) -> Iterator[tuple[int, Any, States]]:
     """Run `step(x, y, states) -> (out, states)` over windows start.., carrying the states.
 
     Yields (k, out, states after window k). The states go in as plain values, so no gradient

@@ -150,7 +150,8 @@ class CharModel(keras.Model):
     def call(self, ids, states: States | None = None, training: bool = False):
         x = self.embedding(ids)
         new_states = []
-        for rnn, dropout, state in zip(self.rnns, self.dropouts, states or [None] * len(self.rnns)):
+        layer_states: list = list(states) if states else [None] * len(self.rnns)
+        for rnn, dropout, state in zip(self.rnns, self.dropouts, layer_states):
             x, *state = rnn(x, initial_state=state, training=training)
             new_states.append(state)
             x = dropout(x, training=training)
@@ -211,7 +212,8 @@ class CharLSTM(CharModel):
 
     def call(self, ids, states: States | None = None, training: bool = False):
         x, new_states = None, []
-        for rnn, dropout, state in zip(self.rnns, self.dropouts, states or [None] * len(self.rnns)):
+        layer_states: list = list(states) if states else [None] * len(self.rnns)
+        for rnn, dropout, state in zip(self.rnns, self.dropouts, layer_states):
             xw = rnn.project_ids(ids, self.embedding.embeddings) if x is None else rnn.project(x)
             x, h, c = rnn.recur(xw, state, training=training)  # (T, B, H)
             new_states.append([h, c])
@@ -281,7 +283,7 @@ def weight_shapes(config: ModelConfig, name: str = "char_lstm") -> dict[str, tup
     is allocated: a run's files are checked against it, and its size against the memory.
     """
     V, E, H = config.vocab_size, config.embedding_dim, config.units
-    shapes = {f"{name}/embedding/embeddings": (V, E)}
+    shapes: dict[str, tuple[int, ...]] = {f"{name}/embedding/embeddings": (V, E)}
     inputs = E
     for i in range(config.num_layers):
         cell = f"{name}/{CharLSTM.layer_prefix}_{i}/cell"

@@ -4,6 +4,7 @@
       config.json                RunConfig, written when the run starts
       tokenizer.json             the CharTokenizer
       log.jsonl                  one JSON object per evaluation
+      tensorboard/               TensorBoard event files (unless turned off)
       train.lock                 while a run trains: the writer's process id
       checkpoints/step-00001200/
         model.safetensors        model weights, named by variable path
@@ -41,6 +42,7 @@ CONFIG = "config.json"
 TOKENIZER = "tokenizer.json"
 LOG = "log.jsonl"
 CHECKPOINTS = "checkpoints"
+TENSORBOARD = "tensorboard"
 MODEL = "model.safetensors"
 TRAIN_STATE = "train_state.safetensors"
 PROGRESS = "progress.json"
@@ -253,8 +255,8 @@ class RunDir:
     ) -> RunDir:
         """Start a run in `path`: a new or empty folder, or any folder with force=True.
 
-        With force, the old run's files (config, tokenizer, log, checkpoints) are removed;
-        files charlstm did not write are left alone.
+        With force, the old run's files (config, tokenizer, log, checkpoints, TensorBoard
+        events) are removed; files charlstm did not write are left alone.
         """
         path = Path(path)
         if path.exists() and not path.is_dir():
@@ -271,7 +273,7 @@ class RunDir:
         # config.json first: without it the rest is a run that never started (see
         # _never_started), whatever a kill leaves behind
         try:
-            for name in (CONFIG, TOKENIZER, LOG, CHECKPOINTS):
+            for name in (CONFIG, TOKENIZER, LOG, CHECKPOINTS, TENSORBOARD):
                 _remove(path / name)
             atomic_write_bytes(path / TOKENIZER, tokenizer.to_json().encode("utf-8"))
             atomic_write_bytes(path / CONFIG, config.to_json().encode("utf-8"))  # the run begins
@@ -409,6 +411,13 @@ class RunDir:
 
     # log
 
+    def tensorboard_dir(self) -> Path:
+        """The folder for TensorBoard event files; a symlink there is removed, never followed."""
+        folder = self.path / TENSORBOARD
+        if folder.is_symlink():
+            folder.unlink()
+        return folder
+
     def append_log(self, record: dict) -> None:
         with open(self.path / LOG, "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
@@ -435,7 +444,7 @@ class RunDir:
 
 def complete_checkpoints(path: Path) -> list[Checkpoint]:
     """The complete checkpoints of run folder `path`, oldest first."""
-    found = []
+    found: list[Checkpoint] = []
     if (path / CHECKPOINTS).is_symlink():  # never read (or write) outside the run
         return found
     for folder in sorted((path / CHECKPOINTS).glob("step-*")):

@@ -190,14 +190,26 @@ class Sampler:
         starts as if after a newline.
         """
         sampling = sampling or SamplingConfig()
+        self.check_request(length, num_samples)
+        chars = self.tokenizer.chars
+        context = prime or ("\n" if "\n" in chars else chars[-1])
+        position = self.prime(self.tokenizer.encode(context), num_samples or 1)
+        for ids, _ in self._draw(position, 0, length, sampling, chunk):
+            pieces = tuple(self.tokenizer.decode(row) for row in ids)
+            yield pieces if num_samples is not None else pieces[0]
+
+    def check_request(self, length: int, num_samples: int | None) -> None:
+        """Refuse a length outside 1..MAX_LENGTH, or a batch of samples too big for memory."""
         if not 1 <= length <= MAX_LENGTH:
             raise CharlstmError(f"length must be in 1..{MAX_LENGTH:,}, got {length}")
         if num_samples is not None and num_samples < 1:
             raise CharlstmError(f"num_samples must be at least 1, got {num_samples}")
         check_fits(self.model.config, batch_size=num_samples or 1)
-        chars = self.tokenizer.chars
-        context = prime or ("\n" if "\n" in chars else chars[-1])
-        states, last = self.prime(self.tokenizer.encode(context), num_samples or 1)
+
+    def _draw(self, position, t0: int, length: int, sampling: SamplingConfig, chunk: int):
+        """From position (states, last ids), `length` draws numbered t0.. in chunks: yields
+        (ids (B, n) numpy, (states, last) after them)."""
+        states, last = position
         settings = (
             tf.constant(sampling.temperature, tf.float32),
             tf.constant(sampling.top_k, tf.int32),
@@ -207,10 +219,47 @@ class Sampler:
         )
         for t in range(0, length, chunk):
             ids, last, states = self.sample(
-                last, states, tf.constant(t, tf.int32), min(chunk, length - t), *settings
+                last, states, tf.constant(t0 + t, tf.int32), min(chunk, length - t), *settings
             )
-            pieces = tuple(self.tokenizer.decode(row) for row in ids.numpy())
-            yield pieces if num_samples is not None else pieces[0]
+            yield ids.numpy(), (states, last)
+
+
+class Conversation:
+    """Turns of one text: each turn's prime is read after everything before it (the first
+    turn starts as `Sampler.generate` does), and the draws keep counting across turns
+    (`charlstm generate --interactive --keep-state`).
+
+    Args:
+        sampler: the model's Sampler.
+        sampling: temperature, top-k, top-p and seed for every turn.
+        keep_state: False starts every turn afresh, as `Sampler.generate` with its prime.
+    """
+
+    def __init__(self, sampler: Sampler, sampling: SamplingConfig, keep_state: bool = True):
+        self.sampler, self.sampling, self.keep_state = sampler, sampling, keep_state
+        self.position = None  # (states, last id) after the text so far
+        self.drawn = 0  # draws so far, in all turns
+
+    def reply(self, prime: str, length: int, chunk: int = 64) -> Iterator[str]:
+        """The `length` characters after `prime`, piece by piece."""
+        s = self.sampler
+        s.check_request(length, None)
+        ids = s.tokenizer.encode(prime)
+        if self.position is None or not self.keep_state:
+            chars = s.tokenizer.chars
+            context = ids if len(ids) else s.tokenizer.encode("\n" if "\n" in chars else chars[-1])
+            position, t0 = s.prime(context, 1), (self.drawn if self.keep_state else 0)
+        else:  # read the last drawn id and the new prime from where the text stands
+            states, last = self.position
+            if len(ids):
+                rows = tf.concat([last[:, None], tf.constant(ids[None, :-1], tf.int32)], axis=1)
+                states = s.feed(rows, states)
+                last = tf.constant(ids[-1:], tf.int32)
+            position, t0 = (states, last), self.drawn
+        for piece, after in s._draw(position, t0, length, self.sampling, chunk):
+            self.position = after
+            yield s.tokenizer.decode(piece[0])
+        self.drawn = t0 + length
 
 
 def generate(

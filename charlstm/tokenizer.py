@@ -69,8 +69,14 @@ class CharTokenizer:
     @classmethod
     def build(cls, text: str) -> CharTokenizer:
         """A vocabulary of the characters of `text` (after NFC), sorted, after the unknown token."""
-        chars = sorted(set(_nfc(text)) - {UNK})
-        vocab = {UNK: UNK_ID, **{c: i + 1 for i, c in enumerate(chars)}}
+        return cls.from_chars(set(_nfc(text)))
+
+    @classmethod
+    def from_chars(cls, chars) -> CharTokenizer:
+        """A vocabulary of `chars` (single characters), sorted by code point, after the unknown
+        token; as `build` makes it from a text holding just these characters."""
+        ordered = sorted(set(chars) - {UNK})
+        vocab = {UNK: UNK_ID, **{c: i + 1 for i, c in enumerate(ordered)}}
         return cls(_char_tokenizer(vocab))
 
     @classmethod
@@ -80,6 +86,15 @@ class CharTokenizer:
             tokenizer = Tokenizer.from_file(str(path))
         except Exception as err:  # tokenizers raises its own Exception subclass
             raise CharlstmError(f"{path}: not a readable tokenizer.json ({err})") from err
+        return cls(tokenizer)
+
+    @classmethod
+    def from_json(cls, text: str) -> CharTokenizer:
+        """A tokenizer from `to_json`'s text; raises CharlstmError when it is not ours."""
+        try:
+            tokenizer = Tokenizer.from_str(text)
+        except Exception as err:  # tokenizers raises its own Exception subclass
+            raise CharlstmError(f"not a readable tokenizer ({err})") from err
         return cls(tokenizer)
 
     def to_json(self) -> str:

@@ -34,7 +34,7 @@ from charlstm.model import build_model  # noqa: E402
 from charlstm.precision import BF16_FLAGS, cpu_flags, cpu_name, resolve  # noqa: E402
 from charlstm.sample import Sampler  # noqa: E402
 from charlstm.tokenizer import CharTokenizer  # noqa: E402
-from charlstm.train import make_optimizer, make_train_step  # noqa: E402
+from charlstm.trainer import make_optimizer, make_train_step  # noqa: E402
 
 CORPUS = Path(__file__).resolve().parents[1] / "corpora" / "tinyshakespeare.txt"
 # training is about 3x forward (forward, input gradient, weight gradient)

@@ -34,7 +34,10 @@ def text_file(tmp_path):
 
 
 def tiny_config(corpus: str = "", **train) -> RunConfig:
-    settings = {"batch_size": 4, "seq_len": 16, "epochs": 2, "eval_every": 20, **train}
+    # no samples at each validation (their compile costs seconds a run): the tests that check
+    # them ask for them
+    settings = {"batch_size": 4, "seq_len": 16, "epochs": 2, "eval_every": 20,
+                "sample_chars": 0, **train}  # fmt: skip
     return RunConfig(
         model=ModelConfig(embedding_dim=8, units=16, num_layers=2),
         train=TrainConfig(**settings),
@@ -45,13 +48,14 @@ def tiny_config(corpus: str = "", **train) -> RunConfig:
 TINY_TRAIN_ARGS = [
     "--embedding-dim", "8", "--units", "16", "--num-layers", "2",
     "--batch-size", "4", "--seq-len", "16", "--epochs", "1", "--eval-every", "20",
+    "--sample-chars", "0",
 ]  # fmt: skip
 
 
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory):
     """A run directory trained for 2 epochs on the tiny text, shared by read-only tests."""
-    from charlstm.train import train
+    from charlstm.trainer import train
 
     folder = tmp_path_factory.mktemp("trained")
     text = folder / "tiny.txt"

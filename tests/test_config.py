@@ -176,11 +176,12 @@ def test_flat_options_build_the_nested_config_and_read_back():
 
 def test_presets_follow_the_budget_and_the_corpus_and_given_options_win():
     assert [choose_preset(m) for m in (1, 3, 9, 60, 600)] == [
-        "tiny", "small", "medium", "medium", "large",
+        "tiny", "small", "medium", "large", "large",
     ]  # fmt: skip
     assert [choose_preset(None, n) for n in (100_000, 10**6, None)] == ["tiny", "small", "small"]
     config = RunConfig.from_options("a.txt", corpus_chars=10**8, minutes=60, dropout=0.5)
-    assert (config.preset, config.model.units, config.model.dropout) == ("medium", 512, 0.5)
+    assert (config.preset, config.model.units, config.model.dropout) == ("large", 512, 0.5)
+    assert (config.model.weight_drop, config.train.learning_rate) == (0.2, 6e-3)  # large's
     assert config.train.minutes == 60 and config.train.epochs is None  # the minutes decide
     assert RunConfig.from_options("a.txt", minutes=60, epochs=3).train.epochs == 3
     with pytest.raises(CharlstmError, match="needs minutes"):

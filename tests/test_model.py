@@ -23,7 +23,7 @@ from charlstm.model import (
 )
 from charlstm.rundir import RunDir
 from charlstm.sample import Sampler
-from charlstm.train import train
+from charlstm.trainer import train
 from tests.conftest import tiny_config
 from tests.test_cell import numpy_layernorm_lstm, random_layernorm_weights
 

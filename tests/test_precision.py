@@ -14,7 +14,7 @@ from charlstm.config import ModelConfig, TrainConfig
 from charlstm.evaluate import nll_sum
 from charlstm.model import build_model
 from charlstm.precision import explain, matmul, resolve
-from charlstm.train import StepEvent, make_optimizer, make_train_step, train
+from charlstm.trainer import StepEvent, make_optimizer, make_train_step, train
 from tests.conftest import tiny_config
 
 CONFIG = ModelConfig(vocab_size=13, embedding_dim=8, units=32, num_layers=2, dropout=0.0)

@@ -22,7 +22,7 @@ from charlstm import rundir as rundir_module
 from charlstm.data import tbptt_windows
 from charlstm.errors import CharlstmError
 from charlstm.rundir import CONFIG, LOCK, MODEL, RunDir, run_lock
-from charlstm.train import StepEvent, train
+from charlstm.trainer import StepEvent, train
 from tests.conftest import tiny_config
 
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}

@@ -101,7 +101,7 @@ def test_assign_tensors_refuses_missing_names_and_wrong_shapes_or_dtypes():
 
 
 def test_a_loaded_model_equals_the_trainers_own_tensor_by_tensor(tmp_path, text_file):
-    from charlstm.train import _Trainer, prepare_data
+    from charlstm.trainer import _Trainer, prepare_data
     from tests.conftest import tiny_config
 
     config = tiny_config(str(text_file), epochs=1)

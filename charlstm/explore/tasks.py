@@ -31,7 +31,10 @@ def bracket_tokenizer() -> CharTokenizer:
 
 
 def bracket_batch(
-    tokenizer: CharTokenizer, ks: Sequence[int], length: int | None = None, seed: int = 0
+    tokenizer: CharTokenizer,
+    ks: Sequence[int] | np.ndarray,
+    length: int | None = None,
+    seed: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """One example per k in `ks`: the opener k characters before the closer to predict.
 
@@ -46,17 +49,17 @@ def bracket_batch(
     Returns:
         x: (B, length) int32 ids; y: (B,) int32, the id of the closer that comes next.
     """
-    ks = np.asarray(ks, np.int64)
-    length = int(ks.max()) + 1 if length is None else length
-    if ks.min() < 1 or length < ks.max() + 1:
-        raise ValueError(f"need 1 <= k and length >= k + 1, got k in {ks.min()}..{ks.max()}")
+    k = np.asarray(ks, np.int64)
+    length = int(k.max()) + 1 if length is None else length
+    if k.min() < 1 or length < k.max() + 1:
+        raise ValueError(f"need 1 <= k and length >= k + 1, got k in {k.min()}..{k.max()}")
     rng = np.random.default_rng(seed)
     letters = tokenizer.encode(FILLER)
     openers = tokenizer.encode("".join(PAIRS))
     closers = tokenizer.encode("".join(PAIRS.values()))
-    x = rng.choice(letters, size=(len(ks), length)).astype(np.int32)
-    which = rng.integers(0, len(PAIRS), size=len(ks))
-    x[np.arange(len(ks)), length - 1 - ks] = openers[which]
+    x = rng.choice(letters, size=(len(k), length)).astype(np.int32)
+    which = rng.integers(0, len(PAIRS), size=len(k))
+    x[np.arange(len(k)), length - 1 - k] = openers[which]
     return x, closers[which].astype(np.int32)
 
 
@@ -70,7 +73,7 @@ def bracket_text(k: int, n: int, seed: int = 0) -> str:
 def _train_step(model, learning_rate: float, grad_clip: float, loss=None):
     """train.make_train_step with a constant learning rate, and optionally another loss."""
     from charlstm.config import TrainConfig
-    from charlstm.train import make_optimizer, make_train_step, mean_nll
+    from charlstm.trainer import make_optimizer, make_train_step, mean_nll
 
     config = TrainConfig(
         learning_rate=learning_rate, grad_clip=grad_clip, schedule="constant", warmup_steps=1
@@ -147,6 +150,7 @@ def fit_windows(
     learning_rate: float = 2e-3,
     grad_clip: float = 5.0,
     minutes: float | None = None,
+    carry: bool = True,
 ) -> list[float]:
     """Next-character training by truncated BPTT, for any CharModel.
 
@@ -156,17 +160,21 @@ def fit_windows(
 
     Args:
         windows: a data.Windows (B streams, windows of T).
+        carry: False starts every window from zero states instead (no memory across window
+            edges: what TBPTT's carried state buys, taken away).
 
     Returns:
         the loss (nats/char) of every step; stops after `steps` or `minutes`, first reached.
     """
     from charlstm.evaluate import walk
 
-    step = _train_step(model, learning_rate, grad_clip)
+    train_step = _train_step(model, learning_rate, grad_clip)
+    zeros = model.zero_states(windows.inputs.shape[0])
+    step = train_step if carry else lambda x, y, states: train_step(x, y, zeros)
     deadline = time.monotonic() + minutes * 60 if minutes else math.inf
     losses: list[float] = []
     while len(losses) < steps:
-        for _, loss, _ in walk(windows, step, model.zero_states(windows.inputs.shape[0])):
+        for _, loss, _ in walk(windows, step, zeros):
             losses.append(float(loss))
             if len(losses) >= steps or time.monotonic() >= deadline:
                 return losses

@@ -22,20 +22,23 @@ import math
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, cast
 
 import keras
 import numpy as np
 import tensorflow as tf
 
 from charlstm import precision
-from charlstm.config import RunConfig, TrainConfig
-from charlstm.corpus import corpus_key, load_corpus
+from charlstm.config import RunConfig, SamplingConfig, TrainConfig
+from charlstm.corpus import corpus_key, large_file, load_corpus
 from charlstm.data import Splits, Windows, split_ids, tbptt_windows
+from charlstm.download import cache_dir
 from charlstm.errors import CharlstmError
 from charlstm.evaluate import Loss, eval_windows, evaluate_windows, make_eval_step, nll_sum, walk
+from charlstm.idfile import encode_file
 from charlstm.model import CharModel, States, build_model, check_fits
 from charlstm.rundir import (
     CONFIG,
@@ -45,6 +48,7 @@ from charlstm.rundir import (
     run_lock,
     variables_by_path,
 )
+from charlstm.sample import Sampler
 from charlstm.schedule import learning_rate, progress
 from charlstm.tokenizer import CharTokenizer
 
@@ -60,6 +64,16 @@ class StartEvent:
     parameters: int
     resumed_step: int | None  # the checkpoint's step when resuming
     config: RunConfig  # every choice the run trains with
+
+
+@dataclass(frozen=True)
+class EncodeEvent:
+    """While a large corpus file is hashed ("hash"), then encoded ("encode"): bytes done of
+    total (`charlstm.idfile`)."""
+
+    phase: str
+    done: int
+    total: int
 
 
 @dataclass(frozen=True)
@@ -91,37 +105,79 @@ class TrainResult:
     stopped_by: str  # "epochs", "minutes", "early-stop" or "interrupt"
 
 
-Event = StartEvent | StepEvent | EvalEvent
+Event = EncodeEvent | StartEvent | StepEvent | EvalEvent
 Callback = Callable[[Event], None]
 
 
 def prepare_data(
     corpus_text: str, starts, tokenizer: CharTokenizer, config: RunConfig, val_text=None
 ):
-    """Encode, split and lay out a corpus: (Splits, train Windows, validation Windows). With
-    `val_text` (config.val_file's), that is the validation part, and the corpus is cut into
-    train and test parts only.
+    """Encode, split and lay out a corpus held as text: `lay_out` of its ids (and of
+    `val_text`'s, config.val_file's text)."""
+    val_ids = tokenizer.encode(val_text) if val_text is not None else None
+    return lay_out(tokenizer.encode(corpus_text), starts, config, val_ids)
+
+
+def lay_out(ids: np.ndarray, starts, config: RunConfig, val_ids: np.ndarray | None = None):
+    """Split a corpus' ids and lay them out: (Splits, train Windows, validation Windows). With
+    `val_ids` (config.val_file's), that is the validation part, and the corpus is cut into
+    train and test parts only. ids may be a memory map: the parts and windows are views.
 
     Raises:
         CharlstmError: the training part holds less than one B x T window, or the validation
             part is empty.
     """
-    ids = tokenizer.encode(corpus_text)
     settings = config.train
     starts = tuple(starts) if settings.split == "files" else (0,)
-    if val_text is None:
+    if val_ids is None:
         splits = split_ids(ids, settings.val_fraction, settings.test_fraction, starts)
     elif settings.test_fraction == 0:
-        splits = Splits(train=ids, val=tokenizer.encode(val_text), test=ids[:0])
+        splits = Splits(train=ids, val=val_ids, test=ids[:0])
     else:  # train | test, cut as train | val would be
         parts = split_ids(ids, settings.test_fraction, 0.0, starts)
-        splits = Splits(train=parts.train, val=tokenizer.encode(val_text), test=parts.val)
+        splits = Splits(train=parts.train, val=val_ids, test=parts.val)
     train = tbptt_windows(splits.train, settings.batch_size, settings.seq_len, whole=True)
     if len(splits.val) < 2:
         raise CharlstmError(
             f"text too short: the validation part has {len(splits.val)} characters; give more text"
         )
     return splits, train, eval_windows(splits.val, settings.batch_size, settings.seq_len)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Encoded:
+    """A run's corpus as ids: a description for the log, ids (N,) (a memory map for a large
+    file), document starts, the tokenizer, and config.val_file's ids (None without one)."""
+
+    description: str
+    ids: np.ndarray
+    starts: tuple[int, ...]
+    tokenizer: CharTokenizer
+    val_ids: np.ndarray | None
+
+
+def _encoded(config: RunConfig, tokenizer: CharTokenizer | None = None, report=None):
+    """The run's corpus (and val_file) as ids, with `tokenizer` or one built from the corpus.
+    A single file of STREAM_BYTES or more is encoded by `idfile.encode_file`, streaming, into
+    the cache folder's ids/ (and mapped from there the next time); any other corpus is read
+    whole. `report`: encode_file's progress callback."""
+    path = large_file(config.corpus)
+    starts: tuple[int, ...]
+    if path is not None:
+        found = encode_file(path, cache_dir() / "ids", config.encoding, config.errors,
+                            tokenizer, report)  # fmt: skip
+        ids, starts, tokenizer = found.ids, (0,), found.tokenizer
+        description = f"{config.corpus} ({len(ids):,} characters, ids mapped from {found.path})"
+    else:
+        corpus = load_corpus(config.corpus, config.encoding, config.errors)
+        tokenizer = tokenizer or CharTokenizer.build(corpus.text)
+        ids, starts, description = tokenizer.encode(corpus.text), corpus.starts, corpus.description
+    val_ids = None
+    if config.val_file:
+        val_ids = tokenizer.encode(
+            load_corpus(config.val_file, config.encoding, config.errors).text
+        )
+    return _Encoded(description, ids, starts, tokenizer, val_ids)
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -157,7 +213,8 @@ def train(
         force: start afresh in `out` even if it holds a run or other files.
         epochs, minutes: with resume, a new epoch limit, or minutes more for this session
             (the run's budget becomes the time spent so far plus `minutes`).
-        callback: receives a StartEvent, then StepEvent and EvalEvent objects.
+        callback: receives EncodeEvents while a large corpus file is encoded, a StartEvent,
+            then StepEvent and EvalEvent objects.
 
     Raises:
         CharlstmError: bad corpus, too little text, an occupied or locked `out`, a NaN loss.
@@ -170,26 +227,26 @@ def train(
             run = RunDir.open(out)
             return _resume(run, epochs, minutes, callback)
     config = config or RunConfig()
-    corpus, val_text = _texts(config)
-    tokenizer = CharTokenizer.build(corpus.text)
-    if tokenizer.vocab_size < 3:
+    data = _encoded(config, report=_encode_progress(callback))
+    if data.tokenizer.vocab_size < 3:
         raise CharlstmError(
-            f"{corpus.name}: the text has only one distinct character; there is nothing to learn"
+            f"{config.corpus or 'the corpus'}: the text has only one distinct character; "
+            "there is nothing to learn"
         )
     config = dataclasses.replace(
         config,
-        model=dataclasses.replace(config.model, vocab_size=tokenizer.vocab_size),
-        corpus=corpus_key(corpus.name),
+        model=dataclasses.replace(config.model, vocab_size=data.tokenizer.vocab_size),
+        corpus=corpus_key(config.corpus),
         val_file=corpus_key(config.val_file) if config.val_file else "",
     )
     # check the model and lay the data out before touching `out`: bad input leaves it as it was
     check_fits(config.model, config.train.batch_size, config.train.seq_len, training=True)
-    _, train_w, val_w = prepare_data(corpus.text, corpus.starts, tokenizer, config, val_text)
+    _, train_w, val_w = lay_out(data.ids, data.starts, config, data.val_ids)
     with run_lock(out):
-        run = RunDir.create(out, config, tokenizer, force=force)
+        run = RunDir.create(out, config, data.tokenizer, force=force)
         trainer = _Trainer(run, config, train_w, val_w, callback)
         with _write_errors(run):
-            return trainer.fit(resume=False, corpus=corpus.description)
+            return trainer.fit(resume=False, corpus=data.description)
 
 
 def _resume(run: RunDir, epochs: int | None, minutes: float | None, callback: Callback):
@@ -197,7 +254,7 @@ def _resume(run: RunDir, epochs: int | None, minutes: float | None, callback: Ca
     new epoch limit or time budget if given."""
     config = run.config
     check_fits(config.model, config.train.batch_size, config.train.seq_len, training=True)
-    overrides = {k: v for k, v in (("epochs", epochs), ("minutes", minutes)) if v}
+    overrides: dict = {k: v for k, v in (("epochs", epochs), ("minutes", minutes)) if v}
     if minutes and run.checkpoints():
         spent = float(run.latest_checkpoint().progress.get("elapsed_s", 0.0))
         overrides["minutes"] = spent / 60 + minutes
@@ -207,20 +264,15 @@ def _resume(run: RunDir, epochs: int | None, minutes: float | None, callback: Ca
                 config, train=dataclasses.replace(config.train, **overrides)
             )
             run.save_config(config)
-        corpus, val_text = _texts(config)
-        _, train_w, val_w = prepare_data(
-            corpus.text, corpus.starts, run.tokenizer, config, val_text
-        )
+        data = _encoded(config, run.tokenizer, _encode_progress(callback))
+        _, train_w, val_w = lay_out(data.ids, data.starts, config, data.val_ids)
         trainer = _Trainer(run, config, train_w, val_w, callback)
-        return trainer.fit(resume=True, corpus=corpus.description)
+        return trainer.fit(resume=True, corpus=data.description)
 
 
-def _texts(config: RunConfig):
-    """The run's corpus, and the text of its val_file (None without one)."""
-    corpus = load_corpus(config.corpus, config.encoding, config.errors)
-    if not config.val_file:
-        return corpus, None
-    return corpus, load_corpus(config.val_file, config.encoding, config.errors).text
+def _encode_progress(callback: Callback):
+    """encode_file's progress as EncodeEvents for the callback."""
+    return lambda phase, done, total: callback(EncodeEvent(phase, done, total))
 
 
 @contextlib.contextmanager
@@ -296,6 +348,17 @@ def make_optimizer(config: TrainConfig) -> keras.optimizers.Optimizer:
     return optimizer
 
 
+SAMPLE_TEMPERATURE = 0.8
+SAMPLE_PRIME_CHARS = 40
+
+
+def sample_prime(tokenizer: CharTokenizer, val_w: Windows) -> str:
+    """The prime of the samples shown during training: the validation part's first
+    SAMPLE_PRIME_CHARS characters, cut after their last newline if they have one."""
+    text = tokenizer.decode(val_w.inputs[0, :SAMPLE_PRIME_CHARS])
+    return text[: text.rfind("\n") + 1] or text
+
+
 class _Trainer:
     """The model, optimizer and data of one run, and the loop over them."""
 
@@ -310,6 +373,14 @@ class _Trainer:
         self.optimizer.build(self.model.trainable_variables)
         self.train_step = make_train_step(self.model, self.optimizer)
         self.eval_step = make_eval_step(self.model)
+        settings = config.train
+        self.sampler = Sampler(self.model, run.tokenizer) if settings.sample_chars else None
+        self.prime = sample_prime(run.tokenizer, val_w)
+        self.summaries = (
+            tf.summary.create_file_writer(str(run.tensorboard_dir()))
+            if settings.tensorboard
+            else None
+        )
         # the TBPTT states travel as values; these hold them only for checkpoints
         self.carry = [
             [keras.Variable(s, trainable=False, name=f"carry_{i}_{j}") for j, s in enumerate(layer)]
@@ -429,6 +500,7 @@ class _Trainer:
         stopped_by = "epochs" if left > 0 else "minutes"
         chars = self.train_w.inputs.shape[0] * self.train_w.seq_len
         losses: list[float] = []  # training losses since the last evaluation
+        speeds: list[float] = []  # and chars/s
         tick = time.monotonic()
         steps = self._steps(position, carried) if left > 0 else iter(())
         with _sigint_requests_stop() as interrupt:
@@ -442,10 +514,10 @@ class _Trainer:
                     )
                 losses.append(loss)
                 now = time.monotonic()
+                speeds.append(chars / max(now - tick, 1e-9))
                 self.callback(
                     StepEvent(
-                        step, epoch, k, len(self.train_w), loss, chars / max(now - tick, 1e-9),
-                        self._elapsed(),
+                        step, epoch, k, len(self.train_w), loss, speeds[-1], self._elapsed()
                     )
                 )  # fmt: skip
                 epoch_done = k == len(self.train_w) - 1
@@ -456,9 +528,9 @@ class _Trainer:
                     stopped_by = "minutes"
                 last = stopped_by == "minutes" or (epoch_done and epoch + 1 == settings.epochs)
                 if step % settings.eval_every == 0 or epoch_done or last:
-                    if self._evaluate(step, position[0], losses, last) and not last:
+                    if self._evaluate(step, position[0], losses, speeds, last) and not last:
                         stopped_by = "early-stop"
-                    losses = []
+                    losses, speeds = [], []
                     if stopped_by == "epochs":  # a stopping run saves once, after the loop
                         self._save(step, position, states)
                         saved_at = step
@@ -471,16 +543,40 @@ class _Trainer:
             raise TrainingInterrupted(self.run.path, step)
         return TrainResult(self.run.path, step, self.best_val, stopped_by)
 
+    def _summarize(self, record: dict) -> None:
+        """One validation record as TensorBoard scalars (and the sample as text) at its step."""
+        scalars = {
+            "loss/train": record["train_loss"],
+            "loss/validation": record["val_loss"],
+            "loss/validation_all": record.get("val_loss_all"),
+            "bits_per_char/validation": record["val_bits_per_char"],
+            "learning_rate": record["learning_rate"],
+            "chars_per_sec": record["chars_per_sec"],
+        }
+        writer = self.summaries
+        if writer is None:
+            return
+        with writer.as_default(step=record["step"]):
+            for name, value in scalars.items():
+                if value is not None:
+                    tf.summary.scalar(name, value)
+            if "sample" in record:
+                tf.summary.text("sample", record["sample"])
+        writer.flush()
+
     def _elapsed(self) -> float:
         """Training time of the whole run, sessions before this one included."""
         return self.elapsed_before + time.monotonic() - self.start
 
-    def _evaluate(self, step: int, epoch: int, train_losses: list[float], last: bool) -> bool:
+    def _evaluate(
+        self, step: int, epoch: int, train_losses: list[float], speeds: list[float], last: bool
+    ) -> bool:
         """Validation loss at `step` on the validation head (and, if `last`, on the whole
-        validation part too), logged (before the checkpoint that follows: a crash between the
-        two leaves a record that resume drops and redoes, while the other order could leave a
-        checkpoint whose record is never written). Counts stalls for the plateau schedule and
-        early stopping; returns True when early stopping says stop."""
+        validation part too) and a sample, logged (before the checkpoint that follows: a crash
+        between the two leaves a record that resume drops and redoes, while the other order
+        could leave a checkpoint whose record is never written) and written to TensorBoard.
+        Counts stalls for the plateau schedule and early stopping; returns True when early
+        stopping says stop."""
         # weights can turn NaN in a step whose loss (computed before the update) was finite
         self.run.check_finite(_values(variables_by_path(self.model.weights)), step)
         val: Loss = evaluate_windows(self.model, self.val_head, self.eval_step)
@@ -493,7 +589,7 @@ class _Trainer:
         settings = self.config.train
         if settings.schedule == "plateau" and self.stale >= settings.plateau_patience:
             self.cuts, self.stale = self.cuts + 1, 0
-        record = {
+        record: dict[str, Any] = {
             "step": step,
             "epoch": epoch,
             "train_loss": float(np.mean(train_losses)) if train_losses else None,
@@ -501,12 +597,20 @@ class _Trainer:
             "val_bits_per_char": val.bits,
             "val_chars": val.chars,
             "learning_rate": float(self.optimizer.learning_rate.numpy()),  # of the last step
+            "chars_per_sec": float(np.median(speeds)) if speeds else None,
             "elapsed_s": round(self._elapsed(), 3),
         }
         if last and self.val_head is not self.val_w:
             whole = evaluate_windows(self.model, self.val_w, self.eval_step)
             record |= {"val_loss_all": whole.nats, "val_chars_all": whole.chars}
+        if self.sampler is not None:
+            sampling = SamplingConfig(temperature=SAMPLE_TEMPERATURE, seed=settings.seed)
+            pieces = self.sampler.generate(self.prime, settings.sample_chars, sampling)
+            text = "".join(cast(Iterator[str], pieces))
+            record["sample"] = self.prime + text
         self.run.append_log(record)
+        if self.summaries is not None:
+            self._summarize(record)
         self.callback(EvalEvent(record, is_best))
         return bool(settings.early_stop) and self.since_best >= settings.early_stop
 

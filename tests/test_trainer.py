@@ -11,7 +11,7 @@ from charlstm.config import ModelConfig, RunConfig, TrainConfig
 from charlstm.errors import CharlstmError
 from charlstm.rundir import RunDir
 from charlstm.schedule import learning_rate, progress
-from charlstm.train import EvalEvent, StepEvent, _Trainer, prepare_data, train
+from charlstm.trainer import EvalEvent, StepEvent, _Trainer, prepare_data, train
 from tests.conftest import tiny_config
 
 
@@ -213,9 +213,9 @@ def test_resume_with_more_epochs_extends_a_finished_run(tmp_path, text_file):
 def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_checkpoint(
     tmp_path, text_file, monkeypatch
 ):
-    import charlstm.train
+    import charlstm.trainer
 
-    real = charlstm.train.make_train_step
+    real = charlstm.trainer.make_train_step
 
     def poisoned(model, optimizer):
         step = real(model, optimizer)
@@ -228,7 +228,7 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_checkpoint(
 
         return wrapped
 
-    monkeypatch.setattr(charlstm.train, "make_train_step", poisoned)
+    monkeypatch.setattr(charlstm.trainer, "make_train_step", poisoned)
     with pytest.raises(CharlstmError, match="loss became nan at step 7.*lower --learning-rate"):
         train(tmp_path / "run", tiny_config(str(text_file), eval_every=5))
     run = RunDir.open(tmp_path / "run")
@@ -307,7 +307,7 @@ def test_the_default_recipe_learns_as_much_per_step_as_it_did(tmp_path):
 
 def test_weight_decay_shrinks_kernels_and_embeddings_but_not_biases():
     from charlstm.model import build_model
-    from charlstm.train import make_optimizer
+    from charlstm.trainer import make_optimizer
 
     model = build_model(ModelConfig(vocab_size=5, embedding_dim=3, units=4, num_layers=1))
     settings = TrainConfig(learning_rate=0.1, warmup_steps=1, weight_decay=0.5)
@@ -356,3 +356,42 @@ def test_a_val_file_is_the_validation_part_and_the_corpus_keeps_a_test_part(tmp_
     ) == len(text)
     resumed = train(tmp_path / "run", resume=True, epochs=2)  # reads the val file again
     assert resumed.step > result.step
+
+
+def test_every_validation_pass_logs_a_sample_and_writes_tensorboard(tmp_path, text_file):
+    """Each record carries a sample: the validation part's prime and 30 characters after it,
+    the same at a given step every time (a fixed seed); TensorBoard's event files hold the
+    same numbers and the samples. Sampling leaves training as it was: same losses without."""
+    import tensorflow as tf
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from charlstm.trainer import sample_prime
+
+    train(tmp_path / "a", tiny_config(str(text_file), sample_chars=30))
+    run = RunDir.open(tmp_path / "a")
+    records = run.read_log()
+    _, _, val_w = prepare_data(text_file.read_text(), (0,), run.tokenizer, run.config)
+    prime = sample_prime(run.tokenizer, val_w)
+    assert prime and prime.endswith("\n") and text_file.read_text().count(prime) >= 1
+    assert all(r["sample"].startswith(prime) and len(r["sample"]) == len(prime) + 30
+               for r in records)  # fmt: skip
+    assert all(r["chars_per_sec"] > 0 for r in records)
+
+    # size_guidance 0: keep every event (the accumulator samples 10 per tag by default)
+    events = EventAccumulator(str(tmp_path / "a" / "tensorboard"), size_guidance={"tensors": 0})
+    events.Reload()
+    scalars = {e.step: float(tf.make_ndarray(e.tensor_proto))
+               for e in events.Tensors("loss/validation")}  # fmt: skip
+    assert scalars == pytest.approx({r["step"]: r["val_loss"] for r in records}, rel=1e-6)
+    assert {"loss/train", "learning_rate", "chars_per_sec", "sample"} <= set(
+        events.Tags()["tensors"]
+    )
+
+    train(tmp_path / "b", tiny_config(str(text_file), sample_chars=30))
+    assert [r["sample"] for r in RunDir.open(tmp_path / "b").read_log()] == [
+        r["sample"] for r in records
+    ]
+    train(tmp_path / "c", tiny_config(str(text_file), sample_chars=0, tensorboard=False))
+    quiet = RunDir.open(tmp_path / "c").read_log()
+    assert [r["train_loss"] for r in quiet] == [r["train_loss"] for r in records]
+    assert "sample" not in quiet[0] and not (tmp_path / "c" / "tensorboard").exists()

@@ -1,0 +1,82 @@
+"""TensorFlow's start-up notes kept off the screen, wherever charlstm is used.
+
+TensorFlow 2.21 writes notes to file descriptor 2 while it is imported, before its own log
+settings apply ("WARNING: All log messages before absl::InitializeLog() is called ...", "oneDNN
+custom operations are on ..."): in a terminal, and in a notebook, whose kernel shows what is
+written to its descriptor 2. `install()`, run when charlstm is imported, arranges that the first
+import of tensorflow (by charlstm or by anything after it) runs with descriptor 2 pointed at
+/dev/null, and sets TF_CPP_MIN_LOG_LEVEL to 2 (errors only) for what TensorFlow logs later.
+
+The user's choice wins: with TF_CPP_MIN_LOG_LEVEL set to 0 or 1 before charlstm is imported,
+nothing is hidden. An import that fails still raises its exception, printed as usual once
+descriptor 2 is back. A TensorFlow imported before charlstm has already printed its notes.
+"""
+
+from __future__ import annotations
+
+import importlib.abc
+import importlib.machinery
+import os
+import sys
+
+
+class _QuietImport(importlib.abc.MetaPathFinder):
+    """Finds `tensorflow` through the other finders, and loads it with fd 2 on /dev/null."""
+
+    def find_spec(self, name, path, target=None):
+        if name != "tensorflow":
+            return None
+        sys.meta_path.remove(self)  # once: the real finders take it from here
+        spec = importlib.machinery.PathFinder.find_spec(name, path)
+        if spec is None or spec.loader is None:
+            return spec
+        spec.loader = _Silenced(spec.loader)
+        return spec
+
+
+class _Silenced(importlib.abc.Loader):
+    def __init__(self, loader):
+        self.loader = loader
+
+    def create_module(self, spec):
+        return self.loader.create_module(spec)
+
+    def exec_module(self, module):
+        with silenced_stderr():
+            self.loader.exec_module(module)
+
+    def __getattr__(self, name):  # the rest of the loader's interface (get_resource_reader, ...)
+        return getattr(self.loader, name)
+
+
+class silenced_stderr:  # noqa: N801 (used as a context manager, like contextlib's)
+    """File descriptor 2 on /dev/null inside the block; Python's sys.stderr is flushed first."""
+
+    saved: int | None = None
+
+    def __enter__(self):
+        sys.stderr.flush()
+        try:
+            self.saved = os.dup(2)
+        except OSError:  # no descriptor 2 (a detached process): nothing to hide
+            self.saved = None
+            return self
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 2)
+        os.close(devnull)
+        return self
+
+    def __exit__(self, *exc):
+        if self.saved is not None:
+            os.dup2(self.saved, 2)
+            os.close(self.saved)
+
+
+def install() -> None:
+    """Hide TensorFlow's import-time notes (module docstring), unless the user asked for logs
+    or TensorFlow is already imported."""
+    level = os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if level in ("0", "1") or "tensorflow" in sys.modules:
+        return
+    if not any(isinstance(finder, _QuietImport) for finder in sys.meta_path):
+        sys.meta_path.insert(0, _QuietImport())

@@ -1,0 +1,75 @@
+"""charlstm.train and charlstm.load: the Python front door gives what the command line gives."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import charlstm
+from charlstm.config import SamplingConfig
+from charlstm.errors import CharlstmError
+from tests.conftest import make_text
+from tests.test_cli import run_charlstm
+
+TINY = {"embedding_dim": 8, "units": 16, "num_layers": 2, "batch_size": 4, "seq_len": 16,
+        "epochs": 1, "eval_every": 20, "sample_chars": 0}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def lm(tmp_path_factory):
+    """A tiny run trained from a text given as a str."""
+    out = tmp_path_factory.mktemp("api") / "run"
+    return charlstm.train(make_text(), out, **TINY)
+
+
+def test_train_on_a_text_returns_the_loaded_run(lm):
+    assert lm.config.model.units == 16 and lm.config.train.sample_chars == 0
+    assert lm.info["parameters"] == lm.model.count_params() > 0
+    assert lm.info["vocab_size"] == lm.tokenizer.vocab_size
+    assert lm.info["best_step"] in lm.info["checkpoints"]
+    lines = []
+    lm.model.summary(print_fn=lambda line, **_: lines.append(line))
+    assert any("char_lstm" in line for line in lines)
+
+
+def test_generate_is_the_samplers_text_and_repeats_with_its_seed(lm):
+    from charlstm.sample import Sampler
+
+    text = lm.generate("The", 80, seed=4, temperature=0.7)
+    assert len(text) == 80 and text == lm.generate("The", 80, seed=4, temperature=0.7)
+    reference = "".join(
+        Sampler(lm.model, lm.tokenizer).generate("The", 80, SamplingConfig(seed=4, temperature=0.7))
+    )
+    assert text == reference
+    assert "".join(lm.stream("The", 80, seed=4, temperature=0.7)) == text
+    several = lm.generate("The", 30, num_samples=3, seed=1)
+    assert len(several) == 3 and all(len(s) == 30 for s in several)
+
+
+def test_evaluate_gives_the_commands_number(lm, tmp_path):
+    text = make_text(seed=3)
+    (tmp_path / "t.txt").write_text(text, encoding="utf-8")
+    done = run_charlstm("evaluate", lm.run.path, tmp_path / "t.txt", "--json",
+                        "--precision", "float32")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert lm.evaluate(text).nats == pytest.approx(json.loads(done.stdout)["nats_per_char"])
+
+
+def test_load_reads_the_same_run(lm):
+    again = charlstm.load(lm.run.path)
+    assert again.generate("A", 40, seed=2) == lm.generate("A", 40, seed=2)
+
+
+def test_a_missing_path_and_an_unknown_option_are_refused(tmp_path):
+    with pytest.raises(CharlstmError, match="no such file"):
+        charlstm.train("corpus/missing.txt", tmp_path / "run")
+    with pytest.raises(CharlstmError, match="unit"):
+        charlstm.train(make_text(), tmp_path / "run", unit=3)
+    assert not (tmp_path / "run").exists()
+
+
+def test_the_package_functions_survive_importing_the_trainer_module():
+    import charlstm.trainer  # noqa: F401
+
+    assert callable(charlstm.train) and callable(charlstm.load)

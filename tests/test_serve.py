@@ -1,0 +1,157 @@
+"""`charlstm serve` over real HTTP on 127.0.0.1: the JSON API, streaming, 50 concurrent
+requests that do not mix, bad input, loopback only; and the page in a real headless browser
+(the system's Chromium, driven by Selenium)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import socket
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from tests.test_cli import run_charlstm, started
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _post(url: str, body, timeout: float = 120):
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, response.read().decode("utf-8")
+    except urllib.error.HTTPError as err:
+        return err.code, err.read().decode("utf-8")
+
+
+@pytest.fixture(scope="module")
+def server(trained_run):
+    port = _free_port()
+    with started("serve", trained_run, "--port", port) as proc:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/info", timeout=5) as response:
+                    info = json.loads(response.read())
+                break
+            except OSError:
+                assert proc.poll() is None, proc.stderr.read().decode()
+                assert time.monotonic() < deadline, "the server did not come up"
+                time.sleep(0.5)
+        yield url, info, port
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=30)
+
+
+def test_info_and_generate_give_what_the_command_line_gives(server, trained_run):
+    url, info, _ = server
+    assert info["run"].endswith(trained_run.name) and info["parameters"] > 0
+    status, body = _post(f"{url}/generate", {"prime": "The", "length": 60, "seed": 3,
+                                              "temperature": 0.7})  # fmt: skip
+    assert status == 200
+    text = json.loads(body)["text"]
+    cli = run_charlstm("generate", trained_run, "--prime", "The", "--length", 60, "--seed", 3,
+                       "--temperature", 0.7)  # fmt: skip
+    assert cli.stdout == "The" + text + "\n"
+    status, streamed = _post(f"{url}/generate/stream", {"prime": "The", "length": 60, "seed": 3,
+                                                        "temperature": 0.7})  # fmt: skip
+    assert status == 200 and streamed == text
+
+
+def test_fifty_concurrent_requests_each_get_their_own_text(server):
+    url, _, _ = server
+
+    def ask(seed: int) -> str:
+        status, body = _post(f"{url}/generate", {"prime": "A", "length": 40, "seed": seed})
+        assert status == 200, body
+        return json.loads(body)["text"]
+
+    alone = [ask(seed) for seed in range(5)]  # one at a time
+    with ThreadPoolExecutor(max_workers=50) as pool:
+        together = list(pool.map(ask, [i % 5 for i in range(50)]))
+    assert together == [alone[i % 5] for i in range(50)]
+    assert len(set(alone)) > 1
+
+
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        ({"length": 0}, "length must be in"),
+        ({"temperature": "hot"}, "temperature must be float"),
+        ({"top_p": 1.5}, "top_p"),
+        ({"colour": "blue"}, "unknown field"),
+        (b"not json", "not JSON"),
+    ],
+)
+def test_bad_requests_get_400_and_one_line(server, body, message):
+    url, _, _ = server
+    status, text = _post(f"{url}/generate", body)
+    assert status == 400
+    error = json.loads(text)["error"]
+    assert message in error and "\n" not in error
+
+
+def test_it_listens_on_loopback_only(server):
+    _, _, port = server
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.connect(("10.255.255.255", 1))  # no packet is sent: it picks the outward address
+        outward = probe.getsockname()[0]
+    assert not outward.startswith("127.")
+    with socket.socket() as s, pytest.raises(OSError):
+        s.settimeout(5)
+        s.connect((outward, port))
+
+
+def _chromium() -> tuple[str, str]:
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver = shutil.which("chromedriver")
+    assert browser and driver, "the system's chromium and chromium-driver (.ci/run installs them)"
+    return browser, driver
+
+
+def test_the_page_generates_in_a_real_browser(server, tmp_path):
+    """Type a prime, press Generate, see the text appear: Chromium, headless, via Selenium."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    url, _, _ = server
+    browser, driver = _chromium()
+    options = webdriver.ChromeOptions()
+    options.binary_location = browser
+    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
+                 f"--user-data-dir={tmp_path / 'profile'}"):  # fmt: skip
+        options.add_argument(flag)
+    chrome = webdriver.Chrome(service=Service(driver), options=options)
+    try:
+        chrome.get(url + "/")
+        prime = chrome.find_element(By.ID, "prime")
+        prime.clear()
+        prime.send_keys("The")
+        length = chrome.find_element(By.ID, "length")
+        length.clear()
+        length.send_keys("80")
+        chrome.find_element(By.ID, "generate").click()
+        WebDriverWait(chrome, 60).until(
+            lambda c: c.find_element(By.ID, "generated").get_attribute("data-done") == "true"
+        )
+        text = chrome.find_element(By.ID, "generated").text
+        shown = chrome.find_element(By.ID, "output").text
+        assert shown.startswith("The") and len(text) > 40  # 80 characters, some may be spaces
+        status, body = _post(f"{url}/generate", {"prime": "The", "length": 80})
+        assert " ".join(json.loads(body)["text"].split()) == " ".join(text.split())
+        chrome.save_screenshot(str(tmp_path / "page.png"))
+    finally:
+        chrome.quit()
