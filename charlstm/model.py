@@ -170,6 +170,17 @@ class CharModel(keras.Model):
             new_states.append(state)
         return self.logits(x), new_states
 
+    def compute_output_spec(self, ids, states=None, training=False):
+        """What `call` returns for a symbolic `ids` (B, T): logits (B, T, V) and each layer's
+        states, (B, H) each. Lets the model sit in a functional Keras model (README: `fit`)."""
+        batch, steps = ids.shape[0], ids.shape[1]
+        logits = keras.KerasTensor((batch, steps, self.config.vocab_size), dtype="float32")
+        layers = [
+            [keras.KerasTensor((batch, size), dtype="float32") for size in rnn.cell.state_size]
+            for rnn in self.rnns
+        ]
+        return logits, layers
+
     def zero_states(self, batch_size: int) -> States:
         """Every layer's state at the start of a text: zeros (B, H) for each of the cell's."""
         return [

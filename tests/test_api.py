@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 import charlstm
@@ -73,3 +74,29 @@ def test_the_package_functions_survive_importing_the_trainer_module():
     import charlstm.trainer  # noqa: F401
 
     assert callable(charlstm.train) and callable(charlstm.load)
+
+
+def test_the_keras_model_fits_with_the_documented_loss(tmp_path):
+    """The README's `fit`: the model in a functional Keras model, each position's next id as
+    its label, sparse categorical cross-entropy on the logits. It trains the run's own
+    weights: the loss falls, and LanguageModel.evaluate sees it."""
+    import keras
+
+    lm = charlstm.train(make_text(), tmp_path / "run", **TINY)
+    text = make_text(seed=2)
+    ids = lm.tokenizer.encode(text)
+    n = (len(ids) - 1) // 32
+    x, y = ids[: n * 32].reshape(n, 32), ids[1 : n * 32 + 1].reshape(n, 32)
+    inputs = keras.Input((None,), dtype="int32")
+    logits, _ = lm.model(inputs)
+    model = keras.Model(inputs, logits)
+    model.compile(
+        optimizer=keras.optimizers.Adam(3e-3),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    before = lm.evaluate(text).nats
+    history = model.fit(x, y, batch_size=8, epochs=3, verbose=0)
+    assert history.history["loss"][-1] < history.history["loss"][0]
+    assert lm.evaluate(text).nats < before - 0.1
+    same = np.asarray(model(x[:2]))
+    np.testing.assert_allclose(same, np.asarray(lm.model(x[:2])[0]), rtol=1e-5, atol=1e-5)
