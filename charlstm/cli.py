@@ -208,6 +208,7 @@ def train(corpus, out, resume, force, config_file, **settings) -> None:
             )
             click.echo("\n".join(event.config.describe()), err=True)
             click.echo(explain(event.config.precision, event.config.model.cell), err=True)
+            progress.start(event.config)
         elif isinstance(event, EncodeEvent):
             verb = "hashing" if event.phase == "hash" else "encoding"
             bar = encoding.setdefault(event.phase, _ByteBar(f"{verb} {name}"))
@@ -274,37 +275,54 @@ def _check_resume_options(out: Path, corpus: str | None, given: dict) -> None:
 
 
 class _Progress:
-    """Draws training progress on stderr: a live line on a terminal, eval lines always."""
+    """Training progress on stderr: on a terminal a tqdm bar of the budget used (the larger
+    share of the epochs' steps and of the minutes, as the schedule counts it) with its ETA,
+    loss and chars/s; validation lines always, above the bar."""
 
     def __init__(self) -> None:
         self.live = sys.stderr.isatty()
-        self.drawn = False
+        self.bar: Any = None
+        self.config = None
+
+    def start(self, config) -> None:
+        self.config = config.train
 
     def step(self, e) -> None:
-        if self.live:
-            line = (
-                f"\repoch {e.epoch + 1} {e.window + 1}/{e.windows_per_epoch} step {e.step} "
-                f"loss {e.loss:.4f} {e.chars_per_sec:,.0f} chars/s {e.elapsed_s:,.0f}s"
-            )
-            click.echo(line.ljust(79), err=True, nl=False)
-            self.drawn = True
+        if not self.live or self.config is None:
+            return
+        if self.bar is None:
+            from tqdm import tqdm  # noqa: PLC0415
+
+            self.bar = tqdm(total=1000, file=sys.stderr, bar_format="{l_bar}{bar}| "
+                            "{elapsed}<{remaining} {postfix}", desc="training")  # fmt: skip
+        shares = [e.elapsed_s / (self.config.minutes * 60)] if self.config.minutes else []
+        if self.config.epochs:
+            shares.append(e.step / (self.config.epochs * e.windows_per_epoch))
+        done = min(int(1000 * max(shares)), 1000)
+        self.bar.set_postfix_str(
+            f"epoch {e.epoch + 1} step {e.step} loss {e.loss:.4f} {e.chars_per_sec:,.0f} chars/s",
+            refresh=False,
+        )
+        self.bar.update(done - self.bar.n)
 
     def evaluation(self, e) -> None:
-        self.close()
         r = e.record
         train_loss = f"{r['train_loss']:.4f}" if r["train_loss"] is not None else "n/a"
-        click.echo(
+        lines = [
             f"step {r['step']} epoch {r['epoch']}: train {train_loss} val {r['val_loss']:.4f} "
-            f"nats/char ({r['val_bits_per_char']:.3f} bits){' best' if e.is_best else ''}",
-            err=True,
-        )
+            f"nats/char ({r['val_bits_per_char']:.3f} bits){' best' if e.is_best else ''}"
+        ]
         if "sample" in r:  # indented, so the text stands apart from the numbers
-            click.echo("\n".join("    " + line for line in r["sample"].split("\n")), err=True)
+            lines += ["    " + line for line in r["sample"].split("\n")]
+        if self.bar is not None:
+            self.bar.write("\n".join(lines), file=sys.stderr)
+        else:
+            click.echo("\n".join(lines), err=True)
 
     def close(self) -> None:
-        if self.drawn:
-            click.echo(err=True)
-            self.drawn = False
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
 
 
 @cli.command()

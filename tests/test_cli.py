@@ -221,6 +221,40 @@ def _converse(run, lines: list[str], *options) -> str:
     return shown.decode().replace("\r\n", "\n")
 
 
+def test_train_on_a_terminal_draws_a_progress_bar_with_its_eta(tmp_path, text_file):
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    leader, follower = pty.openpty()
+    # a terminal 120 columns wide: a new pseudo-terminal has none, and tqdm draws to the width
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+    proc = subprocess.Popen(
+        _command("train", text_file, "--out", tmp_path / "run", *TINY_TRAIN_ARGS), env=ENV,
+        stdin=subprocess.DEVNULL, stdout=follower, stderr=follower,
+    )  # fmt: skip
+    os.close(follower)
+    shown = b""
+    try:
+        while True:
+            try:
+                chunk = os.read(leader, 4096)
+            except OSError:  # the command ended and closed the terminal
+                break
+            if not chunk:
+                break
+            shown += chunk
+        assert proc.wait(timeout=120) == 0, shown.decode()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(leader)
+    text = shown.decode()
+    assert "training: 100%|" in text and "<00:00" in text  # the bar, full, with its ETA
+    assert "val " in text and "nats/char" in text  # validation lines above it
+
+
 def test_interactive_generate_answers_each_line_and_keeps_state_if_asked(trained_run):
     options = ("--length", "25", "--seed", "2")
     alone = run_charlstm("generate", trained_run, "--prime", "The cat\n", *options).stdout
