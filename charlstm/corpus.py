@@ -76,20 +76,14 @@ class Corpus:
 ERRORS = ("strict", "replace")
 
 
-def read_text(path: str | Path, encoding: str = "utf-8", errors: str = "strict") -> str:
-    """Read a text file and return its NFC form.
-
-    Args:
-        encoding: the file's encoding (any Python codec name).
-        errors: "strict" refuses undecodable bytes; "replace" turns them into U+FFFD and logs
-            a warning with the first one's byte offset.
+def check_text_file(path: Path, encoding: str = "utf-8", errors: str = "strict") -> str:
+    """Refuse what cannot be a text file before reading it: an unknown encoding or error
+    policy, a missing, irregular or empty file, or one that looks binary (a NUL byte in its
+    first bytes, in an encoding that has none). Returns the codec's name.
 
     Raises:
-        CharlstmError: missing, not a file, empty, binary (NUL bytes in an encoding that has
-            none), or undecodable under "strict"; the message names the file and, for bad
-            bytes, the byte offset.
+        CharlstmError: naming the file and what is wrong.
     """
-    path = Path(path)
     try:
         codec = codecs.lookup(encoding).name
     except LookupError as err:
@@ -101,31 +95,59 @@ def read_text(path: str | Path, encoding: str = "utf-8", errors: str = "strict")
     if not path.is_file():
         raise CharlstmError(f"{path}: not a regular file")
     try:
-        data = path.read_bytes()
+        with path.open("rb") as f:
+            head = f.read(_BINARY_SNIFF_BYTES)
     except OSError as err:
         raise CharlstmError(f"{path}: cannot read ({err.strerror})") from err
-    if not data:
+    if not head:
         raise CharlstmError(f"{path}: the file is empty; give a UTF-8 text file")
-    nul = data.find(b"\x00", 0, _BINARY_SNIFF_BYTES)
+    nul = head.find(b"\x00")
     if nul >= 0 and not codec.startswith(("utf-16", "utf-32")):
         raise CharlstmError(
             f"{path}: looks binary (NUL byte at offset {nul}); give a UTF-8 text file"
         )
+    return codec
+
+
+def undecodable(path: Path, codec: str, offset: int, errors: str) -> None:
+    """Bad bytes at `offset`: under "strict" a CharlstmError; under "replace" one warning
+    (they become U+FFFD)."""
+    if errors == "strict":
+        raise CharlstmError(
+            f"{path}: not valid {codec} (byte offset {offset}); convert it, or pass "
+            "--encoding or --errors replace"
+        )
+    log.warning(
+        "%s: not valid %s from byte offset %d; undecodable bytes became U+FFFD",
+        path,
+        codec,
+        offset,
+    )
+
+
+def read_text(path: str | Path, encoding: str = "utf-8", errors: str = "strict") -> str:
+    """Read a text file and return its NFC form.
+
+    Args:
+        encoding: the file's encoding (any Python codec name).
+        errors: "strict" refuses undecodable bytes; "replace" turns them into U+FFFD and logs
+            a warning with the first one's byte offset.
+
+    Raises:
+        CharlstmError: as `check_text_file`, or undecodable under "strict"; the message names
+            the file and, for bad bytes, the byte offset.
+    """
+    path = Path(path)
+    codec = check_text_file(path, encoding, errors)
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise CharlstmError(f"{path}: cannot read ({err.strerror})") from err
     try:
         text = data.decode(codec)
     except UnicodeDecodeError as err:
-        if errors == "strict":
-            raise CharlstmError(
-                f"{path}: not valid {codec} (byte offset {err.start}); convert it, or pass "
-                "--encoding or --errors replace"
-            ) from err
+        undecodable(path, codec, err.start, errors)
         text = data.decode(codec, errors="replace")
-        log.warning(
-            "%s: not valid %s from byte offset %d; undecodable bytes became U+FFFD",
-            path,
-            codec,
-            err.start,
-        )
     return unicodedata.normalize("NFC", text)
 
 

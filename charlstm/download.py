@@ -50,11 +50,16 @@ class Downloaded:
     fetched: bool
 
 
-def sha256_of(path: Path) -> str:
+def sha256_of(path: Path, progress: Callable[[int, int], None] | None = None) -> str:
+    """The file's SHA-256, read 16 MiB at a time; `progress(bytes so far, total)` after each."""
     digest = hashlib.sha256()
+    total, done = path.stat().st_size, 0
     with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
+        while chunk := f.read(1 << 24):
             digest.update(chunk)
+            done += len(chunk)
+            if progress:
+                progress(done, total)
     return digest.hexdigest()
 
 

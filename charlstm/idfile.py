@@ -34,8 +34,8 @@ from pathlib import Path
 
 import numpy as np
 
-from charlstm.corpus import read_text
-from charlstm.errors import CharlstmError
+from charlstm.corpus import check_text_file, undecodable
+from charlstm.download import sha256_of
 from charlstm.tokenizer import UNK, UNK_ID, CharTokenizer
 
 log = logging.getLogger(__name__)
@@ -96,11 +96,9 @@ def encode_file(
         CharlstmError: as `read_text` for a missing, empty, binary or undecodable file.
     """
     path, cache = Path(path), Path(cache)
-    _check_readable(path, encoding)
-    if errors not in ("strict", "replace"):
-        raise CharlstmError(f"errors must be strict or replace, got {errors!r}")
+    codec = check_text_file(path, encoding, errors)
     total = path.stat().st_size
-    sha = _sha256(path, total, progress)
+    sha = sha256_of(path, (lambda done, total: progress("hash", done, total)) if progress else None)
     given = tokenizer.to_json() if tokenizer is not None else "build"
     key = hashlib.sha256(f"{sha}\n{encoding}\n{errors}\n{given}".encode()).hexdigest()[:32]
     meta_path = cache / f"{key}.json"
@@ -114,7 +112,7 @@ def encode_file(
     encoder = _Encoder(tokenizer)
     part = cache / f"{key}.ids.part"
     with part.open("wb") as out:
-        for codes in _code_points(path, encoding, errors, total, chunk_bytes, progress):
+        for codes in _code_points(path, codec, errors, total, chunk_bytes, progress):
             encoder.write(codes, out)
     tokenizer, dtype = encoder.finish(part)
     ids_path = cache / f"{key}.{dtype.name}"
@@ -134,43 +132,9 @@ def _map(path: Path, dtype: str) -> np.ndarray:
     return np.memmap(path, dtype=dtype, mode="r")
 
 
-def _check_readable(path: Path, encoding: str) -> None:
-    """read_text's refusals with its messages (missing, not a file, empty, unknown encoding,
-    binary), from the file's first bytes only."""
-    if not path.is_file() or path.stat().st_size == 0:
-        read_text(path, encoding)  # raises its own message
-    codec = _codec(encoding)
-    with path.open("rb") as f:
-        nul = f.read(8192).find(b"\x00")
-    if nul >= 0 and not codec.startswith(("utf-16", "utf-32")):
-        raise CharlstmError(
-            f"{path}: looks binary (NUL byte at offset {nul}); give a UTF-8 text file"
-        )
-
-
-def _codec(encoding: str) -> str:
-    try:
-        return codecs.lookup(encoding).name
-    except LookupError as err:
-        raise CharlstmError(f"unknown encoding {encoding!r}") from err
-
-
-def _sha256(path: Path, total: int, progress: Progress | None) -> str:
-    digest = hashlib.sha256()
-    done = 0
-    with path.open("rb") as f:
-        while block := f.read(CHUNK_BYTES):
-            digest.update(block)
-            done += len(block)
-            if progress:
-                progress("hash", done, total)
-    return digest.hexdigest()
-
-
-def _code_points(path, encoding, errors, total, chunk_bytes, progress):
+def _code_points(path, codec, errors, total, chunk_bytes, progress):
     """The file's NFC text as arrays of code points (uint32), piece by piece, each piece cut
     just before an ASCII character (module docstring)."""
-    codec = _codec(encoding)
     decoder = codecs.getincrementaldecoder(codec)("strict")
     carry, offset = "", 0
     with path.open("rb") as f:
@@ -182,14 +146,7 @@ def _code_points(path, encoding, errors, total, chunk_bytes, progress):
                 text = decoder.decode(block, final=final)
             except UnicodeDecodeError as err:
                 # err.start counts from the bytes the decoder still held from the last block
-                where = offset - len(before[0]) + err.start
-                if errors == "strict":
-                    raise CharlstmError(
-                        f"{path}: not valid {codec} (byte offset {where}); convert it, or "
-                        "pass --encoding or --errors replace"
-                    ) from err
-                log.warning("%s: not valid %s from byte offset %d; undecodable bytes "
-                            "became U+FFFD", path, codec, where)  # fmt: skip
+                undecodable(path, codec, offset - len(before[0]) + err.start, errors)
                 decoder = codecs.getincrementaldecoder(codec)("replace")
                 decoder.setstate(before)
                 text = decoder.decode(block, final=final)
