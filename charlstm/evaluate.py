@@ -133,7 +133,7 @@ def make_dynamic_step(model: CharModel, config: DynamicConfig) -> Callable:
 
     def step(x, y, states):
         # the gradient of the window's loss is part of what this evaluation measures, so the
-        # tape is here: evaluate.py cannot use train.py's step, which imports from it
+        # tape is here: evaluate.py cannot use trainer.py's step, which imports from it
         with tf.GradientTape() as tape:
             nll, states = nll_sum(model, x, y, states)  # scored first, under the current weights
             loss = nll / tf.cast(tf.size(y), tf.float32)
