@@ -181,7 +181,8 @@ def train(corpus, out, resume, force, config_file, **settings) -> None:
     given = {k: v for k, v in settings.items() if v is not None}
     if config_file:
         from_file = RunConfig.file_options(config_file)
-        corpus = corpus or from_file.pop("corpus", None)
+        from_run = from_file.pop("corpus", None)  # a run's config.json names its corpus
+        corpus = corpus or from_run
         given = {k: v for k, v in from_file.items() if v is not None} | given
     name = corpus or DEFAULT_CORPUS
     if out is None:
@@ -228,6 +229,7 @@ def train(corpus, out, resume, force, config_file, **settings) -> None:
             force=force,
             epochs=given.get("epochs") if resume else None,
             minutes=given.get("minutes") if resume else None,
+            strategy=given.get("strategy") if resume else None,
             callback=callback,
         )
     except KeyboardInterrupt as err:
@@ -249,8 +251,13 @@ def train(corpus, out, resume, force, config_file, **settings) -> None:
     )
 
 
+# what --resume may change: the budget, and where the run trains (a run trained on N
+# replicas resumes on any number that divides its batch)
+RESUME_OPTIONS = ("epochs", "minutes", "strategy")
+
+
 def _check_resume_options(out: Path, corpus: str | None, given: dict) -> None:
-    """With --resume, options other than --epochs/--minutes must agree with the run's config."""
+    """With --resume, options other than RESUME_OPTIONS must agree with the run's config."""
     from charlstm.corpus import corpus_key  # noqa: PLC0415
     from charlstm.rundir import RunDir  # noqa: PLC0415
 
@@ -261,7 +268,7 @@ def _check_resume_options(out: Path, corpus: str | None, given: dict) -> None:
     differ = [
         f"--{name.replace('_', '-')}"
         for name, value in given.items()
-        if name not in ("epochs", "minutes")
+        if name not in RESUME_OPTIONS
         and values[name] != value
         and not (name == "preset" and value == "auto")
     ]
@@ -270,7 +277,8 @@ def _check_resume_options(out: Path, corpus: str | None, given: dict) -> None:
     if differ:
         raise CharlstmError(
             f"--resume continues {out} as its config.json says; {', '.join(differ)} differ "
-            "from it (only --epochs and --minutes may change); use another --out for a new run"
+            "from it (only --epochs, --minutes and --strategy may change); use another --out "
+            "for a new run"
         )
 
 

@@ -146,6 +146,12 @@ class ModelConfig(_Settings):
             )
 
 
+# the dtypes of the matrix products (charlstm.precision)
+PRECISIONS = ("auto", "float32", "bfloat16")
+# TrainConfig.strategy (charlstm.distribute)
+STRATEGIES = ("auto", "one", "mirrored", "multiworker")
+
+
 @dataclass(frozen=True)
 class TrainConfig(_Settings):
     """How to train: TBPTT layout, optimizer, schedule, budget and evaluation cadence."""
@@ -189,6 +195,14 @@ class TrainConfig(_Settings):
         0.0, "AdamW's decoupled weight decay on kernels and embeddings (0: plain Adam)", min=0
     )
     grad_clip: float = setting(5.0, "clip the global gradient norm to this", min=0, min_open=True)
+    ema: float = setting(
+        0.0,
+        "keep an exponential moving average of the weights, a <- ema * a + (1 - ema) * w after "
+        "every step (Polyak averaging); validation, samples and the checkpoints' model weights "
+        "use the average, training goes on from the raw weights (0: off; 0.999 averages over "
+        "about the last 1,000 steps)",
+        min=0, max=1, max_open=True,
+    )  # fmt: skip
     epochs: int | None = setting(
         20,
         "passes over the training part (with --minutes and no --epochs: as many as the "
@@ -242,6 +256,13 @@ class TrainConfig(_Settings):
         choices=("files", "chars"),
     )
     seed: int = setting(0, "seed for initial weights and dropout", min=0)
+    strategy: str = setting(
+        "auto",
+        "tf.distribute strategy: one device; mirrored across this machine's GPUs (or logical "
+        "CPU devices); multiworker across the hosts in TF_CONFIG; auto: mirrored when there is "
+        "more than one GPU, else one. The batch's streams are split across the replicas",
+        choices=STRATEGIES,
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -291,10 +312,6 @@ def _toml():
     except ModuleNotFoundError:  # Python 3.10
         import tomli as tomllib  # noqa: PLC0415
     return tomllib
-
-
-# the dtypes of the matrix products (charlstm.precision)
-PRECISIONS = ("auto", "float32", "bfloat16")
 
 
 @dataclass(frozen=True)
@@ -380,6 +397,7 @@ class RunConfig(_Settings):
             "constant": "constant",
         }[t.schedule]
         optimizer = f"AdamW (decay {t.weight_decay:g})" if t.weight_decay else "Adam"
+        optimizer += f", weights averaged (ema {t.ema:g})" if t.ema else ""
         if t.epochs is None:
             budget = f"{t.minutes:g} minutes"
         else:

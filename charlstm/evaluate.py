@@ -85,17 +85,22 @@ def make_eval_step(model: CharModel) -> Callable:
 
 
 def evaluate_windows(
-    model: CharModel, windows: Windows, eval_step: Callable | None = None, carry: bool = True
+    model: CharModel,
+    windows: Windows,
+    eval_step: Callable | None = None,
+    carry: bool = True,
+    states: States | None = None,
 ) -> Loss:
     """Mean loss over every target of `windows`, streams starting from zero state.
 
     carry=True carries each window's final states into the next, so every character sees the
     whole text before it. carry=False starts every window from zeros, so character j of a
     window sees only the j characters before it in that window: the difference is what
-    carrying state buys.
+    carrying state buys. `states`: the zero states as `eval_step` takes them (default
+    `model.zero_states`; `charlstm.distribute` passes them cut across replicas).
     """
     eval_step = eval_step or make_eval_step(model)
-    zeros = model.zero_states(windows.inputs.shape[0])
+    zeros = model.zero_states(windows.inputs.shape[0]) if states is None else states
     step = eval_step if carry else (lambda x, y, _: eval_step(x, y, zeros))
     total = sum(float(nll) for _, nll, _ in walk(windows, step, zeros))
     return Loss(nats=total / windows.num_chars, chars=windows.num_chars)

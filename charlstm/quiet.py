@@ -5,7 +5,8 @@ settings apply ("WARNING: All log messages before absl::InitializeLog() is calle
 custom operations are on ..."): in a terminal, and in a notebook, whose kernel shows what is
 written to its descriptor 2. `install()`, run when charlstm is imported, arranges that the first
 import of tensorflow (by charlstm or by anything after it) runs with descriptor 2 pointed at
-/dev/null, and sets TF_CPP_MIN_LOG_LEVEL to 2 (errors only) for what TensorFlow logs later.
+/dev/null, and sets TF_CPP_MIN_LOG_LEVEL to 2 (errors only) for what TensorFlow logs later, 3
+(fatal only) in a worker of a cluster (TF_CONFIG set).
 
 The user's choice wins: with TF_CPP_MIN_LOG_LEVEL set to 0 or 1 before charlstm is imported,
 nothing is hidden. An import that fails still raises its exception, printed as usual once
@@ -75,7 +76,9 @@ class silenced_stderr:  # noqa: N801 (used as a context manager, like contextlib
 def install() -> None:
     """Hide TensorFlow's import-time notes (module docstring), unless the user asked for logs
     or TensorFlow is already imported."""
-    level = os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # a worker of a cluster (TF_CONFIG set): TensorFlow logs every failed call to a lost peer
+    # as an error; charlstm says what failed in one line (charlstm.distribute)
+    level = os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3" if "TF_CONFIG" in os.environ else "2")
     if level in ("0", "1") or "tensorflow" in sys.modules:
         return
     if not any(isinstance(finder, _QuietImport) for finder in sys.meta_path):

@@ -19,7 +19,9 @@ import dataclasses
 import itertools
 import logging
 import math
+import shutil
 import signal
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -35,6 +37,7 @@ from charlstm import precision
 from charlstm.config import RunConfig, SamplingConfig, TrainConfig
 from charlstm.corpus import corpus_key, large_file, load_corpus
 from charlstm.data import Splits, Windows, split_ids, tbptt_windows
+from charlstm.distribute import Replicas, make_strategy
 from charlstm.download import cache_dir
 from charlstm.errors import CharlstmError
 from charlstm.evaluate import Loss, eval_windows, evaluate_windows, make_eval_step, nll_sum, walk
@@ -42,6 +45,7 @@ from charlstm.idfile import encode_file
 from charlstm.model import CharModel, States, build_model, check_fits
 from charlstm.rundir import (
     CONFIG,
+    LOCK,
     Checkpoint,
     RunDir,
     assign_tensors,
@@ -196,6 +200,7 @@ def train(
     force: bool = False,
     epochs: int | None = None,
     minutes: float | None = None,
+    strategy: str | None = None,
     callback: Callback | None = None,
 ) -> TrainResult:
     """Train a model into run directory `out`, or continue the run there.
@@ -213,19 +218,27 @@ def train(
         force: start afresh in `out` even if it holds a run or other files.
         epochs, minutes: with resume, a new epoch limit, or minutes more for this session
             (the run's budget becomes the time spent so far plus `minutes`).
+        strategy: with resume, where the run goes on (TrainConfig.strategy).
         callback: receives EncodeEvents while a large corpus file is encoded, a StartEvent,
             then StepEvent and EvalEvent objects.
 
+    Under a multi-worker strategy only the chief writes `out`; every other worker trains in a
+    temporary folder (a copy of `out` when resuming), removed at the end.
+
     Raises:
-        CharlstmError: bad corpus, too little text, an occupied or locked `out`, a NaN loss.
+        CharlstmError: bad corpus, too little text, an occupied or locked `out`, a NaN loss,
+            a lost worker.
         TrainingInterrupted: on SIGINT, after saving a checkpoint.
     """
     out = Path(out)
     callback = callback or (lambda event: None)
     if resume and (out / CONFIG).exists():
-        with run_lock(out):
-            run = RunDir.open(out)
-            return _resume(run, epochs, minutes, callback)
+        saved = RunDir.open(out).config
+        name = strategy or saved.train.strategy
+        replicas = Replicas(make_strategy(name), saved.train.batch_size)
+        with _home(out, replicas.chief, copy=True) as home, run_lock(home):
+            run = RunDir.open(home)
+            return _resume(run, replicas, epochs, minutes, strategy, callback)
     config = config or RunConfig()
     data = _encoded(config, report=_encode_progress(callback))
     if data.tokenizer.vocab_size < 3:
@@ -242,19 +255,43 @@ def train(
     # check the model and lay the data out before touching `out`: bad input leaves it as it was
     check_fits(config.model, config.train.batch_size, config.train.seq_len, training=True)
     _, train_w, val_w = lay_out(data.ids, data.starts, config, data.val_ids)
-    with run_lock(out):
-        run = RunDir.create(out, config, data.tokenizer, force=force)
-        trainer = _Trainer(run, config, train_w, val_w, callback)
-        with _write_errors(run):
+    replicas = Replicas(make_strategy(config.train.strategy), config.train.batch_size)
+    with _home(out, replicas.chief) as home, run_lock(home):
+        run = RunDir.create(home, config, data.tokenizer, force=force)
+        trainer = _Trainer(run, config, train_w, val_w, callback, replicas)
+        with _write_errors(run), replicas.stop_on_lost_worker():
             return trainer.fit(resume=False, corpus=data.description)
 
 
-def _resume(run: RunDir, epochs: int | None, minutes: float | None, callback: Callback):
+@contextlib.contextmanager
+def _home(out: Path, chief: bool, copy: bool = False) -> Iterator[Path]:
+    """Where this process writes the run: `out` for the chief (every process but the
+    non-chief workers of a multi-worker strategy); else a temporary folder, with a copy of
+    `out` in it if `copy`, removed after."""
+    if chief:
+        yield out
+        return
+    with tempfile.TemporaryDirectory(prefix="charlstm-worker-") as folder:
+        home = Path(folder) / "run"
+        if copy:
+            shutil.copytree(out, home, ignore=shutil.ignore_patterns(LOCK))
+        yield home
+
+
+def _resume(
+    run: RunDir,
+    replicas: Replicas,
+    epochs: int | None,
+    minutes: float | None,
+    strategy: str | None,
+    callback: Callback,
+):
     """`train` with resume=True on a run that has started: its own config and corpus, with a
-    new epoch limit or time budget if given."""
+    new epoch limit, time budget or strategy if given."""
     config = run.config
     check_fits(config.model, config.train.batch_size, config.train.seq_len, training=True)
-    overrides: dict = {k: v for k, v in (("epochs", epochs), ("minutes", minutes)) if v}
+    given = (("epochs", epochs), ("minutes", minutes), ("strategy", strategy))
+    overrides: dict = {k: v for k, v in given if v}
     if minutes and run.checkpoints():
         spent = float(run.latest_checkpoint().progress.get("elapsed_s", 0.0))
         overrides["minutes"] = spent / 60 + minutes
@@ -266,8 +303,9 @@ def _resume(run: RunDir, epochs: int | None, minutes: float | None, callback: Ca
             run.save_config(config)
         data = _encoded(config, run.tokenizer, _encode_progress(callback))
         _, train_w, val_w = lay_out(data.ids, data.starts, config, data.val_ids)
-        trainer = _Trainer(run, config, train_w, val_w, callback)
-        return trainer.fit(resume=True, corpus=data.description)
+        trainer = _Trainer(run, config, train_w, val_w, callback, replicas)
+        with replicas.stop_on_lost_worker():
+            return trainer.fit(resume=True, corpus=data.description)
 
 
 def _encode_progress(callback: Callback):
@@ -333,17 +371,20 @@ def make_train_step(
     return precision.compile_step(train_step, model.matmul_dtype)
 
 
-def make_optimizer(config: TrainConfig) -> keras.optimizers.Optimizer:
+def make_optimizer(config: TrainConfig, clip: bool = True) -> keras.optimizers.Optimizer:
     """Adam with global-norm clipping, or AdamW when config.weight_decay > 0 (decoupled decay,
     w -= lr * weight_decay * w, on kernels and embeddings, not on biases or normalization
     gains and offsets). Its learning rate is a variable: the trainer sets it before each step
-    (`charlstm.schedule`); it starts at the first step's."""
+    (`charlstm.schedule`); it starts at the first step's. With config.ema > 0 it also keeps
+    a <- ema * a + (1 - ema) * w for every trainable w after each step (a = w at the first).
+    clip=False leaves clipping to the caller (`distribute.Replicas` clips the reduced mean)."""
     first = learning_rate(config, 0)
+    # config.ema: Keras' own moving average, updated inside apply_gradients (`averaged`)
+    common = {"global_clipnorm": config.grad_clip if clip else None, "use_ema": config.ema > 0}
+    common |= {"ema_momentum": config.ema} if config.ema else {}
     if config.weight_decay == 0:
-        return keras.optimizers.Adam(first, global_clipnorm=config.grad_clip)
-    optimizer = keras.optimizers.AdamW(
-        first, weight_decay=config.weight_decay, global_clipnorm=config.grad_clip
-    )
+        return keras.optimizers.Adam(first, **common)
+    optimizer = keras.optimizers.AdamW(first, weight_decay=config.weight_decay, **common)
     optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
     return optimizer
 
@@ -362,19 +403,39 @@ def sample_prime(tokenizer: CharTokenizer, val_w: Windows) -> str:
 class _Trainer:
     """The model, optimizer and data of one run, and the loop over them."""
 
-    def __init__(self, run: RunDir, config: RunConfig, train_w: Windows, val_w: Windows, callback):
+    def __init__(
+        self,
+        run: RunDir,
+        config: RunConfig,
+        train_w: Windows,
+        val_w: Windows,
+        callback,
+        replicas: Replicas | None = None,
+    ):
         self.run, self.config, self.callback = run, config, callback
         self.train_w, self.val_w = train_w, val_w
         self.val_head = val_w.head(config.train.eval_chars)  # scored during training
-        keras.utils.set_random_seed(config.train.seed)
-        dtype = precision.resolve(config.precision, config.model.cell)
-        self.model = build_model(config.model, matmul_dtype=dtype)
-        self.optimizer = make_optimizer(config.train)
-        self.optimizer.build(self.model.trainable_variables)
-        self.train_step = make_train_step(self.model, self.optimizer)
-        self.eval_step = make_eval_step(self.model)
         settings = config.train
-        self.sampler = Sampler(self.model, run.tokenizer) if settings.sample_chars else None
+        self.replicas = replicas = replicas or Replicas(None, settings.batch_size)
+        keras.utils.set_random_seed(settings.seed)
+        dtype = precision.resolve(config.precision, config.model.cell)
+        with replicas.scope():
+            self.model = build_model(config.model, matmul_dtype=dtype)
+            self.optimizer = make_optimizer(settings, clip=replicas.strategy is None)
+            self.optimizer.build(self.model.trainable_variables)
+        replicas.decorrelate(self.model)
+        self.eval_step = make_eval_step(self.model)  # on one device (this process' first)
+        self.replica_eval_step: Callable | None = None  # across the replicas
+        if replicas.strategy is None:
+            self.train_step = make_train_step(self.model, self.optimizer)
+        else:
+            self.train_step = replicas.train_step(
+                self.model, self.optimizer, mean_nll, settings.grad_clip
+            )
+            self.replica_eval_step = replicas.eval_step(self.model, nll_sum)
+        # samples are the chief's: the other workers' logs are thrown away
+        sampled = settings.sample_chars and replicas.chief
+        self.sampler = Sampler(self.model, run.tokenizer) if sampled else None
         self.prime = sample_prime(run.tokenizer, val_w)
         self.summaries = (
             tf.summary.create_file_writer(str(run.tensorboard_dir()))
@@ -407,14 +468,36 @@ class _Trainer:
             names |= {f"carry/{i}/{key}": v for key, v in zip("hc", layer)}
         rng = [v for v in self.model.variables if "seed_generator" in v.path]
         names |= {f"rng/{i}": v for i, v in enumerate(rng)}
+        if self.config.train.ema:  # the model's weights are saved averaged: keep the raw ones
+            names |= {f"raw/{k}": v for k, v in variables_by_path(self.model.weights).items()}
         return names
 
+    @contextlib.contextmanager
+    def averaged(self):
+        """Inside, the model holds the moving averages of its trainable weights (with
+        TrainConfig.ema; otherwise nothing changes); after, its raw weights again."""
+        if not self.config.train.ema:
+            yield
+            return
+        trainable = self.model.trainable_variables
+        raw = [tf.identity(v.value) for v in trainable]
+        self.optimizer.finalize_variable_values(trainable)
+        try:
+            yield
+        finally:
+            for v, value in zip(trainable, raw):
+                v.assign(value)
+
     def _save(self, step: int, position: tuple[int, int], states: States) -> None:
-        """Checkpoint `step`; training continues at `position`, (epoch, window)."""
+        """Checkpoint `step`; training continues at `position`, (epoch, window). `states`:
+        the replicas' carried states, gathered here into the global batch's order."""
+        states = self.replicas.gather(states)
         for variables, values in zip(self.carry, states):
             for v, value in zip(variables, values):
                 v.assign(value)
         epoch, window = position
+        with self.averaged():  # what generate and evaluate load
+            weights = _values(variables_by_path(self.model.weights))
         progress = {
             "epoch": epoch,
             "window": window,
@@ -427,7 +510,7 @@ class _Trainer:
         }
         self.run.write_checkpoint(
             step,
-            _values(variables_by_path(self.model.weights)),
+            weights,
             _values(self.train_state()),
             progress,
             keep=self.config.train.keep_checkpoints,
@@ -437,6 +520,7 @@ class _Trainer:
         """Load checkpoint `ckpt`: its (epoch, window) position and carried states."""
         assign_tensors(variables_by_path(self.model.weights), ckpt.model_tensors(), str(ckpt.path))
         assign_tensors(self.train_state(), ckpt.train_state_tensors(), str(ckpt.path))
+        self.replicas.decorrelate(self.model)  # the checkpoint has replica 0's RNG state
         p = ckpt.progress
         self.best_val, self.best_step = p.get("best_val"), p.get("best_step")
         self.since_best, self.stale = int(p.get("since_best", 0)), int(p.get("stale", 0))
@@ -455,9 +539,11 @@ class _Trainer:
         """
         first_epoch, window = position
         epochs = self.config.train.epochs
+        streams = self.train_w.inputs.shape[0]
         for epoch in range(first_epoch, epochs) if epochs else itertools.count(first_epoch):
             if window == 0 or carried is None:
-                carried = self.model.zero_states(self.train_w.inputs.shape[0])
+                carried = self.model.zero_states(streams)
+            carried = self.replicas.split(carried, streams)  # each replica its own streams
             for k, loss, after in walk(self.train_w, self._scheduled(epoch), carried, window):
                 yield epoch, k, loss, after
             window = 0
@@ -467,7 +553,9 @@ class _Trainer:
         settings = self.config.train
 
         def step(x, y, states):
-            p = progress(settings, self.step, len(self.train_w), self._elapsed())
+            # every worker of a cluster sets the same rate: the time is agreed on
+            (elapsed,) = self.replicas.agree(self._elapsed())
+            p = progress(settings, self.step, len(self.train_w), elapsed)
             self.optimizer.learning_rate.assign(
                 learning_rate(settings, self.step, epoch, p, self.cuts)
             )
@@ -522,9 +610,11 @@ class _Trainer:
                 )  # fmt: skip
                 epoch_done = k == len(self.train_w) - 1
                 position = (epoch + 1, 0) if epoch_done else (epoch, k + 1)
-                if interrupt["stop"]:
+                # a cluster's workers stop together, at the step any of them stops at
+                interrupted, late = self.replicas.agree(interrupt["stop"], now >= deadline)
+                if interrupted:
                     stopped_by = "interrupt"
-                elif now >= deadline:
+                elif late:
                     stopped_by = "minutes"
                 last = stopped_by == "minutes" or (epoch_done and epoch + 1 == settings.epochs)
                 if step % settings.eval_every == 0 or epoch_done or last:
@@ -549,6 +639,7 @@ class _Trainer:
             "loss/train": record["train_loss"],
             "loss/validation": record["val_loss"],
             "loss/validation_all": record.get("val_loss_all"),
+            "loss/validation_raw": record.get("val_loss_raw"),
             "bits_per_char/validation": record["val_bits_per_char"],
             "learning_rate": record["learning_rate"],
             "chars_per_sec": record["chars_per_sec"],
@@ -568,6 +659,15 @@ class _Trainer:
         """Training time of the whole run, sessions before this one included."""
         return self.elapsed_before + time.monotonic() - self.start
 
+    def _score(self, windows: Windows) -> Loss:
+        """The model's loss on `windows`: split across the replicas when their streams
+        divide evenly (the replicas' sums added), else on this process' first replica."""
+        streams = windows.inputs.shape[0]
+        if self.replica_eval_step is None or not self.replicas.divides(streams):
+            return evaluate_windows(self.model, windows, self.eval_step)
+        zeros = self.replicas.split(self.model.zero_states(streams), streams)
+        return evaluate_windows(self.model, windows, self.replica_eval_step, states=zeros)
+
     def _evaluate(
         self, step: int, epoch: int, train_losses: list[float], speeds: list[float], last: bool
     ) -> bool:
@@ -576,17 +676,29 @@ class _Trainer:
         between the two leaves a record that resume drops and redoes, while the other order
         could leave a checkpoint whose record is never written) and written to TensorBoard.
         Counts stalls for the plateau schedule and early stopping; returns True when early
-        stopping says stop."""
+        stopping says stop. With TrainConfig.ema the scores and the sample are the averaged
+        weights', and the raw weights' score of the head is logged as val_loss_raw."""
         # weights can turn NaN in a step whose loss (computed before the update) was finite
         self.run.check_finite(_values(variables_by_path(self.model.weights)), step)
-        val: Loss = evaluate_windows(self.model, self.val_head, self.eval_step)
+        settings = self.config.train
+        raw: Loss | None = None
+        if settings.ema:  # what the average buys, in the log
+            raw = self._score(self.val_head)
+        with self.averaged():
+            val: Loss = self._score(self.val_head)
+            whole = sample = None
+            if last and self.val_head is not self.val_w:
+                whole = self._score(self.val_w)
+            if self.sampler is not None:
+                sampling = SamplingConfig(temperature=SAMPLE_TEMPERATURE, seed=settings.seed)
+                pieces = self.sampler.generate(self.prime, settings.sample_chars, sampling)
+                sample = self.prime + "".join(cast(Iterator[str], pieces))
         is_best = self.best_val is None or val.nats < self.best_val
         if is_best:
             self.best_val, self.best_step = val.nats, step
             self.since_best = self.stale = 0
         else:
             self.since_best, self.stale = self.since_best + 1, self.stale + 1
-        settings = self.config.train
         if settings.schedule == "plateau" and self.stale >= settings.plateau_patience:
             self.cuts, self.stale = self.cuts + 1, 0
         record: dict[str, Any] = {
@@ -600,14 +712,12 @@ class _Trainer:
             "chars_per_sec": float(np.median(speeds)) if speeds else None,
             "elapsed_s": round(self._elapsed(), 3),
         }
-        if last and self.val_head is not self.val_w:
-            whole = evaluate_windows(self.model, self.val_w, self.eval_step)
+        if raw is not None:
+            record["val_loss_raw"] = raw.nats  # the raw weights' (val_loss: the average's)
+        if whole is not None:
             record |= {"val_loss_all": whole.nats, "val_chars_all": whole.chars}
-        if self.sampler is not None:
-            sampling = SamplingConfig(temperature=SAMPLE_TEMPERATURE, seed=settings.seed)
-            pieces = self.sampler.generate(self.prime, settings.sample_chars, sampling)
-            text = "".join(cast(Iterator[str], pieces))
-            record["sample"] = self.prime + text
+        if sample is not None:
+            record["sample"] = sample
         self.run.append_log(record)
         if self.summaries is not None:
             self._summarize(record)

@@ -132,6 +132,12 @@ CASES = [
     ),
     pytest.param([*train_on("tiny.txt"), "--minutes", "inf"], 1, "minutes", id="train-minutes-inf"),
     pytest.param(
+        [*train_on("tiny.txt"), "--strategy", "multiworker"],
+        1,
+        "needs TF_CONFIG",
+        id="train-multiworker-without-a-cluster",
+    ),
+    pytest.param(
         [*train_on("tiny.txt"), "--units", "60000"], 1, "memory", id="train-model-beyond-memory"
     ),
     # where the run goes

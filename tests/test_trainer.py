@@ -170,11 +170,12 @@ def test_minutes_budget_stops_training_and_saves(tmp_path, text_file):
     assert result.step < 50 * 10
 
 
-@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+# the weight average (ema) rides along in one: its averages and the raw weights must come back
+@pytest.mark.parametrize(("precision", "ema"), [("float32", 0.0), ("bfloat16", 0.9)])
 def test_resume_continues_with_the_same_losses_as_an_uninterrupted_run(
-    tmp_path, text_file, precision
+    tmp_path, text_file, precision, ema
 ):
-    config = tiny_config(str(text_file), epochs=2, eval_every=25)
+    config = tiny_config(str(text_file), epochs=2, eval_every=25, ema=ema)
     config = dataclasses.replace(config, precision=precision)
     # dropout, recurrent dropout and weight drop draw random masks: exact resume needs their
     # RNG states back too
@@ -303,6 +304,40 @@ def test_the_default_recipe_learns_as_much_per_step_as_it_did(tmp_path):
     result = train(tmp_path / "run", config)
     assert result.step == 4 * 52
     assert result.best_val < 2.0
+
+
+def test_ema_checkpoints_the_average_of_the_raw_weights_and_logs_both_scores(tmp_path, text_file):
+    from charlstm.rundir import variables_by_path
+
+    m = 0.8
+    trainer, corpus, train_w = _trainer(tmp_path, text_file, epochs=1, eval_every=1000, ema=m)
+    step = trainer.train_step
+    raws = []  # every trainable weight after each step
+
+    def spy(x, y, states):
+        out = step(x, y, states)
+        raws.append({v.path: v.numpy().copy() for v in trainer.model.trainable_variables})
+        return out
+
+    trainer.train_step = spy
+    trainer.fit(resume=False, corpus=corpus.description)
+    assert len(raws) == len(train_w) > 3
+    average = dict(raws[0])  # a = w after the first step, then a <- m a + (1 - m) w
+    for raw in raws[1:]:
+        average = {k: m * average[k] + (1 - m) * w for k, w in raw.items()}
+    ckpt = trainer.run.latest_checkpoint()
+    saved, state = ckpt.model_tensors(), ckpt.train_state_tensors()
+    paths = {v.path: k for k, v in variables_by_path(trainer.model.weights).items()}
+    for path, value in average.items():
+        np.testing.assert_allclose(saved[paths[path]], value, rtol=1e-5, atol=1e-6)
+        np.testing.assert_array_equal(state[f"raw/{paths[path]}"], raws[-1][path])
+        # the model goes on training from its raw weights
+        assert not np.allclose(raws[-1][path], value, atol=1e-6)
+    record = trainer.run.read_log()[-1]
+    assert record["val_loss_raw"] != record["val_loss"]
+    # the run's model, as generate and evaluate load it, holds the average
+    for v in trainer.run.load_model().trainable_variables:
+        np.testing.assert_allclose(v.numpy(), average[v.path], rtol=1e-5, atol=1e-6)
 
 
 def test_weight_decay_shrinks_kernels_and_embeddings_but_not_biases():
