@@ -11,6 +11,8 @@ only when installed (`pip install '.[bench]'`, or `pip install torch==2.13.0` he
     python scripts/benchmark.py                    # the 2 x 256, B 64, T 100 model
     python scripts/benchmark.py --scaling --json   # + 1 x 128, 3 x 512 and batch 32 / 128
     python scripts/benchmark.py --scaling --no-variants   # the same without the regularizers
+    python scripts/benchmark.py --strategy mirrored   # one device against two logical CPU
+                                                      # devices under tf.distribute
 """
 
 from __future__ import annotations
@@ -68,6 +70,44 @@ class CharlstmBackend:
     def step(self, x, y):
         loss, self.states = self.step_fn(tf.constant(x), tf.constant(y), self.states)
         return float(loss)
+
+
+class MirroredBackend:
+    """charlstm's distributed step (`charlstm.distribute`) on MirroredStrategy over `devices`
+    (logical CPU devices here: they share the same cores, so this shows the cost of the
+    distributed step, not a speed-up)."""
+
+    def __init__(self, vocab, emb, units, layers, batch, seq_len, devices):
+        from charlstm.distribute import Replicas  # noqa: PLC0415
+        from charlstm.trainer import mean_nll  # noqa: PLC0415
+
+        self.name = f"charlstm mirrored x {len(devices)}"
+        self.replicas = Replicas(tf.distribute.MirroredStrategy(devices), batch)
+        config = ModelConfig(
+            vocab_size=vocab, embedding_dim=emb, units=units, num_layers=layers, dropout=0.0
+        )
+        with self.replicas.scope():
+            self.model = build_model(config)
+            optimizer = make_optimizer(TrainConfig(), clip=False)
+            optimizer.build(self.model.trainable_variables)
+        self.step_fn = self.replicas.train_step(self.model, optimizer, mean_nll, 5.0)
+        self.states = self.replicas.split(self.model.zero_states(batch), batch)
+
+    def step(self, x, y):
+        loss, self.states = self.step_fn(tf.constant(x), tf.constant(y), self.states)
+        return float(loss)
+
+
+def time_strategies(args, ids, vocab) -> dict:
+    """chars/s of the 2 x 256 model on one device and under MirroredStrategy on two logical
+    CPU devices (set up in `main` before TensorFlow starts), interleaved in one run."""
+    batch = 64
+    windows = tbptt_windows(ids, batch, args.seq_len)
+    shape = (vocab, args.embedding_dim, 256, 2, batch, args.seq_len)
+    devices = [d.name for d in tf.config.list_logical_devices("CPU")]
+    backends = [CharlstmBackend(*shape), MirroredBackend(*shape, devices)]
+    rates = time_training(backends, windows, args.warmup, args.steps, args.rounds)
+    return {"train_chars_per_s": rates, "ratio": rates[backends[1].name] / rates["charlstm"]}
 
 
 class KerasLSTMBackend:
@@ -322,12 +362,30 @@ def main() -> None:
     parser.add_argument("--scaling", action="store_true", help="also 1x128, 3x512, B 32/128")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--no-variants", action="store_true", help="skip the regularizers' rows")
+    parser.add_argument(
+        "--strategy",
+        choices=["mirrored"],
+        help="instead: one device against MirroredStrategy on two logical CPU devices",
+    )
     args = parser.parse_args()
+    if args.strategy:
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        two = [tf.config.LogicalDeviceConfiguration()] * 2
+        tf.config.set_logical_device_configuration(cpu, two)
 
     text = read_text(args.corpus)
     tokenizer = CharTokenizer.build(text)
     ids = tokenizer.encode(text)
     vocab = tokenizer.vocab_size
+    if args.strategy:
+        report = {
+            "date": time.strftime("%Y-%m-%d"),
+            "machine": f"{cpu_name()}, {os.cpu_count()} cores",
+            "tensorflow": tf.__version__,
+            **time_strategies(args, ids, vocab),
+        }
+        print(json.dumps(report, indent=2) if args.json else _strategy_table(report))
+        return
     peak = matmul_peak()
     configs = [(2, 256, 64, True)]
     if args.scaling:
@@ -363,6 +421,23 @@ def main() -> None:
         print(json.dumps(report, indent=2))
     else:
         print(_table(report))
+
+
+def _strategy_table(report) -> str:
+    rates = report["train_chars_per_s"]
+    lines = [
+        f"{report['date']}, {report['machine']}, TensorFlow {report['tensorflow']}; "
+        "2 x 256, B 64, T 100, float32, training chars/s",
+        "",
+        "| run | chars/s |",
+        "| --- | --- |",
+        *(f"| {name} | {rate:,.0f} |" for name, rate in rates.items()),
+        "",
+        f"mirrored / one device: {report['ratio']:.2f} (the two logical devices share the same "
+        "cores: below 1 is the distributed step's cost; above 1, two half-batch steps keeping "
+        "the cores busier than one, not a second device's work)",
+    ]
+    return "\n".join(lines)
 
 
 def _row(r) -> str:

@@ -22,6 +22,8 @@ from charlstm.trainer import train
 from tests.conftest import make_text
 from tests.distributed import config, losses_of
 
+pytestmark = pytest.mark.slow  # a minute in all: `pytest -m slow`, which CI runs
+
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
 # float rounding: the replicas sum their gradients in another order than one device does, and

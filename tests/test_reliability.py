@@ -316,6 +316,7 @@ cli()
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("k", [1, 2, 3])
 def test_a_kill_during_start_up_leaves_a_run_the_same_command_continues(tmp_path, text_file, k):
     """k = 1: killed before tokenizer.json is in place; 2: before config.json; 3: before the
@@ -358,6 +359,7 @@ def _fill(folder: Path) -> None:
                 assert err.errno == errno.ENOSPC
 
 
+@pytest.mark.slow
 def test_a_full_disk_stops_training_in_one_line_and_the_last_checkpoint_loads(
     small_disk, text_file
 ):
@@ -506,6 +508,7 @@ def test_info_counts_the_parameters_of_the_model_it_describes(trained_run):
     assert f"parameters: {count:,}" in done.stdout
 
 
+@pytest.mark.slow
 def test_training_is_deterministic_across_processes(tmp_path, text_file):
     logs = []
     for name, hash_seed in (("a", "1"), ("b", "2")):
