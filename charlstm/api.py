@@ -1,8 +1,8 @@
-"""The Python front door: `charlstm.load(run_dir)` and `charlstm.trainer(text_or_path, out, ...)`.
+"""The Python front door: `charlstm.load(run_dir)` and `charlstm.train(text_or_path, out, ...)`.
 
     import charlstm
 
-    lm = charlstm.trainer("tinyshakespeare", "runs/demo", minutes=1)   # or a path, or a text
+    lm = charlstm.train("tinyshakespeare", "runs/demo", minutes=1)     # or a path, or a text
     print(lm.generate("ROMEO:", 200, seed=1))
     for piece in lm.stream("JULIET:", 500):
         print(piece, end="")
@@ -56,22 +56,8 @@ class LanguageModel:
 
     @property
     def info(self) -> dict:
-        """The run at a glance: path, corpus, the config's lines, parameters, vocabulary size,
-        checkpoints, best validation loss and its step, the last log record."""
-        checkpoints = self.run.checkpoints()
-        progress = checkpoints[-1].progress if checkpoints else {}
-        records = self.run.read_log()
-        return {
-            "run": str(self.run.path),
-            "corpus": self.config.corpus,
-            "config": self.config.describe(),
-            "parameters": self.model.count_params(),
-            "vocab_size": self.tokenizer.vocab_size,
-            "checkpoints": [c.step for c in checkpoints],
-            "best_val": progress.get("best_val"),
-            "best_step": progress.get("best_step"),
-            "last": records[-1] if records else None,
-        }
+        """`run_info` of the run: what `charlstm info` prints."""
+        return run_info(self.run)
 
     def stream(
         self,
@@ -139,6 +125,42 @@ def train(
     config = RunConfig.from_options(corpus, corpus_chars=corpus_size(corpus), **options)
     train_run(out, config, resume=resume, force=force)
     return load(out)
+
+
+def run_info(run: RunDir) -> dict:
+    """A run at a glance, as `charlstm info` prints it: path, corpus and its size in bytes
+    here (None where it is not found), the config's lines, parameters (counted on the model
+    built from the config: a run without checkpoints has them too), vocabulary size,
+    checkpoints, best validation loss and its step, the last log record, and the TensorFlow and
+    Keras versions.
+
+    Raises:
+        CharlstmError: the config's model does not fit in memory (it is not built).
+    """
+    import keras  # noqa: PLC0415 (slow import)
+    import tensorflow as tf  # noqa: PLC0415
+
+    from charlstm.corpus import corpus_size  # noqa: PLC0415
+    from charlstm.model import build_model, check_fits  # noqa: PLC0415
+
+    config = run.config
+    check_fits(config.model)
+    checkpoints = run.checkpoints()
+    progress = checkpoints[-1].progress if checkpoints else {}
+    records = run.read_log()
+    return {
+        "run": str(run.path),
+        "corpus": config.corpus,
+        "corpus_bytes": corpus_size(config.corpus),
+        "config": config.describe(),
+        "parameters": build_model(config.model).count_params(),
+        "vocab_size": config.model.vocab_size,
+        "checkpoints": [c.step for c in checkpoints],
+        "best_val": progress.get("best_val"),
+        "best_step": progress.get("best_step"),
+        "last": records[-1] if records else None,
+        "software": {"tensorflow": tf.__version__, "keras": keras.__version__},
+    }
 
 
 def _corpus(text_or_path: str | Path) -> str:

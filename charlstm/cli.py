@@ -23,6 +23,7 @@ from typing import Any
 import click
 
 from charlstm.config import (
+    PRECISIONS,
     DynamicConfig,
     Option,
     RunConfig,
@@ -428,11 +429,21 @@ def plot(run_dir, out) -> None:
     "Ctrl-D ends.",
 )
 @click.option(
+    "--precision",
+    type=click.Choice(PRECISIONS),
+    default="float32",
+    show_default=True,
+    help="dtype of the matrix products while sampling (auto: bfloat16 where the CPU has "
+    "AVX512-BF16 or AMX); whatever the run trained in",
+)
+@click.option(
     "--keep-state",
     is_flag=True,
     help="With --interactive: each line continues the text so far instead of starting afresh.",
 )
-def generate(run_dir, prime, length, num_samples, interactive, keep_state, **settings) -> None:
+def generate(
+    run_dir, prime, length, num_samples, interactive, precision, keep_state, **settings
+) -> None:
     """Generate text from the best checkpoint in RUN_DIR; the text streams to stdout."""
     from charlstm.rundir import RunDir  # noqa: PLC0415
 
@@ -442,9 +453,11 @@ def generate(run_dir, prime, length, num_samples, interactive, keep_state, **set
     if interactive and (num_samples != 1 or prime):
         raise click.UsageError("--interactive reads its primes from the terminal, one sample")
     run = RunDir.open(Path(run_dir))  # needs no TensorFlow: a bad run is refused at once
-    from charlstm.sample import Conversation, Sampler  # noqa: PLC0415 (slow import)
+    from charlstm.precision import resolve  # noqa: PLC0415 (slow import)
+    from charlstm.sample import Conversation, Sampler  # noqa: PLC0415
 
-    sampler = Sampler(run.load_model(), run.tokenizer)
+    model = run.load_model(matmul_dtype=resolve(precision, run.config.model.cell))
+    sampler = Sampler(model, run.tokenizer)
     if interactive:
         _converse(Conversation(sampler, sampling, keep_state), length)
         return
@@ -545,43 +558,35 @@ def _loss_line(loss) -> str:
 @click.argument("run_dir")
 def info(run_dir) -> None:
     """Describe RUN_DIR: config, vocabulary, checkpoints, last log line."""
-    from charlstm.corpus import corpus_size  # noqa: PLC0415
     from charlstm.rundir import RunDir  # noqa: PLC0415
 
     run = RunDir.open(Path(run_dir))  # needs no TensorFlow: a bad run is refused at once
-    import keras  # noqa: PLC0415
-    import tensorflow as tf  # noqa: PLC0415
+    from charlstm.api import run_info  # noqa: PLC0415 (imports TensorFlow)
 
-    from charlstm.model import build_model, check_fits  # noqa: PLC0415 (slow import)
-
-    checkpoints = run.checkpoints()
-    records = run.read_log()
-    c = run.config
-    check_fits(c.model)  # the count comes from the model itself, built only if it fits
-    params = build_model(c.model).count_params()
-    size = corpus_size(c.corpus)
+    i = run_info(run)
+    size = i["corpus_bytes"]
     lines = [
-        f"run: {run.path}",
-        f"corpus: {c.corpus} ({f'{size:,} bytes' if size else 'not found here'})",
-        *c.describe(),
-        f"parameters: {params:,}, vocabulary: {c.model.vocab_size} characters",
-        "checkpoints: " + (", ".join(str(k.step) for k in checkpoints) or "none"),
+        f"run: {i['run']}",
+        f"corpus: {i['corpus']} ({f'{size:,} bytes' if size else 'not found here'})",
+        *i["config"],
+        f"parameters: {i['parameters']:,}, vocabulary: {i['vocab_size']} characters",
+        "checkpoints: " + (", ".join(map(str, i["checkpoints"])) or "none"),
     ]
-    if checkpoints:
-        p = checkpoints[-1].progress
-        best = p.get("best_val")
+    if i["checkpoints"]:
+        best = i["best_val"]
         lines.append(
-            f"best validation loss: {best:.4f} nats/char at step {p.get('best_step')}"
+            f"best validation loss: {best:.4f} nats/char at step {i['best_step']}"
             if best is not None
             else "best validation loss: n/a"
         )
-    if records:
-        r = records[-1]
+    if i["last"]:
+        r = i["last"]
         lines.append(
             f"last evaluation: step {r['step']}, val {r['val_loss']:.4f} nats/char, "
             f"{r['elapsed_s']:.0f}s of training"
         )
-    lines.append(f"software: TensorFlow {tf.__version__}, Keras {keras.__version__}")
+    software = i["software"]
+    lines.append(f"software: TensorFlow {software['tensorflow']}, Keras {software['keras']}")
     click.echo("\n".join(lines))
 
 

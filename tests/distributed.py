@@ -4,9 +4,10 @@ devices and cluster are fixed when it starts).
     python -m tests.distributed mirrored OUT
         two logical CPU devices; trains OUT/one (no strategy) and OUT/mirrored (both devices)
         on the same text, config and seed; writes OUT/losses.json
-    python -m tests.distributed worker OUT CORPUS EPOCHS WEIGHTS
-        one worker of the cluster in TF_CONFIG (--strategy multiworker) trains into OUT; its
-        model's weights at the end go to WEIGHTS (.npz), whichever worker it is
+    python -m tests.distributed worker OUT CORPUS EPOCHS WEIGHTS [resume]
+        one worker of the cluster in TF_CONFIG (--strategy multiworker) trains into OUT (with
+        `resume`: `--resume --epochs EPOCHS` on the run there); its model's weights at the end
+        go to WEIGHTS (.npz), whichever worker it is
 """
 
 import dataclasses
@@ -76,7 +77,7 @@ def masks_per_replica() -> list:
     return [value.numpy().tolist() for value in logits().values]
 
 
-def worker(out: Path, corpus: str, epochs: int, weights: Path) -> None:
+def worker(out: Path, corpus: str, epochs: int, weights: Path, resume: bool) -> None:
     from charlstm import trainer  # noqa: PLC0415
     from charlstm.cli import cli  # noqa: PLC0415
 
@@ -88,6 +89,8 @@ def worker(out: Path, corpus: str, epochs: int, weights: Path) -> None:
         return result
 
     trainer._Trainer.fit = fit_and_keep_weights
+    if resume:  # the run's own config: its strategy is multiworker
+        cli.main(["train", "--out", str(out), "--resume", "--epochs", str(epochs)])
     settings = weights.with_suffix(".json")  # the tiny config, as `charlstm train --config` reads
     settings.write_text(config(corpus, "multiworker", epochs).to_json())
     cli.main(["train", corpus, "--out", str(out), "--config", str(settings)])
@@ -97,4 +100,5 @@ if __name__ == "__main__":
     if sys.argv[1] == "mirrored":
         mirrored(Path(sys.argv[2]))
     else:
-        worker(Path(sys.argv[2]), sys.argv[3], int(sys.argv[4]), Path(sys.argv[5]))
+        resume = sys.argv[6:] == ["resume"]
+        worker(Path(sys.argv[2]), sys.argv[3], int(sys.argv[4]), Path(sys.argv[5]), resume)

@@ -83,19 +83,22 @@ def _free_ports(n: int) -> list[int]:
     return ports
 
 
-def _start_workers(tmp_path: Path, out: Path, corpus: Path, epochs: int, env=None):
+def _start_workers(
+    tmp_path: Path, out: Path, corpus: Path, epochs: int, env=None, resume: bool = False
+):
     """Two workers of a cluster on 127.0.0.1 (worker 0 is the chief), each with its own
-    TF_CONFIG and temporary folder: (processes, weight files, temporary folders)."""
+    TF_CONFIG and temporary folder: (processes, weight files, temporary folders). With
+    `resume`, they resume the run in `out` to `epochs`."""
     addresses = [f"127.0.0.1:{port}" for port in _free_ports(2)]
     procs, weights, temps = [], [], []
     for index in range(2):
-        temp = tmp_path / f"tmp{index}"
+        temp = tmp_path / f"tmp{index}{'-resume' * resume}"
         temp.mkdir()
         tf_config = {"cluster": {"worker": addresses}, "task": {"type": "worker", "index": index}}
-        weights.append(tmp_path / f"weights{index}.npz")
+        weights.append(tmp_path / f"weights{index}{'-resume' * resume}.npz")
         temps.append(temp)
         command = [sys.executable, "-m", "tests.distributed", "worker", str(out), str(corpus),
-                   str(epochs), str(weights[-1])]  # fmt: skip
+                   str(epochs), str(weights[-1]), *["resume"] * resume]  # fmt: skip
         # TensorFlow's log level as a user's worker has it: charlstm's default for workers
         worker_env = {k: v for k, v in ENV.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
         worker_env |= {"TF_CONFIG": json.dumps(tf_config), "TMPDIR": str(temp), **(env or {})}
@@ -158,7 +161,7 @@ def _has_checkpoint(out: Path) -> bool:
         return False
 
 
-def test_a_killed_worker_stops_the_other_with_one_line(tmp_path):
+def test_a_killed_worker_stops_the_other_with_one_line_and_the_cluster_resumes(tmp_path):
     corpus = tmp_path / "tiny.txt"
     corpus.write_text(make_text(), encoding="utf-8")
     out = tmp_path / "run"
@@ -184,4 +187,19 @@ def test_a_killed_worker_stops_the_other_with_one_line(tmp_path):
     # no TensorFlow log line about the failed calls: the one line says it
     assert not [line for line in lines if re.match(r"[EWIF]\d{4} ", line)], lines[-5:]
     assert waited < timeout + 90
-    assert RunDir.open(out).latest_checkpoint() is not None  # the last complete one is kept
+    kept = RunDir.open(out).latest_checkpoint().step  # the last complete checkpoint is kept
+    # --resume with the same command on the same cluster goes on from it, to the epoch's end
+    procs, weights, _ = _start_workers(tmp_path, out, corpus, epochs=1, resume=True)
+    try:
+        outputs = [proc.communicate(timeout=300) for proc in procs]
+    finally:
+        _end(procs)
+    for proc, (_, err) in zip(procs, outputs):
+        assert proc.returncode == 0, err.decode()[-3000:]
+    run = RunDir.open(out)
+    steps = [r["step"] for r in run.read_log()]
+    assert steps == sorted(set(steps)) and kept in steps
+    assert run.latest_checkpoint().step == steps[-1] > kept
+    first, second = np.load(weights[0]), np.load(weights[1])
+    for name in first.files:
+        np.testing.assert_array_equal(first[name], second[name], err_msg=name)

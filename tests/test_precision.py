@@ -139,3 +139,24 @@ def test_a_short_bfloat16_run_learns_as_much_as_float32_and_repeats_exactly(tmp_
     # must learn no worse than float32, within a margin
     assert np.mean(bf16[-20:]) <= 1.05 * np.mean(f32[-20:])
     assert result16.best_val <= 1.03 * result32.best_val, (result16.best_val, result32.best_val)
+
+
+def test_generate_samples_in_the_precision_asked_for(trained_run):
+    from charlstm.config import SamplingConfig
+    from charlstm.rundir import RunDir
+    from charlstm.sample import Sampler
+    from tests.test_cli import run_charlstm
+
+    run = RunDir.open(trained_run)
+    settings = SamplingConfig(seed=3)
+
+    def sampled(dtype: str) -> str:
+        sampler = Sampler(run.load_model(matmul_dtype=dtype), run.tokenizer)
+        return "The" + "".join(sampler.generate("The", 300, settings))
+
+    done = run_charlstm("generate", trained_run, "--prime", "The", "--length", "300",
+                        "--seed", "3", "--precision", "bfloat16")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    bf16, f32 = sampled("bfloat16"), sampled("float32")
+    assert bf16 != f32  # so the command's text tells which products it ran
+    assert done.stdout.removesuffix("\n") == bf16
