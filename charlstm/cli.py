@@ -673,10 +673,14 @@ def _source_command(name: str, make) -> None:
         )
 
     for param in reversed(list(params)):
-        command = click.option(
-            f"--{param.name.replace('_', '-')}", type=type(param.default),
-            default=param.default, show_default=True,
-        )(command)  # fmt: skip
+        flag = param.name.replace("_", "-")
+        if isinstance(param.default, bool):  # a switch: --quotes / --no-quotes
+            option = click.option(f"--{flag}/--no-{flag}", default=param.default,
+                                  show_default=True)  # fmt: skip
+        else:
+            option = click.option(f"--{flag}", type=type(param.default), default=param.default,
+                                  show_default=True)  # fmt: skip
+        command = option(command)
     command = click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")(
         command
     )

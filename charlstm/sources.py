@@ -12,13 +12,21 @@ markov(order k, alphabet A): x_t ~ P(. | x_{t-k} .. x_{t-1}), each of the A^k ro
 
         H = sum_ctx pi(ctx) * H(P(. | ctx)),    H(p) = -sum_x p(x) log2 p(x)
 
-brackets(pairs m, fillers f, depth D): at stack depth d, open one of m brackets with
-    probability p_open (d < D), close the innermost one with p_close (d > 0), else one of f
+brackets(pairs m, fillers f, depth D, quotes): at stack depth d, open one of m brackets
+    with probability p_open (d < D), close the innermost one with p_close (d > 0), else one of f
     filler letters. Which closer comes is fixed by the stack: a model must remember the opener,
     however long ago. The depth is a birth-death chain with pi(d) proportional to
     (p_open / p_close)^d, and
 
         H = sum_d pi(d) * H_d,    H_d = entropy of (open m ways | close | filler f ways) at d
+
+    With quotes, '"' is one more opener and its own closer, never opened directly inside
+    another quote (there it can only close): k = m + 1 openers, m when the innermost is a
+    quote. The depth chain does not depend on what is open, and the stack, bottom up, is a
+    Markov chain (after a quote one of the m brackets, else one of all m + 1), so the innermost
+    is a quote at depth d with probability q_d = (1 - q_{d-1}) / (m + 1), q_0 = 0, and
+
+        H = sum_d pi(d) * [q_d H_d(m) + (1 - q_d) H_d(m + 1)],   H_d(k): open k ways at d
 
 copy(length L, alphabet A): blocks of L uniform letters, "|", the same L letters, newline:
 
@@ -37,6 +45,7 @@ from charlstm.errors import CharlstmError
 
 LETTERS = "abcdefghijklmnopqrstuvwxyz"
 PAIRS = {"(": ")", "[": "]", "{": "}", "<": ">"}
+QUOTE = '"'  # brackets(quotes=True): opens and closes
 MAX_CONTEXTS = 4096  # A^k: the stationary distribution is an exact solve of this size
 
 
@@ -155,11 +164,14 @@ def brackets(
     p_close: float = 0.02,
     chars: int = 1_000_000,
     seed: int = 0,
+    quotes: bool = False,
 ) -> Source:
     """Nested brackets among filler letters: at stack depth d < `depth` one of `pairs` openers
     with probability `p-open`, at d > 0 the innermost bracket's closer with `p-close`, else
     one of `fillers` letters. Which closer comes is fixed by the opener, which a model must
-    remember however long ago it was (1 / p-close characters on average, 50 by default)."""
+    remember however long ago it was (1 / p-close characters on average, 50 by default).
+    With `quotes`, '"' opens too, and closes itself: inside a quote a '"' only closes, so a
+    model must remember whether the innermost thing open is a quote."""
     _check("pairs", pairs, 1, len(PAIRS))
     _check("fillers", fillers, 1, len(LETTERS))
     _check("depth", depth, 1, 1000)
@@ -175,35 +187,47 @@ def brackets(
     ratio = p_open / p_close
     pi = ratio ** np.arange(depth + 1, dtype=np.float64)
     pi /= pi.sum()
-    per_choice = np.array([math.log2(pairs), 0.0, math.log2(fillers)])
-    h_depth = _entropy_bits(emit) + (emit * per_choice).sum(axis=1)
-    rate = float(pi @ h_depth)
+    brackets_only = list(PAIRS)[:pairs]
+    every = brackets_only + [QUOTE] * quotes  # the openers where the innermost is no quote
+    # q[d]: the innermost of d open is a quote (module docstring); 0 without quotes
+    q = np.zeros(depth + 1)
+    for d in range(1, depth + 1):
+        q[d] = (1 - q[d - 1]) / len(every) if quotes else 0.0
+
+    def h_depth(k: int) -> np.ndarray:  # H_d with k openers to choose from, every d
+        per_choice = np.array([math.log2(k), 0.0, math.log2(fillers)])
+        return _entropy_bits(emit) + (emit * per_choice).sum(axis=1)
+
+    rate = float(pi @ (q * h_depth(pairs) + (1 - q) * h_depth(len(every))))
 
     rng = np.random.default_rng(seed)
-    openers = list(PAIRS)[:pairs]
     letters = LETTERS[:fillers]
-    stack: list[str] = []
     out: list[str] = []
     bits = np.empty(chars, np.float32)
-    d = int(rng.choice(depth + 1, p=pi))  # a stationary start: d brackets already open
-    stack = [openers[i] for i in rng.integers(pairs, size=d)]
+    d = int(rng.choice(depth + 1, p=pi))  # a stationary start: d already open, bottom up
+    stack: list[str] = []
+    for _ in range(d):
+        allowed = brackets_only if stack and stack[-1] == QUOTE else every
+        stack.append(allowed[int(rng.integers(len(allowed)))])
     kinds = rng.random(chars)
     picks = rng.random(chars)
     for t in range(chars):
         o, c, _ = emit[len(stack)]
         if kinds[t] < o:
-            stack.append(openers[int(picks[t] * pairs)])
+            allowed = brackets_only if stack and stack[-1] == QUOTE else every
+            stack.append(allowed[int(picks[t] * len(allowed))])
             out.append(stack[-1])
-            bits[t] = -math.log2(o / pairs)
+            bits[t] = -math.log2(o / len(allowed))
         elif kinds[t] < o + c:
-            out.append(PAIRS[stack.pop()])
+            opener = stack.pop()
+            out.append(QUOTE if opener == QUOTE else PAIRS[opener])
             bits[t] = -math.log2(c)
         else:
             out.append(letters[int(picks[t] * fillers)])
             bits[t] = -math.log2((1.0 - o - c) / fillers)
     name = (
         f"brackets(pairs={pairs}, fillers={fillers}, depth={depth}, p_open={p_open}, "
-        f"p_close={p_close}, seed={seed})"
+        f"p_close={p_close}, seed={seed}{', quotes' * quotes})"
     )
     return Source(name, "".join(out), rate, bits)
 

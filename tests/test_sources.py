@@ -45,9 +45,13 @@ def test_markov_rate_weights_each_context_by_how_often_it_occurs():
     [
         lambda: sources.markov(order=3, alphabet=5, chars=400_000, seed=1),
         lambda: sources.brackets(chars=400_000, seed=2),
+        # deep and often open, so that quotes inside brackets inside quotes occur
+        lambda: sources.brackets(
+            pairs=2, depth=6, p_open=0.05, p_close=0.04, chars=400_000, seed=5, quotes=True
+        ),  # fmt: skip
         lambda: sources.copy(length=7, alphabet=6, chars=400_000, seed=3),
     ],
-    ids=["markov", "brackets", "copy"],
+    ids=["markov", "brackets", "brackets-and-quotes", "copy"],
 )
 def test_the_text_costs_its_process_the_entropy_rate_on_average(make):
     """The mean of -log2 P(x_t | past) over a long stationary stream converges to H (ergodic
@@ -85,6 +89,40 @@ def test_brackets_are_well_nested_and_the_bits_follow_the_stack():
     assert np.allclose(source.bits[closing][10:], -math.log2(0.02))
 
 
+def test_quotes_close_themselves_never_open_inside_a_quote_and_cost_what_the_stack_says():
+    """A '"' opens where the innermost open thing is a bracket or nothing, and closes where it
+    is a quote. An opener costs -log2(p_open / k), k = 3 choices (two brackets, the quote), 2
+    inside a quote; a closer -log2(p_close): the costs tell openers from closers. The text
+    starts with some already open, so the stack tracked here is what opened in the text."""
+    q = sources.QUOTE
+    p_open, p_close = 0.1, 0.04
+    source = sources.brackets(pairs=2, fillers=2, depth=4, p_open=p_open, p_close=p_close,
+                              chars=50_000, seed=6, quotes=True)  # fmt: skip
+    closers = {v: k for k, v in sources.PAIRS.items()}
+    stack: list[str] = []
+    quote_in_bracket_in_quote = False
+    for ch, bits in zip(source.text, source.bits):
+        closing = bits == pytest.approx(-math.log2(p_close), rel=1e-6)
+        if ch == q and closing:
+            assert not stack or stack.pop() == q  # never a bracket's closer
+        elif ch == q or ch in sources.PAIRS:
+            inside_quote = bool(stack) and stack[-1] == q
+            assert not (ch == q and inside_quote)  # no quote opens directly inside a quote
+            if stack:  # (with nothing tracked open, one opened before the text may be)
+                k = 2 if inside_quote else 3
+                assert bits == pytest.approx(-math.log2(p_open / k), rel=1e-6)
+            quote_in_bracket_in_quote |= ch == q and stack[-2:-1] == [q]
+            stack.append(ch)
+        elif ch in closers:
+            assert closing and (not stack or stack.pop() == closers[ch])
+        assert len(stack) <= 4
+    assert quote_in_bracket_in_quote
+    assert set(source.text) <= set('([)]"ab')
+    without = sources.brackets(pairs=2, fillers=2, depth=4, p_open=p_open, p_close=p_close,
+                               chars=10)  # fmt: skip
+    assert source.rate_bits > without.rate_bits  # a third opener to choose from
+
+
 def test_same_seed_same_text_other_seed_other_text():
     assert sources.markov(chars=5_000, seed=3).text == sources.markov(chars=5_000, seed=3).text
     assert sources.markov(chars=5_000, seed=3).text != sources.markov(chars=5_000, seed=4).text
@@ -111,6 +149,13 @@ def test_corpus_make_writes_the_text_and_prints_its_rate(tmp_path):
     again = run_charlstm("corpus", "make", "markov", "--out", out, "--seed", "1")
     assert again.returncode == 1 and "exists" in again.stderr
     assert out.read_text(encoding="utf-8") == source.text  # not overwritten
+    quoted = tmp_path / "quotes.txt"
+    done = run_charlstm("corpus", "make", "brackets", "--quotes", "--chars", "5000", "--out",
+                        quoted, "--json")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    source = sources.brackets(chars=5_000, quotes=True)
+    assert quoted.read_text(encoding="utf-8") == source.text and sources.QUOTE in source.text
+    assert json.loads(done.stdout)["rate_bits"] == pytest.approx(source.rate_bits)
 
 
 @pytest.mark.slow
