@@ -117,22 +117,28 @@ def _end(procs) -> None:
         proc.communicate()
 
 
-def test_two_workers_train_as_one_process_and_the_chiefs_run_resumes_on_one(tmp_path):
-    corpus = tmp_path / "tiny.txt"
-    corpus.write_text(make_text(), encoding="utf-8")
-    out = tmp_path / "run"
-    procs, weights, temps = _start_workers(tmp_path, out, corpus, epochs=1)
+def _train_on_two_workers(tmp_path, out, corpus, epochs, resume=False) -> list[Path]:
+    """`_start_workers`, to the end: both exit 0, and every worker holds the same weights
+    after the all-reduced steps. Returns their temporary folders."""
+    procs, weights, temps = _start_workers(tmp_path, out, corpus, epochs, resume=resume)
     try:
         outputs = [proc.communicate(timeout=300) for proc in procs]
     finally:
         _end(procs)
     for proc, (_, err) in zip(procs, outputs):
         assert proc.returncode == 0, err.decode()[-3000:]
-    # every worker holds the same weights after the all-reduced steps
     first, second = np.load(weights[0]), np.load(weights[1])
     assert sorted(first.files) == sorted(second.files)
     for name in first.files:
         np.testing.assert_array_equal(first[name], second[name], err_msg=name)
+    return temps
+
+
+def test_two_workers_train_as_one_process_and_the_chiefs_run_resumes_on_one(tmp_path):
+    corpus = tmp_path / "tiny.txt"
+    corpus.write_text(make_text(), encoding="utf-8")
+    out = tmp_path / "run"
+    temps = _train_on_two_workers(tmp_path, out, corpus, epochs=1)
     # the chief alone wrote the run, complete; the other worker's folder is gone
     run = RunDir.open(out)
     assert run.config.train.strategy == "multiworker"
@@ -189,17 +195,8 @@ def test_a_killed_worker_stops_the_other_with_one_line_and_the_cluster_resumes(t
     assert waited < timeout + 90
     kept = RunDir.open(out).latest_checkpoint().step  # the last complete checkpoint is kept
     # --resume with the same command on the same cluster goes on from it, to the epoch's end
-    procs, weights, _ = _start_workers(tmp_path, out, corpus, epochs=1, resume=True)
-    try:
-        outputs = [proc.communicate(timeout=300) for proc in procs]
-    finally:
-        _end(procs)
-    for proc, (_, err) in zip(procs, outputs):
-        assert proc.returncode == 0, err.decode()[-3000:]
+    _train_on_two_workers(tmp_path, out, corpus, epochs=1, resume=True)
     run = RunDir.open(out)
     steps = [r["step"] for r in run.read_log()]
     assert steps == sorted(set(steps)) and kept in steps
     assert run.latest_checkpoint().step == steps[-1] > kept
-    first, second = np.load(weights[0]), np.load(weights[1])
-    for name in first.files:
-        np.testing.assert_array_equal(first[name], second[name], err_msg=name)
