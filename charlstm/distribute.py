@@ -199,21 +199,21 @@ class Replicas:
             ) from err
 
     def train_step(
-        self, model, optimizer: keras.optimizers.Optimizer, loss: Callable, grad_clip: float
+        self,
+        model,
+        optimizer: keras.optimizers.Optimizer,
+        gradients: Callable,
+        grad_clip: float,
     ) -> Callable:
         """(x, y (B, T) int32, per-replica states) -> (loss, per-replica states): one step of
-        the module docstring. `optimizer` must not clip (the mean gradient is clipped here)."""
+        the module docstring. `gradients(x, y, states) -> (loss, gradients, states)` is the
+        forward and backward half (`trainer.loss_and_gradients`); `optimizer` must not clip
+        (the mean gradient is clipped here)."""
         strategy, count = self.strategy, self.count
         assert strategy is not None
         variables = model.trainable_variables
-
-        def grads(x, y, states):
-            with tf.GradientTape() as tape:
-                value, states = loss(model, x, y, states)
-            return value, tape.gradient(value, variables), states
-
         # the fused forward and backward, per replica, compiled as on one device
-        compiled = precision.compile_step(grads, model.matmul_dtype)
+        compiled = precision.compile_step(gradients, model.matmul_dtype)
 
         def replica(x, y, states):
             value, g, states = compiled(x, y, states)
@@ -232,14 +232,12 @@ class Replicas:
 
         return lambda x, y, states: run(*self._inputs(x, y), states)
 
-    def eval_step(self, model, nll_sum: Callable) -> Callable:
+    def eval_step(self, compiled: Callable) -> Callable:
         """(x, y (S, T), per-replica states) -> (nll summed over every replica, states), for a
-        layout whose S streams `divides`."""
+        layout whose S streams `divides`; `compiled` is one device's (`evaluate.make_eval_step`),
+        run on each replica's share."""
         strategy = self.strategy
         assert strategy is not None
-        compiled = precision.compile_step(
-            lambda x, y, states: nll_sum(model, x, y, states), model.matmul_dtype
-        )
 
         def replica(x, y, states):  # a Python function: it runs under each replica's device
             return compiled(x, y, states)

@@ -360,15 +360,27 @@ def make_train_step(
     scores only the last character.
     """
 
+    gradients = loss_and_gradients(model, loss)
+
     def train_step(x, y, states):
-        variables = model.trainable_variables
-        with tf.GradientTape() as tape:
-            value, states = loss(model, x, y, states)
-        grads = tape.gradient(value, variables)
-        optimizer.apply_gradients(zip(grads, variables))
+        value, grads, states = gradients(x, y, states)
+        optimizer.apply_gradients(zip(grads, model.trainable_variables))
         return value, states
 
     return precision.compile_step(train_step, model.matmul_dtype)
+
+
+def loss_and_gradients(model: CharModel, loss: Callable = mean_nll) -> Callable:
+    """(x, y, states) -> (loss, its gradients for model.trainable_variables, states after):
+    the forward and backward half of a train step, which `make_train_step` and
+    `distribute.Replicas.train_step` (per replica) complete with the optimizer's update."""
+
+    def gradients(x, y, states):
+        with tf.GradientTape() as tape:
+            value, states = loss(model, x, y, states)
+        return value, tape.gradient(value, model.trainable_variables), states
+
+    return gradients
 
 
 def make_optimizer(config: TrainConfig, clip: bool = True) -> keras.optimizers.Optimizer:
@@ -430,9 +442,9 @@ class _Trainer:
             self.train_step = make_train_step(self.model, self.optimizer)
         else:
             self.train_step = replicas.train_step(
-                self.model, self.optimizer, mean_nll, settings.grad_clip
+                self.model, self.optimizer, loss_and_gradients(self.model), settings.grad_clip
             )
-            self.replica_eval_step = replicas.eval_step(self.model, nll_sum)
+            self.replica_eval_step = replicas.eval_step(self.eval_step)
         # samples are the chief's: the other workers' logs are thrown away
         sampled = settings.sample_chars and replicas.chief
         self.sampler = Sampler(self.model, run.tokenizer) if sampled else None

@@ -79,7 +79,7 @@ class MirroredBackend:
 
     def __init__(self, vocab, emb, units, layers, batch, seq_len, devices):
         from charlstm.distribute import Replicas  # noqa: PLC0415
-        from charlstm.trainer import mean_nll  # noqa: PLC0415
+        from charlstm.trainer import loss_and_gradients  # noqa: PLC0415
 
         self.name = f"charlstm mirrored x {len(devices)}"
         self.replicas = Replicas(tf.distribute.MirroredStrategy(devices), batch)
@@ -90,7 +90,8 @@ class MirroredBackend:
             self.model = build_model(config)
             optimizer = make_optimizer(TrainConfig(), clip=False)
             optimizer.build(self.model.trainable_variables)
-        self.step_fn = self.replicas.train_step(self.model, optimizer, mean_nll, 5.0)
+        gradients = loss_and_gradients(self.model)
+        self.step_fn = self.replicas.train_step(self.model, optimizer, gradients, 5.0)
         self.states = self.replicas.split(self.model.zero_states(batch), batch)
 
     def step(self, x, y):

@@ -91,9 +91,10 @@ def worker(out: Path, corpus: str, epochs: int, weights: Path, resume: bool) -> 
     trainer._Trainer.fit = fit_and_keep_weights
     if resume:  # the run's own config: its strategy is multiworker
         cli.main(["train", "--out", str(out), "--resume", "--epochs", str(epochs)])
-    settings = weights.with_suffix(".json")  # the tiny config, as `charlstm train --config` reads
-    settings.write_text(config(corpus, "multiworker", epochs).to_json())
-    cli.main(["train", corpus, "--out", str(out), "--config", str(settings)])
+    else:
+        settings = weights.with_suffix(".json")  # the tiny config, as `train --config` reads it
+        settings.write_text(config(corpus, "multiworker", epochs).to_json())
+        cli.main(["train", corpus, "--out", str(out), "--config", str(settings)])
 
 
 if __name__ == "__main__":
