@@ -103,7 +103,7 @@ class EvalEvent:
 
 @dataclass(frozen=True)
 class TrainResult:
-    run_dir: Path
+    run_dir: Path  # `out`, also for a worker that trained in a temporary folder
     step: int
     best_val: float | None  # nats/char
     stopped_by: str  # "epochs", "minutes", "early-stop" or "interrupt"
@@ -238,7 +238,8 @@ def train(
         replicas = Replicas(make_strategy(name), saved.train.batch_size)
         with _home(out, replicas.chief, copy=True) as home, run_lock(home):
             run = RunDir.open(home)
-            return _resume(run, replicas, epochs, minutes, strategy, callback)
+            result = _resume(run, replicas, epochs, minutes, strategy, callback)
+        return dataclasses.replace(result, run_dir=out)  # the chief's, where the run is
     config = config or RunConfig()
     data = _encoded(config, report=_encode_progress(callback))
     if data.tokenizer.vocab_size < 3:
@@ -260,7 +261,8 @@ def train(
         run = RunDir.create(home, config, data.tokenizer, force=force)
         trainer = _Trainer(run, config, train_w, val_w, callback, replicas)
         with _write_errors(run), replicas.stop_on_lost_worker():
-            return trainer.fit(resume=False, corpus=data.description)
+            result = trainer.fit(resume=False, corpus=data.description)
+    return dataclasses.replace(result, run_dir=out)  # the chief's, where the run is
 
 
 @contextlib.contextmanager

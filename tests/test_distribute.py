@@ -127,6 +127,8 @@ def _train_on_two_workers(tmp_path, out, corpus, epochs, resume=False) -> list[P
         _end(procs)
     for proc, (_, err) in zip(procs, outputs):
         assert proc.returncode == 0, err.decode()[-3000:]
+        # every worker points to the chief's run, not to its own temporary folder
+        assert err.decode().rstrip().endswith(f"generate with: charlstm generate {out}")
     first, second = np.load(weights[0]), np.load(weights[1])
     assert sorted(first.files) == sorted(second.files)
     for name in first.files:
