@@ -169,15 +169,6 @@ def train(corpus, out, resume, force, config_file, **settings) -> None:
     log.jsonl and checkpoints/.
     """
     from charlstm.corpus import DEFAULT_CORPUS, corpus_label, corpus_size  # noqa: PLC0415
-    from charlstm.precision import explain  # noqa: PLC0415
-    from charlstm.trainer import (  # noqa: PLC0415 (slow import)
-        EncodeEvent,
-        EvalEvent,
-        StartEvent,
-        StepEvent,
-        TrainingInterrupted,
-        train,
-    )
 
     given = {k: v for k, v in settings.items() if v is not None}
     if config_file:
@@ -192,6 +183,17 @@ def train(corpus, out, resume, force, config_file, **settings) -> None:
         _check_resume_options(Path(out), corpus, given)
     # the corpus' size in bytes stands for its characters when a preset is chosen
     config = RunConfig.from_options(name, corpus_chars=corpus_size(name), **given)
+    # TensorFlow is imported once the options are known to be good (a few seconds)
+    from charlstm.precision import explain  # noqa: PLC0415
+    from charlstm.trainer import (  # noqa: PLC0415
+        EncodeEvent,
+        EvalEvent,
+        StartEvent,
+        StepEvent,
+        TrainingInterrupted,
+        train,
+    )
+
     progress = _Progress()
     encoding: dict[str, _ByteBar] = {}  # a large file's hashing and encoding
 

@@ -10,6 +10,10 @@ Adam's moments, the cell state c and the gate nonlinearities, the softmax and th
 gradient of a product is two products through the same casts (dA = dY @ B^T, dB = A^T @ dY),
 so the weight gradients run in bfloat16 too, and each lands in float32 variables.
 
+On a GPU "auto" asks the GPU instead of the CPU: bfloat16 where it has bfloat16 tensor cores
+(compute capability 8.0 on), the split Keras' "mixed_bfloat16" policy makes (float32
+variables, bfloat16 products); the step is compiled as on a CPU. Not yet run on a GPU.
+
 XLA on CPU emulates bfloat16 dots (slower than its float32 ones), so a bfloat16 step runs as a
 TensorFlow graph, where oneDNN does the products natively, with the recurrent loops alone
 compiled by XLA (`charlstm.fused`); a float32 step is one XLA computation (`jit_compile`).
@@ -26,6 +30,8 @@ from charlstm.config import PRECISIONS
 
 # a CPU flag (as /proc/cpuinfo spells it) that gives native bfloat16 products
 BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+# NVIDIA GPUs have bfloat16 tensor cores from Ampere (compute capability 8.0) on
+GPU_BF16_CAPABILITY = (8, 0)
 
 
 def cpu_flags() -> frozenset[str]:
@@ -50,29 +56,59 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def resolve(precision: str, cell: str = "lstm", flags: frozenset[str] | None = None) -> str:
-    """ "float32" or "bfloat16" for a requested precision and ModelConfig.cell. "auto" is
-    bfloat16 where the CPU has one of BF16_FLAGS (`flags`, default: this CPU's) and float32
-    elsewhere. The layer-norm cell is float32 only: its loop's gradient is autodiff's, which
-    needs the whole step in XLA."""
+def gpu_capabilities() -> tuple[tuple[int, int], ...]:
+    """The CUDA compute capability of each GPU TensorFlow sees; () on a machine without one."""
+    found = []
+    for gpu in tf.config.list_physical_devices("GPU"):
+        capability = tf.config.experimental.get_device_details(gpu).get("compute_capability")
+        found.append(tuple(capability) if capability else (0, 0))
+    return tuple(found)
+
+
+def resolve(
+    precision: str,
+    cell: str = "lstm",
+    flags: frozenset[str] | None = None,
+    gpus: tuple[tuple[int, int], ...] | None = None,
+) -> str:
+    """ "float32" or "bfloat16" for a requested precision and ModelConfig.cell.
+
+    "auto" follows the device the products run on: with GPUs (`gpus`, their compute
+    capabilities, default: `gpu_capabilities()`), bfloat16 where every one has bfloat16
+    tensor cores (GPU_BF16_CAPABILITY); without, bfloat16 where the CPU has one of BF16_FLAGS
+    (`flags`, default: this CPU's). Elsewhere float32. The layer-norm cell is float32 only:
+    its loop's gradient is autodiff's, which needs the whole step in XLA."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     if cell != "lstm":
         return "float32"
     if precision != "auto":
         return precision
+    gpus = gpu_capabilities() if gpus is None else gpus
+    if gpus:
+        return "bfloat16" if min(gpus) >= GPU_BF16_CAPABILITY else "float32"
     flags = cpu_flags() if flags is None else flags
     return "bfloat16" if any(flag in flags for flag in BF16_FLAGS) else "float32"
 
 
-def explain(precision: str, cell: str = "lstm", flags: frozenset[str] | None = None) -> str:
+def explain(
+    precision: str,
+    cell: str = "lstm",
+    flags: frozenset[str] | None = None,
+    gpus: tuple[tuple[int, int], ...] | None = None,
+) -> str:
     """One line saying which precision runs and why, for the start of a command."""
     flags = cpu_flags() if flags is None else flags
-    chosen = resolve(precision, cell, flags)
+    gpus = gpu_capabilities() if gpus is None else gpus
+    chosen = resolve(precision, cell, flags, gpus)
     if cell != "lstm":
         why = f"the {cell} cell runs in float32 only"
     elif precision != "auto":
         why = "as asked"
+    elif gpus:
+        names = ", ".join(f"{major}.{minor}" for major, minor in gpus)
+        have = "bfloat16" if chosen == "bfloat16" else "no bfloat16"
+        why = f"auto: GPU compute capability {names}: {have} tensor cores"
     else:
         have = [flag for flag in BF16_FLAGS if flag in flags]
         why = "auto: the CPU has " + (", ".join(have) if have else "no bfloat16 products")

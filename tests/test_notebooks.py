@@ -26,8 +26,9 @@ def test_there_are_four_notebooks_committed_without_outputs():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", NAMES)
-def test_notebook_runs_at_small_size(name, monkeypatch):
+def test_notebook_runs_at_small_size(name, monkeypatch, tmp_path):
     monkeypatch.setenv("CHARLSTM_NOTEBOOK_SMALL", "1")  # the kernel inherits the environment
+    monkeypatch.setenv("TMPDIR", str(tmp_path))  # the notebooks' runs land in pytest's folder
     monkeypatch.setenv("MPLBACKEND", "Agg")
     nb = nbformat.read(NOTEBOOKS / name, as_version=4)
     client = nbclient.NotebookClient(

@@ -13,7 +13,7 @@ import tensorflow as tf
 from charlstm.config import ModelConfig, TrainConfig
 from charlstm.evaluate import nll_sum
 from charlstm.model import build_model
-from charlstm.precision import explain, matmul, resolve
+from charlstm.precision import explain, gpu_capabilities, matmul, resolve
 from charlstm.trainer import StepEvent, make_optimizer, make_train_step, train
 from tests.conftest import tiny_config
 
@@ -35,6 +35,22 @@ def test_auto_is_bfloat16_where_the_cpu_has_bf16_products_and_float32_elsewhere(
     assert "no bfloat16" in explain("auto", flags=older)
     with pytest.raises(ValueError):
         resolve("float16")
+
+
+def test_on_a_gpu_auto_follows_the_gpu_not_the_cpu():
+    zen4, older = frozenset({"avx512_bf16"}), frozenset({"avx512f"})
+    h100, a100, t4 = (9, 0), (8, 0), (7, 5)
+    assert resolve("auto", flags=older, gpus=(h100,)) == "bfloat16"
+    assert resolve("auto", flags=older, gpus=(a100, h100)) == "bfloat16"
+    assert resolve("auto", flags=zen4, gpus=(t4,)) == "float32"  # no bfloat16 tensor cores
+    assert resolve("auto", flags=zen4, gpus=(h100, t4)) == "float32"  # every one must have them
+    assert resolve("float32", gpus=(h100,)) == "float32"
+    assert resolve("auto", "layernorm", gpus=(h100,)) == "float32"
+    assert explain("auto", flags=older, gpus=(h100,)) == (
+        "precision: bfloat16 (auto: GPU compute capability 9.0: bfloat16 tensor cores)"
+    )
+    assert "no bfloat16 tensor cores" in explain("auto", flags=zen4, gpus=(t4,))
+    assert all(len(capability) == 2 for capability in gpu_capabilities())  # () without a GPU
 
 
 def test_a_bfloat16_product_is_float32_in_and_out_and_rounds_its_operands():
