@@ -182,6 +182,7 @@ def test_presets_follow_the_budget_and_the_corpus_and_given_options_win():
     config = RunConfig.from_options("a.txt", corpus_chars=10**8, minutes=60, dropout=0.5)
     assert (config.preset, config.model.units, config.model.dropout) == ("large", 512, 0.5)
     assert (config.model.weight_drop, config.train.learning_rate) == (0.2, 6e-3)  # large's
+    assert config.train.weight_decay == 0.2
     assert config.train.minutes == 60 and config.train.epochs is None  # the minutes decide
     assert RunConfig.from_options("a.txt", minutes=60, epochs=3).train.epochs == 3
     with pytest.raises(CharlstmError, match="needs minutes"):
