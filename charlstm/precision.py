@@ -107,8 +107,8 @@ def explain(
         why = "as asked"
     elif gpus:
         names = ", ".join(f"{major}.{minor}" for major, minor in gpus)
-        have = "bfloat16" if chosen == "bfloat16" else "no bfloat16"
-        why = f"auto: GPU compute capability {names}: {have} tensor cores"
+        cores = "bfloat16" if chosen == "bfloat16" else "no bfloat16"
+        why = f"auto: GPU compute capability {names}: {cores} tensor cores"
     else:
         have = [flag for flag in BF16_FLAGS if flag in flags]
         why = "auto: the CPU has " + (", ".join(have) if have else "no bfloat16 products")
