@@ -456,6 +456,27 @@ def complete_checkpoints(path: Path) -> list[Checkpoint]:
     return found
 
 
+def copy_for_resume(src: Path, dst: Path) -> None:
+    """Copy what resuming run folder `src` needs into new folder `dst`: config.json,
+    tokenizer.json and the complete checkpoints; not the lock, the log, TensorBoard's files or
+    a write's temporaries. `src` may be changing meanwhile (a multi-worker chief resumes it while
+    the other workers copy it): every file there is replaced by an atomic rename, so a copy
+    reads an old or a new file whole, and a checkpoint that is pruned or left incomplete while
+    it is copied is left out."""
+    (dst / CHECKPOINTS).mkdir(parents=True)
+    for name in (CONFIG, TOKENIZER):
+        shutil.copyfile(src / name, dst / name)
+    for checkpoint in complete_checkpoints(src):
+        folder = dst / CHECKPOINTS / checkpoint.path.name
+        try:
+            shutil.copytree(checkpoint.path, folder)
+        except (OSError, shutil.Error):  # pruned mid-copy
+            shutil.rmtree(folder, ignore_errors=True)
+            continue
+        if _complete(folder) is None:  # a file replaced mid-copy: the hashes tell
+            shutil.rmtree(folder)
+
+
 def intact(path: Path) -> str:
     """Which checkpoint of run folder `path` a failure left in use, and how to continue."""
     found = complete_checkpoints(path)

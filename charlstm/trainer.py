@@ -19,7 +19,6 @@ import dataclasses
 import itertools
 import logging
 import math
-import shutil
 import signal
 import tempfile
 import threading
@@ -45,10 +44,10 @@ from charlstm.idfile import encode_file
 from charlstm.model import CharModel, States, build_model, check_fits
 from charlstm.rundir import (
     CONFIG,
-    LOCK,
     Checkpoint,
     RunDir,
     assign_tensors,
+    copy_for_resume,
     run_lock,
     variables_by_path,
 )
@@ -268,15 +267,16 @@ def train(
 @contextlib.contextmanager
 def _home(out: Path, chief: bool, copy: bool = False) -> Iterator[Path]:
     """Where this process writes the run: `out` for the chief (every process but the
-    non-chief workers of a multi-worker strategy); else a temporary folder, with a copy of
-    `out` in it if `copy`, removed after."""
+    non-chief workers of a multi-worker strategy); else a temporary folder, removed after,
+    holding with `copy` what resuming `out` needs (`copy_for_resume`: the chief may be
+    rewriting `out` meanwhile)."""
     if chief:
         yield out
         return
     with tempfile.TemporaryDirectory(prefix="charlstm-worker-") as folder:
         home = Path(folder) / "run"
         if copy:
-            shutil.copytree(out, home, ignore=shutil.ignore_patterns(LOCK))
+            copy_for_resume(out, home)
         yield home
 
 

@@ -125,10 +125,12 @@ def _train_on_two_workers(tmp_path, out, corpus, epochs, resume=False) -> list[P
         outputs = [proc.communicate(timeout=300) for proc in procs]
     finally:
         _end(procs)
-    for proc, (_, err) in zip(procs, outputs):
-        assert proc.returncode == 0, err.decode()[-3000:]
+    errs = [err.decode() for _, err in outputs]
+    # on a failure, every worker's own words: the first to fail is not always the one reporting
+    assert [p.returncode for p in procs] == [0, 0], "\n---\n".join(e[-3000:] for e in errs)
+    for err in errs:
         # every worker points to the chief's run, not to its own temporary folder
-        assert err.decode().rstrip().endswith(f"generate with: charlstm generate {out}")
+        assert err.rstrip().endswith(f"generate with: charlstm generate {out}")
     first, second = np.load(weights[0]), np.load(weights[1])
     assert sorted(first.files) == sorted(second.files)
     for name in first.files:

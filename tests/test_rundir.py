@@ -1,4 +1,6 @@
 import json
+import sys
+import threading
 
 import numpy as np
 import pytest
@@ -12,6 +14,7 @@ from charlstm.rundir import (
     RunDir,
     assign_tensors,
     atomic_write_bytes,
+    copy_for_resume,
     read_tensors,
     tensors_to_bytes,
     variables_by_path,
@@ -146,3 +149,53 @@ def test_log_truncation_drops_records_after_a_step(run):
         run.append_log({"step": step})
     run.truncate_log(10)
     assert [r["step"] for r in run.read_log()] == [5, 10]
+
+
+def test_a_resume_copy_takes_config_tokenizer_and_complete_checkpoints_only(run, tmp_path):
+    _write(run, 10)
+    _write(run, 20)
+    (run.path / CHECKPOINTS / "step-00000030").mkdir()  # a killed run's incomplete save
+    (run.path / ".config.json.x1y2.tmp").write_text("{")  # an atomic write's temporary
+    (run.path / "train.lock").write_text("123")
+    run.append_log({"step": 10})
+    (run.path / "tensorboard").mkdir()
+    copy_for_resume(run.path, tmp_path / "copy")
+    copied = RunDir.open(tmp_path / "copy")
+    assert [c.step for c in copied.checkpoints()] == [10, 20]
+    assert sorted(p.name for p in copied.path.iterdir()) == [
+        "checkpoints", "config.json", "tokenizer.json"
+    ]  # fmt: skip
+    assert sorted(p.name for p in (copied.path / CHECKPOINTS).iterdir()) == [
+        "step-00000010", "step-00000020"
+    ]  # fmt: skip
+
+
+def test_a_resume_copy_is_whole_while_the_run_is_rewritten_and_pruned(run, tmp_path):
+    """The multi-worker resume: the chief rewrites config.json and saves and prunes
+    checkpoints while another worker copies the run (a copy of every file there once failed on
+    a temporary that was renamed away mid-copy)."""
+    _write(run, 10)
+    stop = threading.Event()
+
+    def chief():
+        step = 20
+        while not stop.is_set():
+            run.save_config(run.config)
+            _write(run, step)
+            step += 10
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # the two threads take turns as often as they can
+    writer = threading.Thread(target=chief)
+    writer.start()
+    try:
+        for attempt in range(100):
+            copy = tmp_path / f"copy{attempt}"
+            copy_for_resume(run.path, copy)
+            copied = RunDir.open(copy)
+            assert copied.checkpoints(), attempt
+            assert len(list((copy / CHECKPOINTS).iterdir())) == len(copied.checkpoints())
+    finally:
+        stop.set()
+        writer.join()
+        sys.setswitchinterval(interval)
