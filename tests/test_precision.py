@@ -164,15 +164,20 @@ def test_generate_samples_in_the_precision_asked_for(trained_run):
     from tests.test_cli import run_charlstm
 
     run = RunDir.open(trained_run)
-    settings = SamplingConfig(seed=3)
+    samplers = {
+        dtype: Sampler(run.load_model(matmul_dtype=dtype), run.tokenizer)
+        for dtype in ("bfloat16", "float32")
+    }
 
-    def sampled(dtype: str) -> str:
-        sampler = Sampler(run.load_model(matmul_dtype=dtype), run.tokenizer)
-        return "The" + "".join(sampler.generate("The", 300, settings))
+    def sampled(dtype: str, seed: int) -> str:
+        return "The" + "".join(samplers[dtype].generate("The", 300, SamplingConfig(seed=seed)))
 
+    # bfloat16's rounding moves each probability by well under 1%, so one seed's 300 characters
+    # can come out the same in both precisions (they did on one CI machine): take the first seed
+    # whose texts differ, so that the command's text tells which products it ran
+    seed = next((s for s in range(8) if sampled("bfloat16", s) != sampled("float32", s)), None)
+    assert seed is not None, "bfloat16 and float32 sampled the same text for 8 seeds"
     done = run_charlstm("generate", trained_run, "--prime", "The", "--length", "300",
-                        "--seed", "3", "--precision", "bfloat16")  # fmt: skip
+                        "--seed", str(seed), "--precision", "bfloat16")  # fmt: skip
     assert done.returncode == 0, done.stderr
-    bf16, f32 = sampled("bfloat16"), sampled("float32")
-    assert bf16 != f32  # so the command's text tells which products it ran
-    assert done.stdout.removesuffix("\n") == bf16
+    assert done.stdout.removesuffix("\n") == sampled("bfloat16", seed)
