@@ -183,6 +183,9 @@ def test_presets_follow_the_budget_and_the_corpus_and_given_options_win():
     assert (config.preset, config.model.units, config.model.dropout) == ("large", 512, 0.5)
     assert (config.model.weight_drop, config.train.learning_rate) == (0.2, 6e-3)  # large's
     assert config.train.weight_decay == 0.2
+    medium = RunConfig.from_options("a.txt", minutes=9)
+    assert (medium.preset, medium.train.weight_decay, medium.model.dropout) == ("medium", 0.2, 0.2)
+    assert RunConfig.from_options("a.txt", minutes=9, weight_decay=0.0).train.weight_decay == 0.0
     assert config.train.minutes == 60 and config.train.epochs is None  # the minutes decide
     assert RunConfig.from_options("a.txt", minutes=60, epochs=3).train.epochs == 3
     with pytest.raises(CharlstmError, match="needs minutes"):
