@@ -277,9 +277,11 @@ class TrainConfig(_Settings):
 # nats/char in float32, 1.427 with bfloat16 products. In an hour medium over-fits (50 minutes:
 # 1.457, training loss 1.16); large, the same model with dropout 0.4, weight drop 0.2 and a
 # 6e-3 peak, reached 1.434 in 60 minutes (bfloat16); with AdamW's decoupled decay 0.1 1.394,
-# 0.2 1.386 (large now; 1.378 on an Intel Xeon with AMX, whose bfloat16 step ran 1.44 x the
-# steps). Medium got decay 0.2 too: on the AMX Xeon in 9 minutes 1.4345 without, 0.1 1.4112,
-# 0.2 1.4086 (one sitting); small in 5 minutes 1.4856 without, 1.4651 with 0.2 (the next).
+# 0.2 1.386 (large now; 1.378 in each of two hours on an Intel Xeon with AMX, whose bfloat16
+# step ran 1.35-1.44 x the steps). Medium got decay 0.2 too: on the AMX Xeon in 9 minutes
+# 1.4345 without, 0.1 1.4112, 0.2 1.4086 (one sitting; 1.405 in a later one); small in 5
+# minutes 1.4856 without, 1.4651 with 0.2 (the next). On that Xeon tiny reached 1.586 in 1
+# minute, small 1.498 in 3.
 # Where between 9 and 60 minutes large starts to win is not measured: 30 is a guess.
 PRESETS: dict[str, dict[str, object]] = {
     "tiny": {"embedding_dim": 32, "units": 128, "num_layers": 2, "dropout": 0.1,

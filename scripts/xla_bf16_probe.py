@@ -1,0 +1,99 @@
+"""Does XLA run bfloat16 products natively on this CPU? Rerun after a TensorFlow upgrade.
+
+charlstm's bfloat16 step keeps its recurrent loops in XLA, in float32, because XLA on CPU has
+run bfloat16 dots no faster than float32 ones (README, Mixed precision), while oneDNN outside
+XLA runs them 2-5 x faster on a CPU with AVX512-BF16 or AMX. If this probe one day shows XLA's
+bfloat16 loop product well above its float32 one, the loops can take bfloat16 products too.
+
+For each XLA_FLAGS setting (each in a fresh process: XLA reads them once), it times in GFLOP/s:
+a loop of 100 chained (64, 256) @ (256, 1024) products + tanh, as the recurrence runs them,
+and one (6400, 256) @ (256, 1024) product, as a layer's input projection; each in float32 and
+with bfloat16 operands (float32 out). The settings are XLA's routes to oneDNN, XNNPACK and
+YNNPACK dots; a flag this TensorFlow does not know ends that child with an error, reported.
+
+    python scripts/xla_bf16_probe.py
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+SETTINGS = (
+    "",
+    "--xla_cpu_use_onednn=true",
+    "--xla_cpu_experimental_onednn_custom_call=true",
+    "--xla_cpu_experimental_onednn_fusion_type=dot",
+    "--xla_cpu_experimental_xnn_fusion_type=dot",
+    "--xla_cpu_experimental_ynn_fusion_type=dot",
+)
+B, H, T = 64, 256, 100
+
+
+def rates() -> dict[str, float]:
+    """GFLOP/s of the loop and the big product, float32 and bfloat16, in this process."""
+    import tensorflow as tf
+
+    def loop(dtype):
+        @tf.function(jit_compile=True)
+        def run(h, U):
+            U = tf.cast(U, dtype)
+
+            def body(t, h):
+                return t + 1, tf.tanh(tf.cast(tf.matmul(tf.cast(h, dtype), U), tf.float32)[:, :H])
+
+            return tf.while_loop(lambda t, h: t < T, body, (0, h), maximum_iterations=T)[1]
+
+        return run
+
+    def product(dtype):
+        @tf.function(jit_compile=True)
+        def run(a, b):
+            return tf.cast(tf.matmul(tf.cast(a, dtype), tf.cast(b, dtype)), tf.float32)
+
+        return run
+
+    def gflops(fn, args, flops, repeats=20):
+        fn(*args).numpy()  # compile
+        best = float("inf")
+        for _ in range(3):
+            start = time.perf_counter()
+            for _ in range(repeats):
+                out = fn(*args)
+            out.numpy()
+            best = min(best, (time.perf_counter() - start) / repeats)
+        return round(flops / best / 1e9, 1)
+
+    h, U = tf.random.normal((B, H)), tf.random.normal((H, 4 * H)) * 0.05
+    a, b = tf.random.normal((6400, H)), tf.random.normal((H, 4 * H))
+    out = {}
+    for dtype in ("float32", "bfloat16"):
+        out[f"loop {dtype}"] = gflops(loop(dtype), (h, U), 2 * B * H * 4 * H * T)
+        out[f"projection {dtype}"] = gflops(product(dtype), (a, b), 2 * 6400 * H * 4 * H)
+    return out
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--child":
+        print(json.dumps(rates()))
+        return
+    from charlstm.precision import BF16_FLAGS, cpu_flags, cpu_name
+
+    have = [flag for flag in BF16_FLAGS if flag in cpu_flags()] or ["no bfloat16 flags"]
+    print(f"CPU: {cpu_name()} ({', '.join(have)})")
+    for flags in SETTINGS:
+        env = os.environ | {"XLA_FLAGS": flags, "TF_CPP_MIN_LOG_LEVEL": "2"}
+        done = subprocess.run(
+            [sys.executable, __file__, "--child"], env=env, capture_output=True, text=True
+        )
+        result = done.stdout.strip().splitlines()[-1] if done.returncode == 0 else (
+            "failed: " + (done.stderr.strip().splitlines() or ["no output"])[-1]
+        )  # fmt: skip
+        print(f"{flags or 'XLA defaults'}: {result}")
+
+
+if __name__ == "__main__":
+    main()
