@@ -2,8 +2,9 @@
 
 The data flows one way:
 text -> tokenizer -> TBPTT batches -> model -> checkpoint -> sampler -> text.
-Importing this package stays cheap: TensorFlow loads only with the modules that need it, and
-without its start-up notes on the screen (`charlstm.quiet`).
+Importing this package stays cheap and changes nothing in the process: TensorFlow loads only
+with the modules that need it. `charlstm.api.quiet_tensorflow()` keeps its start-up notes off
+the screen where that is wanted (the `charlstm` command calls it).
 
     import charlstm
     lm = charlstm.train("tinyshakespeare", "runs/demo", minutes=1)
@@ -13,23 +14,21 @@ without its start-up notes on the screen (`charlstm.quiet`).
 (`charlstm.api`; the training loop itself is `charlstm.trainer`.)
 """
 
-from charlstm import quiet
-
-quiet.install()
-
 __version__ = "0.1.0"
 
 
-def load(run_dir, precision: str = "float32"):
-    """`charlstm.api.load`: the run in `run_dir`, loaded, as a LanguageModel."""
+def load(run_dir, precision: str | None = None):
+    """`charlstm.api.load`: the run in `run_dir`, loaded, as a LanguageModel; `precision` of
+    the products (None: float32, `charlstm.config.InferenceConfig`)."""
     from charlstm.api import load as _load  # noqa: PLC0415 (imports TensorFlow)
 
     return _load(run_dir, precision)
 
 
-def train(text_or_path, out, **options):
-    """`charlstm.api.train`: train on a corpus (a path, a name or the text) into `out` and
-    return the loaded LanguageModel."""
+def train(text_or_path=None, out=None, **options):
+    """`charlstm.api.train`: train on a corpus (a path, a name or the text) into `out` (None:
+    runs/<corpus>), or resume the run there (resume=True), and return the loaded
+    LanguageModel."""
     from charlstm.api import train as _train  # noqa: PLC0415 (imports TensorFlow)
 
     return _train(text_or_path, out, **options)

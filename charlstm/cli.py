@@ -1,4 +1,7 @@
-"""The `charlstm` command: train, generate, evaluate, info, plot, corpus. Thin over the library.
+"""The `charlstm` command: train, generate, evaluate, info, plot, export, serve, corpus.
+
+A command parses its options, calls `charlstm.api` and presents what comes back; the defaults,
+the checks and the work are the API's and `charlstm.config`'s.
 
 stdout carries only the product (generated text, info, evaluate's numbers); progress, logs and
 errors go to stderr. A user mistake is one line, "Error: ...", and exit status 1; a usage
@@ -17,14 +20,15 @@ import json
 import logging
 import os
 import sys
-from pathlib import Path
 from typing import Any
 
 import click
 
+from charlstm import api
 from charlstm.config import (
-    PRECISIONS,
+    GENERATE_LENGTH,
     DynamicConfig,
+    InferenceConfig,
     Option,
     RunConfig,
     SamplingConfig,
@@ -32,7 +36,6 @@ from charlstm.config import (
     run_options,
 )
 from charlstm.errors import CharlstmError
-from charlstm.sources import SOURCES
 
 EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
 # 128 + SIGPIPE: what the shell reports for a producer the reader stopped, as in `yes | head`, so
@@ -109,22 +112,75 @@ def _setup_logging(verbose: bool) -> None:
 @click.option("-v", "--verbose", is_flag=True, help="Show library logs on stderr.")
 def cli(verbose: bool) -> None:
     """Character-level LSTM language models: train on text, generate, evaluate."""
+    api.quiet_tensorflow()  # before any command imports TensorFlow
     _setup_logging(verbose)
+
+
+class _Setting(click.Option):
+    """The option of a config field; `declared` is the field's declaration (config.Option)."""
+
+    def __init__(self, *args, declared: Option, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.declared = declared
+
+
+class _Declared:
+    """A click type for a config field that refuses what the field does not take in config's
+    words (`Option.check`, the library's own); `plain` parses the value first (click's int or
+    float), so what is not a number at all is refused in click's."""
+
+    declared: Option
+    plain: click.ParamType | None = None
+
+    def convert(self, value, param, ctx):
+        try:
+            return super().convert(value, param, ctx)  # type: ignore[misc]
+        except click.BadParameter:
+            parsed = self.plain.convert(value, param, ctx) if self.plain else value
+            try:
+                self.declared.check(parsed)
+            except CharlstmError as err:
+                self.fail(str(err), param, ctx)  # type: ignore[attr-defined]
+            raise
+
+
+class _Choice(_Declared, click.Choice):
+    """The choices a field declares."""
+
+    def __init__(self, declared: Option):
+        super().__init__(declared.choices)
+        self.declared = declared
+
+
+class _Range(_Declared):
+    """The range a number field declares."""
+
+    def __init__(self, declared: Option):
+        r = declared.range
+        assert r is not None
+        super().__init__(r.min, r.max, min_open=r.min_open, max_open=r.max_open)  # type: ignore[call-arg]
+        self.declared = declared
+
+
+class _IntRange(_Range, click.IntRange):
+    plain = click.INT
+
+
+class _FloatRange(_Range, click.FloatRange):
+    plain = click.FLOAT
 
 
 def _options(declared: list[Option]):
     """click options for config fields, from what their `setting` declares: the help, the range
-    (click.IntRange / FloatRange) or choices; the defaults stay in the dataclass."""
+    or choices (refused in config's words); the defaults stay in the dataclass."""
 
     def decorate(func):
         for option in reversed(declared):
             kind: object = option.type
             if option.choices:
-                kind = click.Choice(option.choices)
+                kind = _Choice(option)
             elif option.range is not None:
-                r = option.range
-                ranged = {int: click.IntRange, float: click.FloatRange}[option.type]
-                kind = ranged(r.min, r.max, min_open=r.min_open, max_open=r.max_open)  # type: ignore[arg-type]
+                kind = {int: _IntRange, float: _FloatRange}[option.type](option)
             default = "none" if option.default is None else option.default
             flag = f"--{option.name.replace('_', '-')}"
             if option.type is bool:  # --name / --no-name
@@ -133,6 +189,8 @@ def _options(declared: list[Option]):
             func = click.option(
                 flag,
                 option.name,
+                cls=_Setting,
+                declared=option,
                 type=kind,
                 default=None,  # unset options leave the dataclass default in place
                 help=f"{option.help} [default: {default}]",
@@ -168,40 +226,19 @@ def train(corpus, out, resume, force, config_file, **settings) -> None:
     warning. Progress goes to stderr; the run directory gets config.json, tokenizer.json,
     log.jsonl and checkpoints/.
     """
-    from charlstm.corpus import DEFAULT_CORPUS, corpus_label, corpus_size  # noqa: PLC0415
-
-    given = {k: v for k, v in settings.items() if v is not None}
-    if config_file:
-        from_file = RunConfig.file_options(config_file)
-        from_run = from_file.pop("corpus", None)  # a run's config.json names its corpus
-        corpus = corpus or from_run
-        given = {k: v for k, v in from_file.items() if v is not None} | given
-    name = corpus or DEFAULT_CORPUS
-    if out is None:
-        out = Path("runs") / corpus_label(name)
-    if resume and (Path(out) / "config.json").exists():
-        _check_resume_options(Path(out), corpus, given)
-    # the corpus' size in bytes stands for its characters when a preset is chosen
-    config = RunConfig.from_options(name, corpus_chars=corpus_size(name), **given)
-    # TensorFlow is imported once the options are known to be good (a few seconds)
-    from charlstm.precision import explain  # noqa: PLC0415
-    from charlstm.trainer import (  # noqa: PLC0415
-        EncodeEvent,
-        EvalEvent,
-        StartEvent,
-        StepEvent,
-        TrainingInterrupted,
-        train,
+    plan = api.plan_training(
+        corpus, out, resume=resume, force=force, config_file=config_file, **settings
     )
-
+    # TensorFlow is imported once the options are known to be good (a few seconds)
+    interrupted = api.TrainingInterrupted
     progress = _Progress()
     encoding: dict[str, _ByteBar] = {}  # a large file's hashing and encoding
 
     def callback(event) -> None:
-        if isinstance(event, StartEvent):
-            if not corpus and event.resumed_step is None:
+        if isinstance(event, api.StartEvent):
+            if not plan.corpus_named and event.resumed_step is None:
                 click.echo(
-                    f"no CORPUS given: training on {DEFAULT_CORPUS}, which ships with charlstm",
+                    f"no CORPUS given: training on {api.DEFAULT_CORPUS}, which ships with charlstm",
                     err=True,
                 )
             click.echo(f"corpus: {event.corpus}", err=True)
@@ -211,38 +248,31 @@ def train(corpus, out, resume, force, config_file, **settings) -> None:
                 err=True,
             )
             click.echo("\n".join(event.config.describe()), err=True)
-            click.echo(explain(event.config.precision, event.config.model.cell), err=True)
-            progress.start(event.config)
-        elif isinstance(event, EncodeEvent):
+            click.echo(
+                api.explain_precision(event.config.precision, event.config.model.cell), err=True
+            )
+        elif isinstance(event, api.EncodeEvent):
             verb = "hashing" if event.phase == "hash" else "encoding"
-            bar = encoding.setdefault(event.phase, _ByteBar(f"{verb} {name}"))
+            bar = encoding.setdefault(event.phase, _ByteBar(f"{verb} {plan.corpus}"))
             bar(event.done, event.total)
             if event.done >= event.total:
                 bar.close()
-        elif isinstance(event, StepEvent):
+        elif isinstance(event, api.StepEvent):
             progress.step(event)
-        elif isinstance(event, EvalEvent):
+        elif isinstance(event, api.EvalEvent):
             progress.evaluation(event)
 
     try:
-        result = train(
-            out,
-            config,
-            resume=resume,
-            force=force,
-            epochs=given.get("epochs") if resume else None,
-            minutes=given.get("minutes") if resume else None,
-            strategy=given.get("strategy") if resume else None,
-            callback=callback,
-        )
+        result = plan.run(callback)
     except KeyboardInterrupt as err:
         progress.close()
-        if isinstance(err, TrainingInterrupted):
+        if isinstance(err, interrupted):
             saved = f"at step {err.step}, checkpoint saved"
         else:
             saved = "the last complete checkpoint is kept"
         click.echo(
-            f"interrupted: {saved}; continue with: charlstm train --out {out} --resume", err=True
+            f"interrupted: {saved}; continue with: charlstm train --out {plan.out} --resume",
+            err=True,
         )
         sys.exit(EXIT_INTERRUPTED)
     progress.close()
@@ -254,62 +284,24 @@ def train(corpus, out, resume, force, config_file, **settings) -> None:
     )
 
 
-# what --resume may change: the budget, and where the run trains (a run trained on N
-# replicas resumes on any number that divides its batch)
-RESUME_OPTIONS = ("epochs", "minutes", "strategy")
-
-
-def _check_resume_options(out: Path, corpus: str | None, given: dict) -> None:
-    """With --resume, options other than RESUME_OPTIONS must agree with the run's config."""
-    from charlstm.corpus import corpus_key  # noqa: PLC0415
-    from charlstm.rundir import RunDir  # noqa: PLC0415
-
-    saved = RunDir.open(out).config
-    values = saved.option_values()
-    if "val_file" in given:  # compared as saved: a file by its absolute path
-        given = {**given, "val_file": corpus_key(given["val_file"]) if given["val_file"] else ""}
-    differ = [
-        f"--{name.replace('_', '-')}"
-        for name, value in given.items()
-        if name not in RESUME_OPTIONS
-        and values[name] != value
-        and not (name == "preset" and value == "auto")
-    ]
-    if corpus and corpus_key(corpus) != corpus_key(saved.corpus):
-        differ.append("CORPUS")
-    if differ:
-        raise CharlstmError(
-            f"--resume continues {out} as its config.json says; {', '.join(differ)} differ "
-            "from it (only --epochs, --minutes and --strategy may change); use another --out "
-            "for a new run"
-        )
-
-
 class _Progress:
-    """Training progress on stderr: on a terminal a tqdm bar of the budget used (the larger
-    share of the epochs' steps and of the minutes, as the schedule counts it) with its ETA,
-    loss and chars/s; validation lines always, above the bar."""
+    """Training progress on stderr: on a terminal a tqdm bar of the budget used (StepEvent's
+    budget: the larger share of the epochs' steps and of the minutes, as the schedule counts
+    it) with its ETA, loss and chars/s; validation lines always, above the bar."""
 
     def __init__(self) -> None:
         self.live = sys.stderr.isatty()
         self.bar: Any = None
-        self.config = None
-
-    def start(self, config) -> None:
-        self.config = config.train
 
     def step(self, e) -> None:
-        if not self.live or self.config is None:
+        if not self.live:
             return
         if self.bar is None:
             from tqdm import tqdm  # noqa: PLC0415
 
             self.bar = tqdm(total=1000, file=sys.stderr, bar_format="{l_bar}{bar}| "
                             "{elapsed}<{remaining} {postfix}", desc="training")  # fmt: skip
-        shares = [e.elapsed_s / (self.config.minutes * 60)] if self.config.minutes else []
-        if self.config.epochs:
-            shares.append(e.step / (self.config.epochs * e.windows_per_epoch))
-        done = min(int(1000 * max(shares)), 1000)
+        done = min(int(1000 * e.budget), 1000)
         self.bar.set_postfix_str(
             f"epoch {e.epoch + 1} step {e.step} loss {e.loss:.4f} {e.chars_per_sec:,.0f} chars/s",
             refresh=False,
@@ -318,13 +310,13 @@ class _Progress:
 
     def evaluation(self, e) -> None:
         r = e.record
-        train_loss = f"{r['train_loss']:.4f}" if r["train_loss"] is not None else "n/a"
+        train_loss = f"{r.train_loss:.4f}" if r.train_loss is not None else "n/a"
         lines = [
-            f"step {r['step']} epoch {r['epoch']}: train {train_loss} val {r['val_loss']:.4f} "
-            f"nats/char ({r['val_bits_per_char']:.3f} bits){' best' if e.is_best else ''}"
+            f"step {r.step} epoch {r.epoch}: train {train_loss} val {r.val_loss:.4f} "
+            f"nats/char ({r.val_bits_per_char:.3f} bits){' best' if e.is_best else ''}"
         ]
-        if "sample" in r:  # indented, so the text stands apart from the numbers
-            lines += ["    " + line for line in r["sample"].split("\n")]
+        if r.sample is not None:  # indented, so the text stands apart from the numbers
+            lines += ["    " + line for line in r.sample.split("\n")]
         if self.bar is not None:
             self.bar.write("\n".join(lines), file=sys.stderr)
         else:
@@ -345,19 +337,12 @@ class _Progress:
 @click.option("--out", required=True, help="The folder to create (it must not exist).")
 def export(run_dir, fmt, out) -> None:
     """Write RUN_DIR's best model where charlstm is not needed to run it; print its path."""
-    from charlstm.rundir import RunDir  # noqa: PLC0415
-
-    RunDir.open(Path(run_dir))  # a bad run is refused before TensorFlow loads
-    if Path(out).exists():
-        raise CharlstmError(f"{out} exists; choose another --out")
-    from charlstm.export import export as export_run  # noqa: PLC0415
-
-    click.echo(str(export_run(run_dir, fmt, out)))
+    click.echo(str(api.export(run_dir, fmt, out)))
 
 
-def _converse(conversation, length: int) -> None:
+def _converse(lm: api.LanguageModel, conversation, length: int) -> None:
     """The --interactive loop: a prompt on stderr, a line from stdin, the reply on stdout."""
-    conversation.sampler.check_request(length, None)  # a bad --length is refused before the prompt
+    lm.check_request(length)  # a bad --length is refused before the prompt
     while True:
         click.echo("> ", err=True, nl=False)
         line = sys.stdin.readline()
@@ -374,17 +359,17 @@ def _converse(conversation, length: int) -> None:
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to listen on; 0.0.0.0 opens it to the network.")  # fmt: skip
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
-def serve(run_dir, host, port) -> None:
+@_options(options(InferenceConfig))
+def serve(run_dir, host, port, precision) -> None:
     """Play with RUN_DIR's model in the browser: a page to generate from (prime, length,
     temperature, top-k, top-p, seed; the text streams in) and its JSON API (POST /generate,
     POST /generate/stream, GET /info). Ctrl-C stops it."""
-    from charlstm.rundir import RunDir  # noqa: PLC0415
-
-    RunDir.open(Path(run_dir))  # a bad run is refused before anything loads
+    api.check_run(run_dir)  # a bad run is refused before anything loads
+    # the other face, the page and its JSON API: it imports only the API, as this one does
     from charlstm.serve import serve as serve_run  # noqa: PLC0415
 
     click.echo(f"serving {run_dir} on http://{host}:{port}/ (Ctrl-C stops)", err=True)
-    serve_run(run_dir, host, port)
+    serve_run(run_dir, host, port, precision)
 
 
 @cli.command()
@@ -393,35 +378,15 @@ def serve(run_dir, host, port) -> None:
 def plot(run_dir, out) -> None:
     """Draw RUN_DIR's learning curves (training and validation loss, bits/char, against step)
     into a PNG, and print its path."""
-    import io  # noqa: PLC0415
-
-    from charlstm.rundir import RunDir, atomic_write_bytes  # noqa: PLC0415
-
-    run = RunDir.open(Path(run_dir))
-    if out and Path(out).exists():
-        raise CharlstmError(f"{out} exists; choose another --out")
-    records = run.read_log()
-    if not records:
-        raise CharlstmError(f"{run_dir}: no validation pass logged yet; nothing to plot")
-    from charlstm.explore.plots import plot_losses  # noqa: PLC0415 (imports matplotlib)
-
-    path = Path(out) if out else run.path / "curves.png"
-    ax = plot_losses(records, label="")
-    ax.set_title(f"{run.path.name}: {run.config.describe()[0].removeprefix('model: ')}", fontsize=8)
-    ax.figure.tight_layout()
-    png = io.BytesIO()
-    ax.figure.savefig(png, format="png", dpi=120)
-    try:
-        atomic_write_bytes(path, png.getvalue())
-    except OSError as err:
-        raise CharlstmError(f"{path}: cannot write ({err.strerror})") from err
-    click.echo(str(path))
+    click.echo(str(api.plot(run_dir, out)))
 
 
 @cli.command()
 @click.argument("run_dir")
 @click.option("--prime", default="", help="Text to start from (printed first).")
-@click.option("--length", default=500, show_default=True, help="Characters to generate.")
+@click.option(
+    "--length", default=GENERATE_LENGTH, show_default=True, help="Characters to generate."
+)
 @_options(options(SamplingConfig))
 @click.option("--num-samples", default=1, show_default=True, help="Samples drawn in one batch.")
 @click.option(
@@ -430,14 +395,7 @@ def plot(run_dir, out) -> None:
     help="Read a prime per line from the terminal and answer each with --length characters; "
     "Ctrl-D ends.",
 )
-@click.option(
-    "--precision",
-    type=click.Choice(PRECISIONS),
-    default="float32",
-    show_default=True,
-    help="dtype of the matrix products while sampling (auto: bfloat16 where the CPU has "
-    "AVX512-BF16 or AMX); whatever the run trained in",
-)
+@_options(options(InferenceConfig))
 @click.option(
     "--keep-state",
     is_flag=True,
@@ -447,24 +405,19 @@ def generate(
     run_dir, prime, length, num_samples, interactive, precision, keep_state, **settings
 ) -> None:
     """Generate text from the best checkpoint in RUN_DIR; the text streams to stdout."""
-    from charlstm.rundir import RunDir  # noqa: PLC0415
-
-    sampling = SamplingConfig(**{k: v for k, v in settings.items() if v is not None})
+    # a non-finite value is refused before TensorFlow loads
+    sampling = api.sampling_config(**settings)
     if keep_state and not interactive:
         raise click.UsageError("--keep-state is for --interactive")
     if interactive and (num_samples != 1 or prime):
         raise click.UsageError("--interactive reads its primes from the terminal, one sample")
-    run = RunDir.open(Path(run_dir))  # needs no TensorFlow: a bad run is refused at once
-    from charlstm.precision import resolve  # noqa: PLC0415 (slow import)
-    from charlstm.sample import Conversation, Sampler  # noqa: PLC0415
-
-    model = run.load_model(matmul_dtype=resolve(precision, run.config.model.cell))
-    sampler = Sampler(model, run.tokenizer)
+    lm = api.load(run_dir, precision)  # a bad run is refused before TensorFlow loads
+    given = dataclasses.asdict(sampling)
     if interactive:
-        _converse(Conversation(sampler, sampling, keep_state), length)
+        _converse(lm, lm.conversation(keep_state, **given), length)
         return
     if num_samples == 1:
-        pieces = sampler.generate(prime, length, sampling)
+        pieces = lm.stream(prime, length, **given)
         # the generator checks its arguments when first asked for a piece: ask before printing
         # the prime, so that a refused --length leaves stdout empty
         click.echo(prime + next(pieces), nl=False)
@@ -472,10 +425,7 @@ def generate(
             click.echo(piece, nl=False)
         click.echo()
         return
-    samples = [
-        "".join(parts) for parts in zip(*sampler.generate(prime, length, sampling, num_samples))
-    ]
-    for i, sample in enumerate(samples):
+    for i, sample in enumerate(lm.generate(prime, length, num_samples, **given)):
         click.echo(f"--- sample {i + 1} ---", err=True)
         click.echo(prime + sample)
 
@@ -491,8 +441,7 @@ def generate(
     help="Also score the text while adapting the weights to it (dynamic evaluation), and "
     "print the static and the dynamic loss; the run directory is not changed.",
 )
-@_options(options(DynamicConfig))
-@_options(run_options("precision"))
+@_options(options(DynamicConfig) + options(InferenceConfig))
 def evaluate(run_dir, text_file, as_json, encoding, errors, dynamic, precision, **settings) -> None:
     """Loss of RUN_DIR's best checkpoint on TEXT_FILE (or a corpus name): nats/char,
     bits/char, perplexity.
@@ -500,53 +449,21 @@ def evaluate(run_dir, text_file, as_json, encoding, errors, dynamic, precision, 
     With --dynamic the text is read as one stream, each window scored and then learned from,
     beside the static loss of the same layout.
     """
-    from charlstm.corpus import load_corpus  # noqa: PLC0415
-    from charlstm.rundir import RunDir  # noqa: PLC0415
-
-    dynamic_names = [o.name for o in options(DynamicConfig)]
-    given = {k: settings[k] for k in dynamic_names if settings[k] is not None}
+    given = {k: v for k, v in settings.items() if v is not None}
     if given and not dynamic:
         names = ", ".join(f"--{name.replace('_', '-')}" for name in given)
         raise click.UsageError(f"{names}: dynamic evaluation's settings; add --dynamic")
-    dynamic_config = DynamicConfig(**given)  # a non-finite value is refused before the import
-    # neither needs TensorFlow: a bad run or text is refused at once
-    run = RunDir.open(Path(run_dir))
-    text = load_corpus(text_file, encoding or "utf-8", errors or "strict").text
-    from charlstm.evaluate import (  # noqa: PLC0415 (slow import)
-        dynamic_evaluate,
-        eval_windows,
-        evaluate_windows,
-    )
-    from charlstm.precision import resolve  # noqa: PLC0415
-
-    dtype = resolve(precision or "auto", run.config.model.cell)
-    ids = run.tokenizer.encode(text)
-    head = {"run_dir": str(run_dir), "text_file": text_file, "precision": dtype}
-    if not dynamic:
-        windows = eval_windows(ids, run.config.train.batch_size, run.config.train.seq_len)
-        loss = evaluate_windows(run.load_model(matmul_dtype=dtype), windows)
-        click.echo(json.dumps({**head, **loss.as_dict()}) if as_json else _loss_line(loss))
-        return
-    # one stream: each window is predicted by weights that have read only the text before it
-    windows = eval_windows(ids, 1, run.config.train.seq_len)
-    # a fresh copy in memory: dynamic evaluation changes its weights
-    model = run.load_model(matmul_dtype=dtype)
-    static = evaluate_windows(model, windows)
-    adapted = dynamic_evaluate(model, windows, dynamic_config)
+    found = api.evaluate(
+        run_dir, text_file, dynamic=dynamic, encoding=encoding, errors=errors,
+        precision=precision, **given,
+    )  # fmt: skip
     if as_json:
-        click.echo(
-            json.dumps(
-                {
-                    **head,
-                    **dataclasses.asdict(dynamic_config),
-                    "static": static.as_dict(),
-                    "dynamic": adapted.as_dict(),
-                }
-            )
-        )
+        click.echo(json.dumps(found.to_dict()))
+    elif found.dynamic is None:
+        click.echo(_loss_line(found.static))
     else:
-        click.echo(f"static   {_loss_line(static)}")
-        click.echo(f"dynamic  {_loss_line(adapted)}")
+        click.echo(f"static   {_loss_line(found.static)}")
+        click.echo(f"dynamic  {_loss_line(found.dynamic)}")
 
 
 def _loss_line(loss) -> str:
@@ -560,35 +477,27 @@ def _loss_line(loss) -> str:
 @click.argument("run_dir")
 def info(run_dir) -> None:
     """Describe RUN_DIR: config, vocabulary, checkpoints, last log line."""
-    from charlstm.rundir import RunDir  # noqa: PLC0415
-
-    run = RunDir.open(Path(run_dir))  # needs no TensorFlow: a bad run is refused at once
-    from charlstm.api import run_info  # noqa: PLC0415 (imports TensorFlow)
-
-    i = run_info(run)
-    size = i["corpus_bytes"]
+    i = api.info(run_dir)  # a bad run is refused before TensorFlow loads
+    size = i.corpus_bytes
     lines = [
-        f"run: {i['run']}",
-        f"corpus: {i['corpus']} ({f'{size:,} bytes' if size else 'not found here'})",
-        *i["config"],
-        f"parameters: {i['parameters']:,}, vocabulary: {i['vocab_size']} characters",
-        "checkpoints: " + (", ".join(map(str, i["checkpoints"])) or "none"),
+        f"run: {i.run}",
+        f"corpus: {i.corpus} ({f'{size:,} bytes' if size else 'not found here'})",
+        *i.config,
+        f"parameters: {i.parameters:,}, vocabulary: {i.vocab_size} characters",
+        "checkpoints: " + (", ".join(map(str, i.checkpoints)) or "none"),
     ]
-    if i["checkpoints"]:
-        best = i["best_val"]
+    if i.checkpoints:
         lines.append(
-            f"best validation loss: {best:.4f} nats/char at step {i['best_step']}"
-            if best is not None
+            f"best validation loss: {i.best_val:.4f} nats/char at step {i.best_step}"
+            if i.best_val is not None
             else "best validation loss: n/a"
         )
-    if i["last"]:
-        r = i["last"]
+    if i.last:
         lines.append(
-            f"last evaluation: step {r['step']}, val {r['val_loss']:.4f} nats/char, "
-            f"{r['elapsed_s']:.0f}s of training"
+            f"last evaluation: step {i.last.step}, val {i.last.val_loss:.4f} nats/char, "
+            f"{i.last.elapsed_s:.0f}s of training"
         )
-    software = i["software"]
-    lines.append(f"software: TensorFlow {software['tensorflow']}, Keras {software['keras']}")
+    lines.append(f"software: TensorFlow {i.tensorflow}, Keras {i.keras}")
     click.echo("\n".join(lines))
 
 
@@ -600,17 +509,14 @@ def corpus() -> None:
 @corpus.command("list")
 def corpus_list() -> None:
     """Name, size, where it is and licence of every catalogued corpus."""
-    from charlstm.corpus import catalogue, corpus_path  # noqa: PLC0415
-
-    for entry in catalogue():
-        path = corpus_path(entry["name"])
-        if "url" in entry:
-            size = f"{entry['bytes']:,} bytes to download" if entry["bytes"] else "to download"
-            where = str(path) if path is not None else f"not fetched ({entry['url']})"
+    for entry in api.corpus_list():
+        if entry.url is not None:
+            size = f"{entry.bytes:,} bytes to download" if entry.bytes else "to download"
+            where = str(entry.path) if entry.path is not None else f"not fetched ({entry.url})"
         else:
-            size = f"{entry['bytes']:,} bytes" if entry["bytes"] else "built on the fly"
-            where = str(path) if path is not None else entry["source"]
-        click.echo(f"{entry['name']}\t{size}\t{where}\t{entry['licence']}")
+            size = f"{entry.bytes:,} bytes" if entry.bytes else "built on the fly"
+            where = str(entry.path) if entry.path is not None else entry.source
+        click.echo(f"{entry.name}\t{size}\t{where}\t{entry.licence}")
 
 
 @corpus.command("fetch")
@@ -621,21 +527,13 @@ def corpus_fetch(name_or_url, sha256) -> None:
     cache folder ($CHARLSTM_DATA, else the user's cache folder), check its size and SHA-256
     where known, and print the path of its text. A cut download resumes where it stopped, in
     this call or the next; a file already there is not downloaded again."""
-    from charlstm.corpus import fetch_corpus  # noqa: PLC0415
-    from charlstm.download import cache_dir, download  # noqa: PLC0415
-
+    if sha256 is not None and not api.is_url(name_or_url):
+        raise click.UsageError("--sha256 is for a URL; the catalogue has the corpus' own")
     with _ByteBar(f"downloading {name_or_url}") as bar:
-        if "://" in name_or_url:
-            name = name_or_url.rstrip("/").rsplit("/", 1)[-1] or "download"
-            got = download(name_or_url, cache_dir() / name, sha256=sha256, progress=bar)
-            path, fetched = got.path, got.fetched
-        else:
-            if sha256 is not None:
-                raise click.UsageError("--sha256 is for a URL; the catalogue has the corpus' own")
-            path, fetched = fetch_corpus(name_or_url, progress=bar)
-    if not fetched:
+        got = api.corpus_fetch(name_or_url, sha256, progress=bar)
+    if not got.fetched:
         click.echo(f"{name_or_url}: already in the cache", err=True)
-    click.echo(str(path))
+    click.echo(str(got.path))
 
 
 @corpus.group("make")
@@ -650,28 +548,14 @@ def _source_command(name: str, make) -> None:
     doc = inspect.getdoc(make)
 
     def command(out, force, as_json, **settings):
-        from charlstm.rundir import atomic_write_bytes  # noqa: PLC0415
-
-        path = Path(out)
-        if path.exists() and not force:
-            raise CharlstmError(f"{path} exists; --force replaces it")
-        source = make(**settings)
-        atomic_write_bytes(path, source.text.encode("utf-8"))
-        facts = {
-            "source": source.name,
-            "path": str(path),
-            "chars": len(source.text),
-            "rate_bits": source.rate_bits,
-            "rate_nats": source.rate_nats,
-            "text_bits": float(source.bits.mean()),
-        }
+        made = api.make_text(name, out, force=force, **settings)
         if as_json:
-            click.echo(json.dumps(facts))
+            click.echo(json.dumps(made.to_dict()))
             return
         click.echo(
-            f"{source.name}: {len(source.text):,} characters in {path}\n"
-            f"entropy rate: {source.rate_bits:.4f} bits/char ({source.rate_nats:.4f} nats/char)\n"
-            f"the process' own loss on this text: {facts['text_bits']:.4f} bits/char"
+            f"{made.source}: {made.chars:,} characters in {made.path}\n"
+            f"entropy rate: {made.rate_bits:.4f} bits/char ({made.rate_nats:.4f} nats/char)\n"
+            f"the process' own loss on this text: {made.text_bits:.4f} bits/char"
         )
 
     for param in reversed(list(params)):
@@ -693,7 +577,7 @@ def _source_command(name: str, make) -> None:
     corpus_make.command(name, help=doc)(command)
 
 
-for _name, _make in SOURCES.items():
+for _name, _make in api.SOURCES.items():
     _source_command(_name, _make)
 
 
@@ -739,10 +623,7 @@ class _ByteBar:
 def corpus_info(name_or_path, encoding, errors, as_json) -> None:
     """Characters, distinct characters, the most common ones, lines, and two reference points
     for a model's bits/char: the unigram entropy and lzma's compressed size."""
-    from charlstm.corpus import load_corpus, text_stats  # noqa: PLC0415
-
-    text = load_corpus(name_or_path, encoding or "utf-8", errors or "strict").text
-    stats = text_stats(text)
+    stats = api.corpus_info(name_or_path, encoding, errors)
     if as_json:
         click.echo(json.dumps({"corpus": name_or_path, **dataclasses.asdict(stats)}))
         return

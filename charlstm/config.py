@@ -1,88 +1,53 @@
-"""Run configuration: ModelConfig, TrainConfig, RunConfig, SamplingConfig and their JSON form.
+"""The configuration of everything charlstm does, one dataclass per concern.
 
-Each setting is a dataclass field, and the `setting` that declares it states its help text, its
-range or choices once: validation, the command-line options (`charlstm.cli`) and their `--help`
-all derive from that. A run saves its RunConfig as ``config.json`` when it starts; `generate`,
-`evaluate`, `info` and resume rebuild everything from it. Reading refuses unknown keys, wrong
-types and out-of-range values, so a config file can never name code to run.
+    ModelConfig      the network                     RunConfig = model + train + corpus + ...
+    TrainConfig      TBPTT layout, optimizer, budget  (saved as a run's config.json)
+    SamplingConfig   how each next character is drawn
+    InferenceConfig  how a trained model runs         DynamicConfig  dynamic evaluation
+
+Each option is a field declared once with `settings.setting` (its help, range or choices):
+validation, the command-line options and the served page's defaults all derive from that. A run
+saves its RunConfig as ``config.json`` when it starts; `generate`, `evaluate`, `info` and resume
+rebuild everything from it. The names from `charlstm.settings` that the faces use (`options`,
+`Option`, `from_dict`, `coerce`) are re-exported here.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import math
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from charlstm.errors import CharlstmError
+from charlstm.presets import PRESETS, choose_preset
+from charlstm.settings import (
+    Option,
+    Range,
+    Settings,
+    coerce,
+    field_type,
+    from_dict,
+    option_sections,
+    options,
+    setting,
+)
+
+__all__ = [
+    "GENERATE_LENGTH", "PRECISIONS", "PRESETS", "STRATEGIES", "DynamicConfig",
+    "InferenceConfig", "ModelConfig", "Option", "RunConfig", "SamplingConfig", "TrainConfig",
+    "choose_preset", "coerce", "field_type", "from_dict", "option_sections", "options",
+    "run_options",
+]  # fmt: skip
+
+
+def probability(default: float, help: str):
+    """A setting whose value is a probability in [0, 1): a dropout rate."""
+    return setting(default, help, min=0.0, max=1.0, max_open=True)
 
 
 @dataclass(frozen=True)
-class Range:
-    """The values a number may take: min and max (None: unbounded), each closed or open."""
-
-    min: float | None = None
-    max: float | None = None
-    min_open: bool = False
-    max_open: bool = False
-
-    def __contains__(self, value: float) -> bool:
-        if self.min is not None and (value <= self.min if self.min_open else value < self.min):
-            return False
-        return self.max is None or (value < self.max if self.max_open else value <= self.max)
-
-    def __str__(self) -> str:
-        if self.max is None:
-            return f"> {self.min}" if self.min_open else f"at least {self.min}"
-        if self.min is None:
-            return f"< {self.max}" if self.max_open else f"at most {self.max}"
-        return (
-            f"in {'(' if self.min_open else '['}{self.min}, {self.max}"
-            f"{')' if self.max_open else ']'}"
-        )
-
-
-def setting(default, help: str, *, choices: tuple[str, ...] = (), **bounds):
-    """A field that is also a command-line option, with its help and its allowed values.
-
-    bounds: Range's min, max, min_open, max_open. A field declared with plain `field` (or a
-    bare default) is not an option: vocab_size and corpus are set by the run itself.
-    """
-    allowed = Range(**bounds) if bounds else None
-    return field(default=default, metadata={"help": help, "range": allowed, "choices": choices})
-
-
-def check_settings(config) -> None:
-    """Refuse values outside a dataclass' declared ranges and choices, and non-finite floats.
-
-    Raises:
-        CharlstmError: naming the field, what it must be and the value given.
-    """
-    for f in dataclasses.fields(config):
-        value = getattr(config, f.name)
-        if value is None or dataclasses.is_dataclass(value):
-            continue
-        if isinstance(value, float) and not math.isfinite(value):
-            raise CharlstmError(f"{f.name} must be a finite number, got {value}")
-        allowed, choices = f.metadata.get("range"), f.metadata.get("choices")
-        if allowed is not None and value not in allowed:
-            raise CharlstmError(f"{f.name} must be {allowed}, got {value}")
-        if choices and value not in choices:
-            raise CharlstmError(f"{f.name} must be one of {', '.join(choices)}, got {value!r}")
-
-
-class _Settings:
-    """Base of the config dataclasses: every instance is checked against its declarations."""
-
-    def __post_init__(self) -> None:
-        check_settings(self)
-
-
-@dataclass(frozen=True)
-class ModelConfig(_Settings):
+class ModelConfig(Settings):
     """Embedding(V, E) -> num_layers x LSTM(units) -> Dense(V).
 
     vocab_size is V, set from the tokenizer when a run starts.
@@ -94,39 +59,32 @@ class ModelConfig(_Settings):
     embedding_dim: int = setting(64, "E, size of each character's embedding", min=1, max=65536)
     units: int = setting(256, "H, size of h and c in every LSTM layer", min=1, max=65536)
     num_layers: int = setting(2, "stacked LSTM layers", min=1, max=16)
-    # layernorm trains at 0.62-0.68x lstm's chars/s (2 x 256, B 64, T 100, AMD EPYC, 2 cores):
-    # both run fused, but its backward is autodiff's, not FusedLSTM's hand-written one
+    # layernorm's backward is autodiff's, not FusedLSTM's hand-written one: slower to train
+    # (docs/results.md)
     cell: str = setting(
         "lstm",
         "lstm: the LSTM cell; layernorm: the layer-normalized LSTM (Ba et al., 2016), which "
-        "normalizes the input and recurrent projections and c before its tanh; about 0.6x "
+        "normalizes the input and recurrent projections and c before its tanh; about 0.7x "
         "as fast to train",
         choices=("lstm", "layernorm"),
     )
-    # 0.2 with one mask per window: on Tiny Shakespeare in 9 minutes 1.492 nats/char on the
-    # held-out 10% against 1.515 without dropout and 1.506 with a mask per step, which costs
-    # a fifth of the steps (README, Results)
-    dropout: float = setting(
-        0.2, "dropout after each LSTM layer, in training only", min=0.0, max=1.0, max_open=True
-    )
+    dropout: float = probability(0.2, "dropout after each LSTM layer, in training only")
     dropout_mask: str = setting(
         "window",
         "step: a new dropout mask at every character; window: one mask per stream and window, "
         "the same at every step (variational or locked dropout), nearly free",
         choices=("step", "window"),
     )
-    recurrent_dropout: float = setting(
+    recurrent_dropout: float = probability(
         0.0,
         "variational dropout on h_{t-1} inside each LSTM layer's recurrence: one mask per "
         "stream and window (Gal & Ghahramani, 2016); lstm cell only",
-        min=0.0, max=1.0, max_open=True,
-    )  # fmt: skip
-    weight_drop: float = setting(
+    )
+    weight_drop: float = probability(
         0.0,
         "DropConnect on each layer's recurrent kernel, one mask per window (AWD-LSTM's "
         "weight drop); lstm cell only",
-        min=0.0, max=1.0, max_open=True,
-    )  # fmt: skip
+    )
     tie_embeddings: bool = setting(
         False,
         "use the embedding table as the output layer's weights (Press & Wolf, 2017); needs "
@@ -153,17 +111,14 @@ STRATEGIES = ("auto", "one", "mirrored", "multiworker")
 
 
 @dataclass(frozen=True)
-class TrainConfig(_Settings):
+class TrainConfig(Settings):
     """How to train: TBPTT layout, optimizer, schedule, budget and evaluation cadence."""
 
     batch_size: int = setting(64, "B, parallel text streams per step", min=1, max=2**20)
     seq_len: int = setting(
         100, "T, characters per window; gradients stop at window edges", min=1, max=2**20
     )
-    # 1.5e-2, with the cosine schedule: on Tiny Shakespeare after 624 steps of the default
-    # model, validation 1.449 nats/char against 1.589 at a constant 2e-3 (char-rnn's rate, the
-    # old default), 1.712 at cosine from 2e-3, 1.464 from 1e-2 and 1.452 from 2e-2; in 9
-    # minutes 1.465 on the held-out 10% against 1.492 (README, Results)
+    # 1.5e-2 with the cosine schedule: the best of a sweep (docs/results.md)
     learning_rate: float = setting(
         1.5e-2, "Adam's peak learning rate, reached after the warm-up", min=0, min_open=True
     )
@@ -270,47 +225,6 @@ class TrainConfig(_Settings):
             raise CharlstmError("a run without an epoch limit needs minutes")
 
 
-# Recipes by budget: the options each preset sets (the dataclass defaults are "small"'s, but for
-# its weight decay: a RunConfig built in code keeps plain Adam); an
-# explicit option always wins. On Tiny Shakespeare's held-out last 10% (2 cores of an AMD EPYC;
-# README, Results): in 9 minutes 2 x 256 1.465, 2 x 384 1.452, 2 x 512 (medium) 1.435-1.439
-# nats/char in float32, 1.427 with bfloat16 products. In an hour medium over-fits (50 minutes:
-# 1.457, training loss 1.16); large, the same model with dropout 0.4, weight drop 0.2 and a
-# 6e-3 peak, reached 1.434 in 60 minutes (bfloat16); with AdamW's decoupled decay 0.1 1.394,
-# 0.2 1.386 (large now; 1.378 in each of two hours on an Intel Xeon with AMX, whose bfloat16
-# step ran 1.35-1.44 x the steps). Medium got decay 0.2 too: on the AMX Xeon in 9 minutes
-# 1.4345 without, 0.1 1.4112, 0.2 1.4086 (one sitting; 1.405 in a later one); small in 5
-# minutes 1.4856 without, 1.4651 with 0.2 (the next). On that Xeon tiny reached 1.586 in 1
-# minute, small 1.498 in 3.
-# Where between 9 and 60 minutes large starts to win is not measured: 30 is a guess.
-PRESETS: dict[str, dict[str, object]] = {
-    "tiny": {"embedding_dim": 32, "units": 128, "num_layers": 2, "dropout": 0.1,
-             "batch_size": 32, "seq_len": 64, "warmup_steps": 20},
-    "small": {"embedding_dim": 64, "units": 256, "num_layers": 2, "dropout": 0.2,
-              "weight_decay": 0.2, "batch_size": 64, "seq_len": 100, "warmup_steps": 50},
-    "medium": {"embedding_dim": 64, "units": 512, "num_layers": 2, "dropout": 0.2,
-               "weight_decay": 0.2, "batch_size": 64, "seq_len": 100, "warmup_steps": 50},
-    "large": {"embedding_dim": 64, "units": 512, "num_layers": 2, "dropout": 0.4,
-              "weight_drop": 0.2, "weight_decay": 0.2, "learning_rate": 6e-3, "batch_size": 64,
-              "seq_len": 100, "warmup_steps": 200},
-}  # fmt: skip
-
-
-def choose_preset(minutes: float | None, corpus_chars: int | None = None) -> str:
-    """The preset for a time budget and a corpus of `corpus_chars` characters.
-
-    With a budget: tiny up to 2 minutes, small up to 5, medium up to 30, large beyond.
-    Without one (the run ends after its epochs): tiny for a corpus under 300,000 characters,
-    else small.
-    """
-    if minutes is None:
-        return "tiny" if corpus_chars is not None and corpus_chars < 300_000 else "small"
-    for name, up_to in (("tiny", 2), ("small", 5), ("medium", 30)):
-        if minutes <= up_to:
-            return name
-    return "large"
-
-
 def _toml():
     """tomllib (Python 3.11+), else its backport tomli."""
     try:
@@ -321,7 +235,7 @@ def _toml():
 
 
 @dataclass(frozen=True)
-class RunConfig(_Settings):
+class RunConfig(Settings):
     """Everything a run needs to be rebuilt: the model, the training and the corpus it read."""
 
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -348,7 +262,8 @@ class RunConfig(_Settings):
     precision: str = setting(
         "auto",
         "dtype of the matrix products: bfloat16 (mixed: weights, state, softmax and loss stay "
-        "float32) or float32; auto picks bfloat16 where the CPU has AVX512-BF16 or AMX (the "
+        "float32) or float32; auto picks bfloat16 on GPUs with bfloat16 tensor cores (compute "
+        "capability 8.0 or more) and, without a GPU, where the CPU has AVX512-BF16 or AMX (the "
         "layernorm cell: float32 only)",
         choices=PRECISIONS,
     )
@@ -363,7 +278,7 @@ class RunConfig(_Settings):
             data = json.loads(text)
         except json.JSONDecodeError as err:
             raise CharlstmError(f"{source} is not valid JSON: {err}") from err
-        return _from_dict(cls, data, source)
+        return from_dict(cls, data, source)
 
     @classmethod
     def from_options(cls, corpus: str = "", corpus_chars: int | None = None, **values) -> RunConfig:
@@ -464,7 +379,7 @@ class RunConfig(_Settings):
 
 
 @dataclass(frozen=True)
-class SamplingConfig(_Settings):
+class SamplingConfig(Settings):
     """How `charlstm.sample` draws each next character."""
 
     temperature: float = setting(1.0, "0 is greedy; above 1 flattens, below 1 sharpens", min=0)
@@ -478,14 +393,32 @@ class SamplingConfig(_Settings):
     )
 
 
+# characters `charlstm generate`, the served page and `LanguageModel.generate` draw when not
+# told how many
+GENERATE_LENGTH = 500
+
+
 @dataclass(frozen=True)
-class DynamicConfig(_Settings):
+class InferenceConfig(Settings):
+    """How a trained model runs when it generates or scores text (`charlstm generate`,
+    `evaluate`, `serve`; `charlstm.load`), whatever precision it trained in."""
+
+    # float32: sampling with bfloat16 products measured no faster than float32
+    precision: str = setting(
+        "float32",
+        "dtype of the matrix products while the model runs, whatever it trained in (auto: "
+        "bfloat16 on GPUs with bfloat16 tensor cores and on CPUs with AVX512-BF16 or AMX; "
+        "the layernorm cell: float32 only)",
+        choices=PRECISIONS,
+    )
+
+
+@dataclass(frozen=True)
+class DynamicConfig(Settings):
     """How `charlstm.evaluate.dynamic_evaluate` adapts the weights to a text as it reads it.
 
     Options bear the `dynamic_` prefix so that `charlstm evaluate` keeps them apart from the
-    run's own settings. On Tiny Shakespeare's last 100k characters (a 2-minute run, one stream,
-    2026-11-27) the learning rate 3e-4 gave 1.601 nats/char against 1.602 at 1e-3 and 1.666
-    at 3e-3 (static: 1.778); a decay of 1e-2 cost 0.03 nats/char (README, Dynamic evaluation).
+    run's own settings. The default rate is the best of a sweep (docs/evaluation.md).
     """
 
     dynamic_lr: float = setting(
@@ -496,92 +429,8 @@ class DynamicConfig(_Settings):
     )
 
 
-class Option(typing.NamedTuple):
-    """A config field that is a command-line option, as `setting` declared it."""
-
-    name: str
-    type: type  # int, float or str
-    default: object
-    help: str
-    range: Range | None
-    choices: tuple[str, ...]
-
-
-def options(cls: type, nested: bool = True) -> list[Option]:
-    """The command-line options of config dataclass `cls` (and, if nested, of its sections)."""
-    hints = typing.get_type_hints(cls)
-    found = [
-        Option(f.name, field_type(hints[f.name]), f.default, f.metadata["help"],
-               f.metadata["range"], f.metadata["choices"])
-        for f in dataclasses.fields(cls)
-        if "help" in f.metadata
-    ]  # fmt: skip
-    if nested:
-        for section in option_sections(cls).values():
-            found += options(section)
-    return found
-
-
 def run_options(*names: str) -> list[Option]:
     """RunConfig's own options of these names, for the commands that take them as well:
     evaluate reads a text (encoding, errors) and runs a model (precision, which may differ
     from the run's)."""
     return [o for o in options(RunConfig, nested=False) if o.name in names]
-
-
-def option_sections(cls: type) -> dict[str, type]:
-    """The fields of `cls` that are config dataclasses themselves: name -> dataclass."""
-    hints = typing.get_type_hints(cls)
-    return {f.name: hints[f.name] for f in dataclasses.fields(cls) if _is_section(hints[f.name])}
-
-
-def _is_section(hint) -> bool:
-    return isinstance(hint, type) and dataclasses.is_dataclass(hint)
-
-
-def _from_dict(cls: type, data: object, where: str):
-    """Build dataclass `cls` from plain JSON data, refusing anything the dataclass does not say."""
-    if not isinstance(data, dict):
-        raise CharlstmError(f"{where}: expected a JSON object for {cls.__name__}")
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise CharlstmError(f"{where}: unknown key(s) {', '.join(unknown)} in {cls.__name__}")
-    values = {}
-    for name, value in data.items():
-        values[name] = _coerce(hints[name], value, f"{where}: {cls.__name__}.{name}")
-    try:
-        return cls(**values)
-    except CharlstmError as err:  # a range check, which cannot name the file
-        raise CharlstmError(f"{where}: {err}") from err
-
-
-def field_type(hint) -> type:
-    """The plain type of a field's hint: `float | None` -> float."""
-    if typing.get_origin(hint) in (typing.Union, types.UnionType):
-        (hint,) = [a for a in typing.get_args(hint) if a is not type(None)]
-    return hint
-
-
-def _coerce(hint, value, where: str):
-    """Check one JSON value against a field's type hint; ints are accepted for floats."""
-    if _is_section(hint):
-        return _from_dict(hint, value, where)
-    if value is None and type(None) in typing.get_args(hint):
-        return None
-    hint = field_type(hint)
-    if hint is bool:
-        ok = isinstance(value, bool)
-    elif hint is int:
-        ok = isinstance(value, int) and not isinstance(value, bool)
-    elif hint is float:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        value = float(value) if ok else value
-    elif hint is str:
-        ok = isinstance(value, str)
-    else:  # a field type this reader does not know is a bug, not bad input
-        raise TypeError(f"unsupported config field type {hint!r}")
-    if not ok:
-        raise CharlstmError(f"{where} must be {hint.__name__}, got {json.dumps(value)}")
-    return value

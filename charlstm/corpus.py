@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import codecs
 import collections
+import functools
 import glob
 import hashlib
 import importlib.resources
@@ -151,12 +152,41 @@ def read_text(path: str | Path, encoding: str = "utf-8", errors: str = "strict")
     return unicodedata.normalize("NFC", text)
 
 
-def catalogue() -> list[dict]:
-    """The catalogue's entries: name, path (the text's file name, None for a corpus built on
-    the fly), source, licence, bytes, sha256, note; a downloadable corpus also has url,
-    download (the downloaded file's name) and member (the text's name inside a zip, or None),
-    and its bytes and sha256 are the download's (None where not known)."""
-    return json.loads(_corpora().joinpath("catalogue.json").read_text(encoding="utf-8"))
+@dataclass(frozen=True)
+class Entry:
+    """A corpus the catalogue (`corpora/catalogue.json`) knows by name.
+
+    Attributes:
+        name, source, licence, note: what it is called, where it comes from, its licence.
+        path: the text's file name (shipped, or in the cache once fetched); None for a corpus
+            built on the fly.
+        bytes, sha256: the shipped text's, or for one to download the download's (None where
+            not known).
+        url, download, member: for one to download: where from, the downloaded file's name,
+            and the text's name inside a zip (None: the download is the text).
+    """
+
+    name: str
+    source: str
+    licence: str
+    note: str
+    path: str | None
+    bytes: int | None
+    sha256: str | None
+    url: str | None = None
+    download: str | None = None
+    member: str | None = None
+
+
+def catalogue() -> tuple[Entry, ...]:
+    """The catalogue's entries, in its order; read once."""
+    return _catalogue()
+
+
+@functools.cache
+def _catalogue() -> tuple[Entry, ...]:
+    data = json.loads(_corpora().joinpath("catalogue.json").read_text(encoding="utf-8"))
+    return tuple(Entry(**entry) for entry in data)
 
 
 def _corpora():
@@ -164,22 +194,22 @@ def _corpora():
     return importlib.resources.files("charlstm.corpora")
 
 
-def _entry(name: str) -> dict | None:
-    return next((e for e in catalogue() if e["name"] == name), None)
+def _entry(name: str) -> Entry | None:
+    return next((e for e in catalogue() if e.name == name), None)
 
 
 def corpus_path(name: str) -> Path | None:
     """The text file of catalogue corpus `name`: shipped, or downloaded into the cache
     (`charlstm.download.cache_dir`); None if it has none (built on the fly, or not fetched)."""
     entry = _entry(name)
-    if entry is None or not entry["path"]:
+    if entry is None or not entry.path:
         return None
-    if "url" in entry:
+    if entry.url:
         from charlstm.download import cache_dir  # noqa: PLC0415
 
-        path = cache_dir() / entry["path"]
+        path = cache_dir() / entry.path
         return path if path.is_file() else None
-    return Path(str(_corpora().joinpath(entry["path"])))
+    return Path(str(_corpora().joinpath(entry.path)))
 
 
 def fetch_corpus(name: str, progress=None) -> tuple[Path, bool]:
@@ -194,21 +224,21 @@ def fetch_corpus(name: str, progress=None) -> tuple[Path, bool]:
     from charlstm.download import cache_dir, download  # noqa: PLC0415
 
     entry = _entry(name)
-    if entry is None or "url" not in entry:
-        known = ", ".join(e["name"] for e in catalogue() if "url" in e)
+    if entry is None or not entry.url or not entry.path or not entry.download:
+        known = ", ".join(e.name for e in catalogue() if e.url)
         raise CharlstmError(f"{name}: not a corpus to download ({known})")
     folder = cache_dir()
-    text = folder / entry["path"]
+    text = folder / entry.path
     if text.is_file():
         return text, False
     got = download(
-        entry["url"], folder / entry["download"], sha256=entry["sha256"], size=entry["bytes"],
+        entry.url, folder / entry.download, sha256=entry.sha256, size=entry.bytes,
         progress=progress,
     )  # fmt: skip
-    if entry["sha256"] is None:
+    if entry.sha256 is None:
         log.warning("%s: SHA-256 %s (the catalogue has none to check against)", name, got.sha256)
-    if entry["member"]:
-        _unzip(got.path, entry["member"], text)
+    if entry.member:
+        _unzip(got.path, entry.member, text)
     return text, got.fetched
 
 
@@ -224,80 +254,102 @@ def _unzip(archive: Path, member: str, dest: Path) -> None:
     os.replace(part, dest)
 
 
-def is_corpus_name(name: str) -> bool:
-    """Whether `name` is a catalogue name rather than a path (a file of that name wins)."""
-    name = _OLD_NAMES.get(name, name)
-    known = {e["name"] for e in catalogue()}
-    return name in known and not Path(name).exists()
+@dataclass(frozen=True)
+class Source:
+    """A corpus as the user named it, resolved once: which texts, what a run's config calls it.
+
+    Attributes:
+        name: as given (messages and the log use it).
+        key: how a run's config names it: a catalogue name as it is, a file, folder or glob
+            pattern by its absolute path.
+        label: a short name, the default run folder: a file's stem, a folder's name, for a
+            pattern the folder it looks in, a catalogue name.
+        kind: "catalogue" (a shipped or downloaded text), "stdlib" (python-stdlib, built on
+            the fly), "file", "files" (a folder or pattern) or "missing" (none of these).
+        files: the text files, sorted: one for a file or a fetched catalogue corpus, the
+            folder's or pattern's; none for python-stdlib, a corpus not fetched, or missing.
+        size: about how many characters, known without reading: the files' bytes, or
+            python-stdlib's cap; None when there is nothing to read.
+    """
+
+    name: str
+    key: str
+    label: str
+    kind: str
+    files: tuple[Path, ...]
+    size: int | None
+
+    @property
+    def stream_file(self) -> Path | None:
+        """The file to encode streaming (`charlstm.idfile`): a corpus that is one file of
+        STREAM_BYTES or more; else None."""
+        one = self.kind in ("file", "catalogue") and len(self.files) == 1
+        return self.files[0] if one and (self.size or 0) >= STREAM_BYTES else None
+
+    def load(self, encoding: str = "utf-8", errors: str = "strict") -> Corpus:
+        """The corpus' text (NFC) and document starts.
+
+        Raises:
+            CharlstmError: missing, not fetched, or not readable text.
+        """
+        if self.kind == "stdlib":
+            return stdlib_corpus()
+        if self.kind == "files":
+            return read_files(self.name, self.files, encoding, errors)
+        if self.kind == "missing":
+            names = ", ".join(e.name for e in catalogue())
+            raise CharlstmError(f"{self.name}: no such file, nor a corpus name ({names})")
+        if not self.files:
+            raise CharlstmError(
+                f"{self.key} is not downloaded yet: charlstm corpus fetch {self.key}"
+            )
+        name = self.key if self.kind == "catalogue" else self.name
+        return Corpus(name=name, text=read_text(self.files[0], encoding, errors))
 
 
-def corpus_key(name_or_path: str | Path | None) -> str:
-    """How a run's config names its corpus: a catalogue name as it is, a file, folder or glob
-    pattern by its absolute path; None or "" is DEFAULT_CORPUS."""
+def resolve(name_or_path: str | Path | None) -> Source:
+    """What `name_or_path` names: a text file, a folder or glob pattern of them, or a
+    catalogue corpus by name (a file of that name in the working directory wins); None or ""
+    is DEFAULT_CORPUS. Never raises: `Source.load` says what is wrong."""
     name = str(name_or_path or DEFAULT_CORPUS)
-    if is_corpus_name(name):
-        return _OLD_NAMES.get(name, name)
-    return str(Path(name).resolve())
+    known = _OLD_NAMES.get(name, name)
+    if _entry(known) is not None and not Path(name).exists():
+        path = corpus_path(known)
+        kind = "stdlib" if known == STDLIB_CORPUS else "catalogue"
+        size = STDLIB_CORPUS_CHARS if kind == "stdlib" else _size(path)
+        return Source(name, known, known, kind, (path,) if path else (), size)
+    label = _label(name)
+    if is_pattern(name) or Path(name).is_dir():
+        files = tuple(corpus_files(name))
+        size = sum(f.stat().st_size for f in files) or None
+        return Source(name, str(Path(name).resolve()), label, "files", files, size)
+    path = Path(name)
+    kind = "file" if path.exists() else "missing"
+    return Source(name, str(path.resolve()), label, kind, (path,) if path.exists() else (),
+                  _size(path))  # fmt: skip
 
 
-def corpus_size(name_or_path: str | Path | None) -> int | None:
-    """About how many characters the corpus has, known without reading it: the size in bytes
-    of its file or files, or python-stdlib's cap; None for a missing file."""
-    key = corpus_key(name_or_path)
-    if key == STDLIB_CORPUS:
-        return STDLIB_CORPUS_CHARS
-    if is_pattern(key) or Path(key).is_dir():
-        return sum(f.stat().st_size for f in corpus_files(key)) or None
-    path = corpus_path(key) if is_corpus_name(key) else Path(key)
+def _size(path: Path | None) -> int | None:
     return path.stat().st_size if path is not None and path.is_file() else None
 
 
-def large_file(name_or_path: str | Path | None) -> Path | None:
-    """The file of a corpus that is one file of STREAM_BYTES or more (a path, or a catalogue
-    name with a file), else None."""
-    name = str(name_or_path or DEFAULT_CORPUS)
-    if is_pattern(name) or Path(name).is_dir():
-        return None
-    path = corpus_path(_OLD_NAMES.get(name, name)) if is_corpus_name(name) else Path(name)
-    if path is None or not path.is_file():
-        return None
-    return path if path.stat().st_size >= STREAM_BYTES else None
+def _label(name: str) -> str:
+    path = Path(name)
+    while is_pattern(path.name):
+        path = path.parent
+    return path.stem or "corpus"
 
 
 def load_corpus(
     name_or_path: str | Path | None, encoding: str = "utf-8", errors: str = "strict"
 ) -> Corpus:
-    """The corpus a run trains on: a text file, a folder or a glob pattern of text files
-    (`read_files`), or a catalogue corpus by name (a file of that name in the working
-    directory wins); None or "" is DEFAULT_CORPUS.
+    """`resolve(name_or_path).load(encoding, errors)`: the text of a file, folder, pattern or
+    catalogue corpus.
 
     Raises:
-        CharlstmError: neither a readable text file nor a catalogue name.
+        CharlstmError: neither a readable text nor a catalogue name.
     """
-    name = str(name_or_path or DEFAULT_CORPUS)
-    if is_pattern(name) or Path(name).is_dir():
-        return read_files(name, encoding, errors)
-    if not is_corpus_name(name):
-        if not Path(name).exists():
-            names = ", ".join(e["name"] for e in catalogue())
-            raise CharlstmError(f"{name}: no such file, nor a corpus name ({names})")
-        return Corpus(name=name, text=read_text(name, encoding, errors))
-    name = _OLD_NAMES.get(name, name)
-    if name == STDLIB_CORPUS:
-        return stdlib_corpus()
-    path = corpus_path(name)
-    if path is None:
-        raise CharlstmError(f"{name} is not downloaded yet: charlstm corpus fetch {name}")
-    return Corpus(name=name, text=read_text(path, encoding, errors))
-
-
-def corpus_label(name: str) -> str:
-    """A short name for a corpus (its default run folder): a file's stem, a folder's name, or
-    for a glob pattern the name of the folder it looks in."""
-    path = Path(name)
-    while is_pattern(path.name):
-        path = path.parent
-    return path.stem or "corpus"
+    return resolve(name_or_path).load(encoding, errors)
 
 
 def is_pattern(name: str) -> bool:
@@ -317,16 +369,17 @@ def corpus_files(name: str) -> list[Path]:
     return sorted(visible)
 
 
-def read_files(name: str, encoding: str = "utf-8", errors: str = "strict") -> Corpus:
-    """Every text file of a folder or glob pattern (`corpus_files`), sorted by path, as one
-    corpus of documents, each followed by a newline if it does not end with one. A file that
-    `read_text` refuses (binary, not in `encoding`, empty) is skipped with one warning line,
-    and the count of skipped files is logged at the end.
+def read_files(
+    name: str, files: tuple[Path, ...], encoding: str = "utf-8", errors: str = "strict"
+) -> Corpus:
+    """The text files of folder or glob pattern `name` (`corpus_files`, sorted by path) as
+    one corpus of documents, each followed by a newline if it does not end with one. A file
+    that `read_text` refuses (binary, not in `encoding`, empty) is skipped with one warning
+    line, and the count of skipped files is logged at the end.
 
     Raises:
         CharlstmError: no file, or no readable file.
     """
-    files = corpus_files(name)
     if not files:
         raise CharlstmError(f"{name}: no files there")
     texts, refused = [], []

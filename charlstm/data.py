@@ -129,3 +129,13 @@ def tbptt_windows(ids: np.ndarray, batch_size: int, seq_len: int, whole: bool = 
         shifted, shape=(B, L), strides=(L * ids.strides[0], ids.strides[0]), writeable=False
     )
     return Windows(inputs=inputs, targets=targets, seq_len=T)
+
+
+def eval_windows(ids: np.ndarray, batch_size: int, seq_len: int) -> Windows:
+    """Evaluation layout of ids: up to `batch_size` streams, fewer when the text is short.
+
+    Each stream is at least one window long when the text allows, so a short text is scored
+    with long context rather than cut into many streams that each start cold.
+    """
+    streams = max(1, min(batch_size, (len(ids) - 1) // seq_len))
+    return tbptt_windows(ids, streams, seq_len, whole=False)

@@ -76,7 +76,7 @@ def _check_tf_config() -> None:
     if not raw:
         raise CharlstmError(
             "--strategy multiworker needs TF_CONFIG: the cluster's workers and this process' "
-            "task (README, several hosts)"
+            "task (docs/distributed.md)"
         )
     try:
         config = json.loads(raw)
@@ -207,7 +207,7 @@ class Replicas:
     ) -> Callable:
         """(x, y (B, T) int32, per-replica states) -> (loss, per-replica states): one step of
         the module docstring. `gradients(x, y, states) -> (loss, gradients, states)` is the
-        forward and backward half (`trainer.loss_and_gradients`); `optimizer` must not clip
+        forward and backward half (`steps.loss_and_gradients`); `optimizer` must not clip
         (the mean gradient is clipped here)."""
         strategy, count = self.strategy, self.count
         assert strategy is not None

@@ -1,25 +1,24 @@
-"""Loss in nats/char and bits/char, from one state-carrying walk over TBPTT windows.
+"""Loss in nats/char and bits/char over TBPTT windows, static or dynamic.
 
-`walk` is the one loop that carries every layer's (h, c) from window k into window k+1; training,
-validation and `charlstm evaluate` all go through it. Evaluation starts every stream from zero
-state and scores every character it lays out (the last window may be shorter than T).
-`dynamic_evaluate` walks the same way and adapts the weights to the text as it goes.
+Evaluation walks the windows with `charlstm.steps.walk`, the loop training uses too, starting
+every stream from zero state and scoring every character it lays out (`data.eval_windows`: the
+last window may be shorter than T). `dynamic_evaluate` walks the same way and adapts the
+weights to the text as it goes, through the steps module's one gradient tape.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
-import numpy as np
 import tensorflow as tf
 
 from charlstm import precision
 from charlstm.config import DynamicConfig
-from charlstm.data import Windows, tbptt_windows
+from charlstm.data import Windows
 from charlstm.model import CharModel, States
+from charlstm.steps import loss_and_gradients, make_eval_step, nll_sum, walk
 
 
 @dataclass(frozen=True)
@@ -53,37 +52,6 @@ class Loss:
         }
 
 
-def walk(
-    windows: Windows, step: Callable, states: States, start: int = 0
-) -> Iterator[tuple[int, Any, States]]:
-    """Run `step(x, y, states) -> (out, states)` over windows start.., carrying the states.
-
-    Yields (k, out, states after window k). The states go in as plain values, so no gradient
-    crosses a window edge.
-    """
-    for k in range(start, len(windows)):
-        x, y = windows[k]
-        out, states = step(tf.constant(x), tf.constant(y), states)
-        yield k, out, states
-
-
-def nll_sum(model: CharModel, x, y, states: States, training: bool = False):
-    """Sum of -ln p(y | x) over a window and the states after it.
-
-    x, y: (B, T) int32. Returns (scalar float32, states).
-    """
-    logits, states = model(x, states, training=training)
-    losses = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits)  # (B, T)
-    return tf.reduce_sum(losses), states
-
-
-def make_eval_step(model: CharModel) -> Callable:
-    """A compiled (x, y, states) -> (nll sum, states) for `walk`."""
-    return precision.compile_step(
-        lambda x, y, states: nll_sum(model, x, y, states), model.matmul_dtype
-    )
-
-
 def evaluate_windows(
     model: CharModel,
     windows: Windows,
@@ -106,16 +74,6 @@ def evaluate_windows(
     return Loss(nats=total / windows.num_chars, chars=windows.num_chars)
 
 
-def eval_windows(ids: np.ndarray, batch_size: int, seq_len: int) -> Windows:
-    """Evaluation layout of ids: up to `batch_size` streams, fewer when the text is short.
-
-    Each stream is at least one window long when the text allows, so a short text is scored
-    with long context rather than cut into many streams that each start cold.
-    """
-    streams = max(1, min(batch_size, (len(ids) - 1) // seq_len))
-    return tbptt_windows(ids, streams, seq_len, whole=False)
-
-
 # RMS of the gradients: a running mean over about 1 / (1 - beta) = 100 windows, as RMSprop's;
 # eps only keeps a weight whose gradients have all been zero from dividing by zero
 DYNAMIC_BETA, DYNAMIC_EPS = 0.99, 1e-8
@@ -136,13 +94,16 @@ def make_dynamic_step(model: CharModel, config: DynamicConfig) -> Callable:
     updates = tf.Variable(0.0, trainable=False)
     lr, decay, beta = config.dynamic_lr, config.dynamic_decay, DYNAMIC_BETA
 
+    def scored(model, x, y, states):  # dropout off: the score is the model's prediction
+        nll, states = nll_sum(model, x, y, states)
+        return nll / tf.cast(tf.size(y), tf.float32), states
+
+    gradients = loss_and_gradients(model, scored)
+
     def step(x, y, states):
-        # the gradient of the window's loss is part of what this evaluation measures, so the
-        # tape is here: evaluate.py cannot use trainer.py's step, which imports from it
-        with tf.GradientTape() as tape:
-            nll, states = nll_sum(model, x, y, states)  # scored first, under the current weights
-            loss = nll / tf.cast(tf.size(y), tf.float32)
-        grads = tape.gradient(loss, variables)
+        # scored first, under the current weights; then the weights learn from the window
+        loss, grads, states = gradients(x, y, states)
+        nll = loss * tf.cast(tf.size(y), tf.float32)
         updates.assign_add(1.0)
         unbias = 1.0 - tf.pow(beta, updates)  # the first means start from zero, as Adam's
         for v, g, g_mean_sq, theta_g in zip(variables, grads, mean_squares, global_weights):

@@ -10,7 +10,7 @@ savedmodel: a tf.Module whose signatures need nothing of charlstm to run.
         gives the same text as `charlstm generate`; the ids back to characters.
     step(ids: int32 (B,), h: float32 (N, B, H), c: float32 (N, B, H))
         -> logits (B, V), h, c: one character for every stream.
-    chars.txt in assets/: the vocabulary, one character per id (JSON list).
+    assets/chars.json: the vocabulary, one character per id (a JSON list).
 tflite: `step` alone, converted (model.tflite): for phones and the browser.
 keras: `model.keras`, Keras' own format (config + weights), which loads with
     `keras.saving.load_model(path, safe_mode=True)` once charlstm is imported (its classes are
@@ -29,7 +29,7 @@ import tensorflow as tf
 
 from charlstm.errors import CharlstmError
 from charlstm.model import CharModel
-from charlstm.sample import MAX_LENGTH, pick_next
+from charlstm.sample import MAX_LENGTH, draw_steps, empty_prime, feed, never_drawn
 from charlstm.tokenizer import UNK_ID, CharTokenizer
 
 FORMATS = ("savedmodel", "tflite", "keras")
@@ -48,10 +48,8 @@ class Exported:
         self.codes = tf.constant(np.array([ord(c) for c in chars])[order], tf.int32)
         self.ids = tf.constant(order, tf.int32)
         self.chars = tf.constant(chars)
-        never = np.zeros(tokenizer.vocab_size, np.float32)
-        never[UNK_ID] = -np.inf
-        self.never = tf.constant(never)
-        self.newline = chars.index("\n") if "\n" in chars else len(chars) - 1
+        self.never = tf.constant(never_drawn(tokenizer))
+        self.empty = chars.index(empty_prime(tokenizer))
         states = tf.TensorSpec((self.num_layers, None, self.units), tf.float32)
         self.step = tf.function(
             self._step, input_signature=[tf.TensorSpec((None,), tf.int32), states, states]
@@ -79,16 +77,11 @@ class Exported:
 
     def _generate(self, prime, length, temperature, top_k, top_p, seed):
         ids = self._to_ids(prime)
-        ids = tf.cond(tf.size(ids) > 0, lambda: ids, lambda: tf.constant([self.newline]))
+        ids = tf.cond(tf.size(ids) > 0, lambda: ids, lambda: tf.constant([self.empty]))
         states = [
             [tf.zeros((1, self.units)), tf.zeros((1, self.units))] for _ in range(self.num_layers)
         ]
-
-        def feed(t, states):
-            _, states = self.model.step(tf.reshape(ids[t], (1,)), states)
-            return t + 1, states
-
-        _, states = tf.while_loop(lambda t, _: t < tf.size(ids) - 1, feed, (0, states))
+        states = feed(self.model, ids[None, :-1], states)
         length = tf.clip_by_value(length, 1, MAX_LENGTH)
         last = tf.reshape(ids[-1], (1,))
         out = self._draw(last, states, length, temperature, top_k, top_p, seed)
@@ -96,19 +89,10 @@ class Exported:
 
     @tf.function(jit_compile=True)
     def _draw(self, last, states, length, temperature, top_k, top_p, seed):
-        """`length` ids after `last` (1,), drawn as Sampler._sample draws them."""
-
-        def body(i, last, states, out):
-            logits, states = self.model.step(last, states)
-            logits = logits + self.never
-            nxt = pick_next(logits, temperature, top_k, top_p, seed, i, filtering=True)
-            return i + 1, nxt, states, out.write(i, nxt[0])
-
-        out = tf.TensorArray(tf.int32, size=length)
-        _, _, _, out = tf.while_loop(
-            lambda i, *_: i < length, body, (tf.constant(0), last, states, out)
-        )
-        return out.stack()
+        """`length` ids after `last` (1,), drawn as the Sampler draws them (`draw_steps`)."""
+        ids, _, _ = draw_steps(self.model, self.never, last, states, 0, length, temperature,
+                               top_k, top_p, seed, filtering=True)  # fmt: skip
+        return ids[0]
 
 
 def _write_savedmodel(model: CharModel, tokenizer: CharTokenizer, path: Path) -> None:

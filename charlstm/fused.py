@@ -3,9 +3,9 @@
 `keras.layers.RNN(LSTMCell)` computes x_t @ kernel inside the recurrence, one small matmul per
 step. The recurrence does not need it there: the inputs of all T steps are projected at once,
 
-    XW = x @ kernel + bias                      # (B, T, 4H): one large matmul
+    XW = x @ kernel + bias                      # (T, B, 4H), time-major: one large matmul
     for t in 0..T-1:                             # tf.while_loop, compiled with the train step
-        z_t = XW[:, t] + h_{t-1} @ recurrent_kernel
+        z_t = XW[t] + h_{t-1} @ recurrent_kernel
         h_t, c_t, _ = lstm_update(z_t, c_{t-1})  # the cell's own gate equations
 
 which is the same arithmetic in a faster order. The backward pass is written out
@@ -23,7 +23,7 @@ reference `RNN(LSTMCell)`, which the tests hold this layer to.
 
 Two regularizers live in the recurrence, in training only, each drawn once per window:
 
-    recurrent dropout (Gal & Ghahramani, 2016):  z_t = XW[:, t] + (h_{t-1} * m) @ recurrent_kernel
+    recurrent dropout (Gal & Ghahramani, 2016):  z_t = XW[t] + (h_{t-1} * m) @ recurrent_kernel
         m (B, H): one Bernoulli(1 - p) / (1 - p) mask per stream, the same at every step
     weight drop (DropConnect on U, Merity et al., 2017, AWD-LSTM):  recurrent_kernel * M
         M (H, 4H): one Bernoulli(1 - p) / (1 - p) mask shared by every stream and step

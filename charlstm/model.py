@@ -172,7 +172,8 @@ class CharModel(keras.Model):
 
     def compute_output_spec(self, ids, states=None, training=False):
         """What `call` returns for a symbolic `ids` (B, T): logits (B, T, V) and each layer's
-        states, (B, H) each. Lets the model sit in a functional Keras model (README: `fit`)."""
+        states, (B, H) each. Lets the model sit in a functional Keras model (`fit` in
+        docs/training.md)."""
         batch, steps = ids.shape[0], ids.shape[1]
         logits = keras.KerasTensor((batch, steps, self.config.vocab_size), dtype="float32")
         layers = [

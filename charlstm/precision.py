@@ -33,8 +33,11 @@ BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 # NVIDIA GPUs have bfloat16 tensor cores from Ampere (compute capability 8.0) on
 GPU_BF16_CAPABILITY = (8, 0)
 
+Flags = frozenset[str]  # CPU flags, as /proc/cpuinfo spells them
+Capabilities = tuple[tuple[int, int], ...]  # each GPU's CUDA compute capability
 
-def cpu_flags() -> frozenset[str]:
+
+def cpu_flags() -> Flags:
     """The CPU's feature flags from /proc/cpuinfo (empty where there is none)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -56,7 +59,7 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def gpu_capabilities() -> tuple[tuple[int, int], ...]:
+def gpu_capabilities() -> Capabilities:
     """The CUDA compute capability of each GPU TensorFlow sees; () on a machine without one."""
     found = []
     for gpu in tf.config.list_physical_devices("GPU"):
@@ -65,12 +68,8 @@ def gpu_capabilities() -> tuple[tuple[int, int], ...]:
     return tuple(found)
 
 
-def resolve(
-    precision: str,
-    cell: str = "lstm",
-    flags: frozenset[str] | None = None,
-    gpus: tuple[tuple[int, int], ...] | None = None,
-) -> str:
+def resolve(precision: str, cell: str = "lstm", flags: Flags | None = None,
+            gpus: Capabilities | None = None) -> str:  # fmt: skip
     """ "float32" or "bfloat16" for a requested precision and ModelConfig.cell.
 
     "auto" follows the device the products run on: with GPUs (`gpus`, their compute
@@ -91,12 +90,8 @@ def resolve(
     return "bfloat16" if any(flag in flags for flag in BF16_FLAGS) else "float32"
 
 
-def explain(
-    precision: str,
-    cell: str = "lstm",
-    flags: frozenset[str] | None = None,
-    gpus: tuple[tuple[int, int], ...] | None = None,
-) -> str:
+def explain(precision: str, cell: str = "lstm", flags: Flags | None = None,
+            gpus: Capabilities | None = None) -> str:  # fmt: skip
     """One line saying which precision runs and why, for the start of a command."""
     flags = cpu_flags() if flags is None else flags
     gpus = gpu_capabilities() if gpus is None else gpus

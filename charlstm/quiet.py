@@ -1,16 +1,17 @@
-"""TensorFlow's start-up notes kept off the screen, wherever charlstm is used.
+"""TensorFlow's start-up notes kept off the screen, for a process that asks for it.
 
 TensorFlow 2.21 writes notes to file descriptor 2 while it is imported, before its own log
 settings apply ("WARNING: All log messages before absl::InitializeLog() is called ...", "oneDNN
 custom operations are on ..."): in a terminal, and in a notebook, whose kernel shows what is
-written to its descriptor 2. `install()`, run when charlstm is imported, arranges that the first
-import of tensorflow (by charlstm or by anything after it) runs with descriptor 2 pointed at
+written to its descriptor 2. `install()` (`charlstm.api.quiet_tensorflow`; the `charlstm`
+command calls it before any command runs; a notebook may call it in its first cell) arranges
+that the first import of tensorflow (by charlstm or anything else) runs with descriptor 2 on
 /dev/null, and sets TF_CPP_MIN_LOG_LEVEL to 2 (errors only) for what TensorFlow logs later, 3
 (fatal only) in a worker of a cluster (TF_CONFIG set).
 
-The user's choice wins: with TF_CPP_MIN_LOG_LEVEL set to 0 or 1 before charlstm is imported,
-nothing is hidden. An import that fails still raises its exception, printed as usual once
-descriptor 2 is back. A TensorFlow imported before charlstm has already printed its notes.
+The user's choice wins: with TF_CPP_MIN_LOG_LEVEL set to 0 or 1 beforehand, nothing is hidden.
+An import that fails still raises its exception, printed as usual once descriptor 2 is back. A
+TensorFlow imported before `install()` has already printed its notes.
 """
 
 from __future__ import annotations

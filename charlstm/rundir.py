@@ -22,11 +22,13 @@ safetensors is a bounded JSON header plus raw buffers, so no file here can run c
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +38,7 @@ import safetensors.numpy
 
 from charlstm.config import RunConfig
 from charlstm.errors import CharlstmError
+from charlstm.records import LogRecord, Progress
 from charlstm.tokenizer import CharTokenizer
 
 CONFIG = "config.json"
@@ -228,11 +231,11 @@ class Checkpoint:
     """A complete checkpoint folder and its progress record."""
 
     path: Path
-    progress: dict
+    progress: Progress
 
     @property
     def step(self) -> int:
-        return int(self.progress["step"])
+        return self.progress.step
 
     def model_tensors(self) -> dict[str, np.ndarray]:
         return read_tensors(self.path / MODEL)
@@ -307,24 +310,52 @@ class RunDir:
         atomic_write_bytes(self.path / CONFIG, config.to_json().encode("utf-8"))
         self.config = config
 
+    def resume_config(
+        self, epochs: int | None = None, minutes: float | None = None, strategy: str | None = None
+    ) -> RunConfig:
+        """The config a resumed run goes on with, saved: its own, with a new epoch limit,
+        `minutes` more than the time spent so far, or another strategy, where given."""
+        given = (("epochs", epochs), ("minutes", minutes), ("strategy", strategy))
+        overrides: dict = {k: v for k, v in given if v}
+        if minutes and self.checkpoints():
+            overrides["minutes"] = self.latest_checkpoint().progress.elapsed_s / 60 + minutes
+        if overrides:
+            config = self.config
+            self.save_config(
+                dataclasses.replace(config, train=dataclasses.replace(config.train, **overrides))
+            )
+        return self.config
+
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[None]:
+        """A failed write inside (a full disk, say) becomes one line naming the checkpoint
+        that is left in use."""
+        try:
+            yield
+        except OSError as err:
+            raise CharlstmError(
+                f"cannot write in {self.path} ({err.strerror}); {self.intact()}"
+            ) from err
+
     # checkpoints
 
     def write_checkpoint(
         self,
-        step: int,
         model_tensors: dict[str, np.ndarray],
         train_state_tensors: dict[str, np.ndarray],
-        progress: dict,
+        progress: Progress,
         keep: int,
     ) -> Checkpoint:
-        """Write checkpoint `step`, then prune to the newest `keep` plus the best one."""
+        """Write the checkpoint of step `progress.step`, then prune to the newest `keep` plus
+        the best one."""
+        step = progress.step
         self.check_finite(model_tensors, step)  # never a checkpoint that loads as NaN
         folder = self.path / CHECKPOINTS / f"step-{step:08d}"
         _remove(folder)  # an incomplete leftover of a killed run, or a re-save of this step
         files = {
             MODEL: tensors_to_bytes(model_tensors),
             TRAIN_STATE: tensors_to_bytes(train_state_tensors),
-            PROGRESS: json.dumps({**progress, "step": step}, indent=2).encode("utf-8"),
+            PROGRESS: json.dumps(progress.to_dict(), indent=2).encode("utf-8"),
         }
         manifest = {
             "format": MANIFEST_FORMAT,
@@ -341,8 +372,8 @@ class RunDir:
             raise CharlstmError(
                 f"cannot write checkpoint {step} in {self.path} ({err.strerror}); {self.intact()}"
             ) from err
-        self._prune(keep, best_step=progress.get("best_step"))
-        return Checkpoint(folder, {**progress, "step": step})
+        self._prune(keep, best_step=progress.best_step)
+        return Checkpoint(folder, progress)
 
     def _prune(self, keep: int, best_step: int | None) -> None:
         complete = [c.path for c in self.checkpoints()]
@@ -385,7 +416,7 @@ class RunDir:
         found = self.checkpoints()
         if not found:
             raise CharlstmError(f"{self.path}: no complete checkpoint yet; train first")
-        best_step = found[-1].progress.get("best_step")
+        best_step = found[-1].progress.best_step
         return next((c for c in found if c.step == best_step), found[-1])
 
     def load_model(self, checkpoint: Checkpoint | None = None, matmul_dtype: str = "float32"):
@@ -418,27 +449,28 @@ class RunDir:
             folder.unlink()
         return folder
 
-    def append_log(self, record: dict) -> None:
+    def append_log(self, record: LogRecord) -> None:
         with open(self.path / LOG, "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
+            f.write(json.dumps(record.to_dict()) + "\n")
             f.flush()
             os.fsync(f.fileno())
 
-    def read_log(self) -> list[dict]:
+    def read_log(self) -> list[LogRecord]:
+        """The log's records, oldest first; a line cut short by a crash mid-append is skipped."""
         path = self.path / LOG
         if not path.exists():
             return []
         records = []
         for line in path.read_text(encoding="utf-8").splitlines():
             try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:  # a line cut short by a crash mid-append
+                records.append(LogRecord.from_dict(json.loads(line)))
+            except (ValueError, KeyError, TypeError):
                 continue
         return records
 
     def truncate_log(self, step: int) -> None:
         """Drop log records after `step`, so a resumed run logs no step twice."""
-        kept = [r for r in self.read_log() if r.get("step", 0) <= step]
+        kept = [r.to_dict() for r in self.read_log() if r.step <= step]
         atomic_write_bytes(self.path / LOG, "".join(json.dumps(r) + "\n" for r in kept).encode())
 
 
@@ -454,6 +486,22 @@ def complete_checkpoints(path: Path) -> list[Checkpoint]:
         if progress is not None:
             found.append(Checkpoint(folder, progress))
     return found
+
+
+@contextlib.contextmanager
+def worker_home(out: Path, chief: bool, copy: bool = False) -> Iterator[Path]:
+    """Where this process writes the run: `out` for the chief (every process but the non-chief
+    workers of a multi-worker strategy); else a temporary folder, removed after, holding with
+    `copy` what resuming `out` needs (`copy_for_resume`: the chief may be rewriting `out`
+    meanwhile)."""
+    if chief:
+        yield out
+        return
+    with tempfile.TemporaryDirectory(prefix="charlstm-worker-") as folder:
+        home = Path(folder) / "run"
+        if copy:
+            copy_for_resume(out, home)
+        yield home
 
 
 def copy_for_resume(src: Path, dst: Path) -> None:
@@ -488,7 +536,7 @@ def intact(path: Path) -> str:
     )
 
 
-def _complete(folder: Path) -> dict | None:
+def _complete(folder: Path) -> Progress | None:
     """progress.json of a checkpoint folder whose manifest and hashes check out, else None."""
     try:
         manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
@@ -497,10 +545,9 @@ def _complete(folder: Path) -> dict | None:
         for name, digest in manifest["files"].items():
             if hashlib.sha256((folder / name).read_bytes()).hexdigest() != digest:
                 return None
-        progress = json.loads((folder / PROGRESS).read_text(encoding="utf-8"))
+        return Progress.from_dict(json.loads((folder / PROGRESS).read_text(encoding="utf-8")))
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
-    return progress if isinstance(progress, dict) and "step" in progress else None
 
 
 def _never_started(path: Path) -> bool:

@@ -67,19 +67,6 @@ def top_k_top_p_filter(logits, k, p, pairwise: bool | None = None):
     return tf.where(logits >= cutoff, logits, neg_inf)
 
 
-def top_k_filter(logits, k):
-    """Keep the k largest logits of each row, the rest -inf; k <= 0 keeps all. (B, V)."""
-    return top_k_top_p_filter(logits, k, 1.0)
-
-
-def top_p_filter(logits, p):
-    """Nucleus filter: keep the fewest most likely characters whose probability sum reaches p.
-
-    The most likely character is always kept; p >= 1 keeps all. (B, V).
-    """
-    return top_k_top_p_filter(logits, 0, p)
-
-
 def draw(logits, seed, step):
     """One id per row (B,) int32, drawn from softmax(logits) (B, V) by inverting the cumulative
     distribution at one uniform number per row, `tf.random.stateless_uniform` seeded with
@@ -114,6 +101,55 @@ def pick_next(logits, temperature, top_k, top_p, seed, step, filtering: bool = T
     return tf.where(temperature > 0, draw(scaled, seed, step), greedy)
 
 
+def never_drawn(tokenizer: CharTokenizer) -> np.ndarray:
+    """(V,) float32 added to every step's logits: -inf at the unknown token, which stands for
+    characters the training text never had, so it is never drawn; 0 elsewhere."""
+    never = np.zeros(tokenizer.vocab_size, np.float32)
+    never[UNK_ID] = -np.inf
+    return never
+
+
+def empty_prime(tokenizer: CharTokenizer) -> str:
+    """What an empty prime reads as: a newline (the start of a line), or the vocabulary's last
+    character where the text had no newline."""
+    chars = tokenizer.chars
+    return "\n" if "\n" in chars else chars[-1]
+
+
+def feed(model: CharModel, ids, states: States) -> States:
+    """ids (B, P) int32 -> the states after them, one `model.step` after another."""
+
+    def body(t, states):
+        _, states = model.step(ids[:, t], states)
+        return t + 1, states
+
+    steps = tf.shape(ids)[1]
+    return tf.while_loop(lambda t, _: t < steps, body, (0, states))[1]
+
+
+def draw_steps(
+    model: CharModel, never, last, states: States, t0, steps, temperature, top_k, top_p, seed,
+    filtering: bool,
+):  # fmt: skip
+    """`steps` ids after `last` (B,) int32: (ids (B, steps), the last ids, states after).
+
+    Step t0 + i feeds the previous id, adds `never` (V,) to the logits (`never_drawn`) and
+    picks with `pick_next` seeded (seed, t0 + i). The Sampler and the exported SavedModel
+    both draw through this loop, so a seed gives the same text in both.
+    """
+
+    def body(i, last, states, out):
+        logits, states = model.step(last, states)
+        nxt = pick_next(logits + never, temperature, top_k, top_p, seed, t0 + i, filtering)
+        return i + 1, nxt, states, out.write(i, nxt)
+
+    out = tf.TensorArray(tf.int32, size=steps)
+    _, last, states, out = tf.while_loop(
+        lambda i, *_: i < steps, body, (tf.constant(0), last, states, out)
+    )
+    return tf.transpose(out.stack()), last, states
+
+
 class Sampler:
     """A model's compiled generation loops, built once and reused across calls and settings.
 
@@ -124,11 +160,7 @@ class Sampler:
 
     def __init__(self, model: CharModel, tokenizer: CharTokenizer):
         self.model, self.tokenizer = model, tokenizer
-        # added to every step's logits: the unknown token stands for characters the training
-        # text never had, so it is never drawn
-        never = np.zeros(tokenizer.vocab_size, np.float32)
-        never[UNK_ID] = -np.inf
-        self._never = tf.constant(never)
+        self._never = tf.constant(never_drawn(tokenizer))
         any_batch = tf.nest.map_structure(  # states of any batch size
             lambda s: tf.TensorSpec((None, *s.shape[1:]), s.dtype), model.zero_states(1)
         )
@@ -142,30 +174,11 @@ class Sampler:
         self.sample = tf.function(self._sample, jit_compile=True, reduce_retracing=True)
 
     def _feed(self, ids, states: States) -> States:
-        """ids (B, P) -> the states after them, one `model.step` after another."""
-
-        def body(t, states):
-            _, states = self.model.step(ids[:, t], states)
-            return t + 1, states
-
-        steps = tf.shape(ids)[1]
-        return tf.while_loop(lambda t, _: t < steps, body, (0, states))[1]
+        return feed(self.model, ids, states)
 
     def _sample(self, last, states: States, t0, steps, temperature, top_k, top_p, seed, filtering):
-        """`steps` ids after `last` (B,): (ids (B, steps), the last ids, states); step t0 + i
-        draws with seed (seed, t0 + i)."""
-
-        def body(i, last, states, out):
-            logits, states = self.model.step(last, states)
-            logits = logits + self._never
-            nxt = pick_next(logits, temperature, top_k, top_p, seed, t0 + i, filtering)
-            return i + 1, nxt, states, out.write(i, nxt)
-
-        out = tf.TensorArray(tf.int32, size=steps)
-        _, last, states, out = tf.while_loop(
-            lambda i, *_: i < steps, body, (tf.constant(0), last, states, out)
-        )
-        return tf.transpose(out.stack()), last, states
+        return draw_steps(self.model, self._never, last, states, t0, steps, temperature, top_k,
+                          top_p, seed, filtering)  # fmt: skip
 
     def prime(self, prime_ids: np.ndarray, num_samples: int) -> tuple[States, tf.Tensor]:
         """Feed all but the last prime id: (states, last ids (B,)) to start sampling from."""
@@ -191,8 +204,7 @@ class Sampler:
         """
         sampling = sampling or SamplingConfig()
         self.check_request(length, num_samples)
-        chars = self.tokenizer.chars
-        context = prime or ("\n" if "\n" in chars else chars[-1])
+        context = prime or empty_prime(self.tokenizer)
         position = self.prime(self.tokenizer.encode(context), num_samples or 1)
         for ids, _ in self._draw(position, 0, length, sampling, chunk):
             pieces = tuple(self.tokenizer.decode(row) for row in ids)
@@ -246,8 +258,7 @@ class Conversation:
         s.check_request(length, None)
         ids = s.tokenizer.encode(prime)
         if self.position is None or not self.keep_state:
-            chars = s.tokenizer.chars
-            context = ids if len(ids) else s.tokenizer.encode("\n" if "\n" in chars else chars[-1])
+            context = ids if len(ids) else s.tokenizer.encode(empty_prime(s.tokenizer))
             position, t0 = s.prime(context, 1), (self.drawn if self.keep_state else 0)
         else:  # read the last drawn id and the new prime from where the text stands
             states, last = self.position
@@ -260,11 +271,3 @@ class Conversation:
             self.position = after
             yield s.tokenizer.decode(piece[0])
         self.drawn = t0 + length
-
-
-def generate(
-    model: CharModel, tokenizer: CharTokenizer, *args, **kwargs
-) -> Iterator[str] | Iterator[tuple[str, ...]]:
-    """`Sampler(model, tokenizer).generate(*args, **kwargs)`, for one call. A caller that
-    generates again from the same model keeps a Sampler, whose loops are then compiled once."""
-    return Sampler(model, tokenizer).generate(*args, **kwargs)

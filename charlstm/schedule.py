@@ -15,8 +15,8 @@ they use up the budget too), and the learning rate follows one of four shapes:
     constant     lr = lr0 * w
 
 with lr0 = learning_rate, w = min(1, (step + 1) / warmup_steps) the linear warm-up, floor =
-lr_floor, and cuts the number of times validation stalled for plateau_patience passes (the
-trainer counts them; they are saved with each checkpoint). Every input is saved in a checkpoint
+lr_floor, and cuts the number of times validation stalled for plateau_patience passes
+(`ValidationHistory`, saved with each checkpoint). Every input is saved in a checkpoint
 (step, epoch, elapsed_s, cuts), so a resumed run continues the same schedule; when the budget
 depends only on epochs, the whole schedule is a function of the step and resumes exactly.
 """
@@ -24,6 +24,7 @@ depends only on epochs, the whole schedule is a function of the step and resumes
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, replace
 
 from charlstm.config import TrainConfig
 
@@ -50,3 +51,37 @@ def learning_rate(
     if settings.schedule == "plateau":
         return lr * settings.plateau_factor**cuts
     return lr
+
+
+@dataclass(frozen=True)
+class ValidationHistory:
+    """What the plateau schedule and early stopping read from the validation passes so far.
+
+    Attributes:
+        best_val: the lowest validation loss yet, nats/char (None before the first pass).
+        best_step: the step it was scored at.
+        since_best: passes since the best one (early stopping counts these).
+        stale: passes since the best one or the last cut, whichever is later (plateau).
+        cuts: how often plateau has cut the learning rate (`learning_rate`'s cuts).
+    """
+
+    best_val: float | None = None
+    best_step: int | None = None
+    since_best: int = 0
+    stale: int = 0
+    cuts: int = 0
+
+    def after(self, val: float, step: int, settings: TrainConfig) -> ValidationHistory:
+        """The history once a pass at `step` scored `val`: a new best resets the counts; with
+        the plateau schedule, plateau_patience stale passes cut the rate once more."""
+        if self.best_val is None or val < self.best_val:
+            history = ValidationHistory(val, step, 0, 0, self.cuts)
+        else:
+            history = replace(self, since_best=self.since_best + 1, stale=self.stale + 1)
+        if settings.schedule == "plateau" and history.stale >= settings.plateau_patience:
+            history = replace(history, cuts=history.cuts + 1, stale=0)
+        return history
+
+    def early_stop(self, settings: TrainConfig) -> bool:
+        """Whether early stopping ends the run: early_stop passes without a new best."""
+        return bool(settings.early_stop) and self.since_best >= settings.early_stop

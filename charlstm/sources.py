@@ -82,13 +82,8 @@ def _entropy_bits(p: np.ndarray) -> np.ndarray:
     return -(p * logs).sum(axis=-1)
 
 
-def markov(
-    order: int = 2,
-    alphabet: int = 8,
-    chars: int = 1_000_000,
-    concentration: float = 0.5,
-    seed: int = 0,
-) -> Source:
+def markov(order: int = 2, alphabet: int = 8, chars: int = 1_000_000, concentration: float = 0.5,
+           seed: int = 0) -> Source:  # fmt: skip
     """A random Markov chain: each letter depends on the `order` letters before it, through a
     table of next-letter probabilities over the first `alphabet` lowercase letters drawn from a
     Dirichlet(`concentration`) distribution (below 1: peaked rows, a lower entropy rate). Its

@@ -1,194 +1,54 @@
-"""Truncated BPTT training: carry state across windows, validate, checkpoint, resume.
+"""Truncated BPTT training: the loop that carries state across windows, validates and saves.
 
-    text -> CharTokenizer -> ids -> train | val | test -> B streams in windows of T
     for each epoch: states = 0
         for each window k: loss, states = step(x_k, y_k, states)   # gradient stops at the edge
         every eval_every steps and at the epoch's end: validation loss, log, checkpoint
 
-Adam (AdamW with weight_decay) with global gradient-norm clipping; the learning rate of each
-step comes from `charlstm.schedule`, planned against the run's epochs or minutes, and is set
-before the step. Validation during training scores a fixed head of the validation part
-(eval_chars), the pass at the end all of it; early_stop ends a run whose validation stalls.
-`train` knows nothing of the terminal: it reports StepEvent and EvalEvent objects to a callback.
+The learning rate of each step comes from `charlstm.schedule`, planned against the run's epochs
+or minutes, and is set before the step; the steps and the optimizer are `charlstm.steps`'.
+Validation during training scores a fixed head of the validation part (eval_chars), the pass
+at the end all of it; early_stop ends a run whose validation stalls. The data comes laid out
+from `charlstm.dataset`, the run folder from `charlstm.rundir`. `train` knows nothing of the
+terminal: it reports `charlstm.events` to a callback.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import itertools
-import logging
 import math
-import signal
-import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import cast
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from charlstm import precision
-from charlstm.config import RunConfig, SamplingConfig, TrainConfig
-from charlstm.corpus import corpus_key, large_file, load_corpus
-from charlstm.data import Splits, Windows, split_ids, tbptt_windows
+from charlstm import events, precision
+from charlstm.config import RunConfig, SamplingConfig
+from charlstm.corpus import resolve
+from charlstm.data import Windows
+from charlstm.dataset import encode_corpus, lay_out
 from charlstm.distribute import Replicas, make_strategy
-from charlstm.download import cache_dir
 from charlstm.errors import CharlstmError
-from charlstm.evaluate import Loss, eval_windows, evaluate_windows, make_eval_step, nll_sum, walk
-from charlstm.idfile import encode_file
-from charlstm.model import CharModel, States, build_model, check_fits
-from charlstm.rundir import (
-    CONFIG,
-    Checkpoint,
-    RunDir,
-    assign_tensors,
-    copy_for_resume,
-    run_lock,
-    variables_by_path,
-)
+from charlstm.evaluate import Loss, evaluate_windows
+from charlstm.events import Callback, StopReason, TrainResult
+from charlstm.model import States, build_model, check_fits
+from charlstm.records import LogRecord, Progress
+from charlstm.rundir import CONFIG, Checkpoint, RunDir, run_lock, variables_by_path, worker_home
 from charlstm.sample import Sampler
-from charlstm.schedule import learning_rate, progress
+from charlstm.schedule import ValidationHistory, learning_rate, progress
+from charlstm.steps import (
+    loss_and_gradients,
+    make_eval_step,
+    make_optimizer,
+    make_train_step,
+    walk,
+)
 from charlstm.tokenizer import CharTokenizer
-
-log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class StartEvent:
-    """Once the run directory is ready, before the first step."""
-
-    run_dir: Path
-    corpus: str  # Corpus.description
-    parameters: int
-    resumed_step: int | None  # the checkpoint's step when resuming
-    config: RunConfig  # every choice the run trains with
-
-
-@dataclass(frozen=True)
-class EncodeEvent:
-    """While a large corpus file is hashed ("hash"), then encoded ("encode"): bytes done of
-    total (`charlstm.idfile`)."""
-
-    phase: str
-    done: int
-    total: int
-
-
-@dataclass(frozen=True)
-class StepEvent:
-    """After each training step. loss: nats/char of that window."""
-
-    step: int
-    epoch: int
-    window: int
-    windows_per_epoch: int
-    loss: float
-    chars_per_sec: float
-    elapsed_s: float
-
-
-@dataclass(frozen=True)
-class EvalEvent:
-    """After each validation pass; `record` is the line written to log.jsonl."""
-
-    record: dict
-    is_best: bool
-
-
-@dataclass(frozen=True)
-class TrainResult:
-    run_dir: Path  # `out`, also for a worker that trained in a temporary folder
-    step: int
-    best_val: float | None  # nats/char
-    stopped_by: str  # "epochs", "minutes", "early-stop" or "interrupt"
-
-
-Event = EncodeEvent | StartEvent | StepEvent | EvalEvent
-Callback = Callable[[Event], None]
-
-
-def prepare_data(
-    corpus_text: str, starts, tokenizer: CharTokenizer, config: RunConfig, val_text=None
-):
-    """Encode, split and lay out a corpus held as text: `lay_out` of its ids (and of
-    `val_text`'s, config.val_file's text)."""
-    val_ids = tokenizer.encode(val_text) if val_text is not None else None
-    return lay_out(tokenizer.encode(corpus_text), starts, config, val_ids)
-
-
-def lay_out(ids: np.ndarray, starts, config: RunConfig, val_ids: np.ndarray | None = None):
-    """Split a corpus' ids and lay them out: (Splits, train Windows, validation Windows). With
-    `val_ids` (config.val_file's), that is the validation part, and the corpus is cut into
-    train and test parts only. ids may be a memory map: the parts and windows are views.
-
-    Raises:
-        CharlstmError: the training part holds less than one B x T window, or the validation
-            part is empty.
-    """
-    settings = config.train
-    starts = tuple(starts) if settings.split == "files" else (0,)
-    if val_ids is None:
-        splits = split_ids(ids, settings.val_fraction, settings.test_fraction, starts)
-    elif settings.test_fraction == 0:
-        splits = Splits(train=ids, val=val_ids, test=ids[:0])
-    else:  # train | test, cut as train | val would be
-        parts = split_ids(ids, settings.test_fraction, 0.0, starts)
-        splits = Splits(train=parts.train, val=val_ids, test=parts.val)
-    train = tbptt_windows(splits.train, settings.batch_size, settings.seq_len, whole=True)
-    if len(splits.val) < 2:
-        raise CharlstmError(
-            f"text too short: the validation part has {len(splits.val)} characters; give more text"
-        )
-    return splits, train, eval_windows(splits.val, settings.batch_size, settings.seq_len)
-
-
-@dataclasses.dataclass(frozen=True)
-class _Encoded:
-    """A run's corpus as ids: a description for the log, ids (N,) (a memory map for a large
-    file), document starts, the tokenizer, and config.val_file's ids (None without one)."""
-
-    description: str
-    ids: np.ndarray
-    starts: tuple[int, ...]
-    tokenizer: CharTokenizer
-    val_ids: np.ndarray | None
-
-
-def _encoded(config: RunConfig, tokenizer: CharTokenizer | None = None, report=None):
-    """The run's corpus (and val_file) as ids, with `tokenizer` or one built from the corpus.
-    A single file of STREAM_BYTES or more is encoded by `idfile.encode_file`, streaming, into
-    the cache folder's ids/ (and mapped from there the next time); any other corpus is read
-    whole. `report`: encode_file's progress callback."""
-    path = large_file(config.corpus)
-    starts: tuple[int, ...]
-    if path is not None:
-        found = encode_file(path, cache_dir() / "ids", config.encoding, config.errors,
-                            tokenizer, report)  # fmt: skip
-        ids, starts, tokenizer = found.ids, (0,), found.tokenizer
-        description = f"{config.corpus} ({len(ids):,} characters, ids mapped from {found.path})"
-    else:
-        corpus = load_corpus(config.corpus, config.encoding, config.errors)
-        tokenizer = tokenizer or CharTokenizer.build(corpus.text)
-        ids, starts, description = tokenizer.encode(corpus.text), corpus.starts, corpus.description
-    val_ids = None
-    if config.val_file:
-        val_ids = tokenizer.encode(
-            load_corpus(config.val_file, config.encoding, config.errors).text
-        )
-    return _Encoded(description, ids, starts, tokenizer, val_ids)
-
-
-class TrainingInterrupted(KeyboardInterrupt):
-    """Ctrl-C (SIGINT) during training: a checkpoint of step `step` was saved first."""
-
-    def __init__(self, run_dir: Path, step: int):
-        super().__init__(f"interrupted at step {step}")
-        self.run_dir, self.step = run_dir, step
+from charlstm.train_state import TrainState, values
 
 
 def train(
@@ -215,11 +75,11 @@ def train(
         resume: continue the run in `out` from its newest complete checkpoint, under its own
             config.json (`config` is then ignored); if `out` holds no run yet, start one.
         force: start afresh in `out` even if it holds a run or other files.
-        epochs, minutes: with resume, a new epoch limit, or minutes more for this session
+        epochs, minutes: with resume, a new epoch limit, or minutes more for this run
             (the run's budget becomes the time spent so far plus `minutes`).
         strategy: with resume, where the run goes on (TrainConfig.strategy).
         callback: receives EncodeEvents while a large corpus file is encoded, a StartEvent,
-            then StepEvent and EvalEvent objects.
+            then StepEvent and EvalEvent objects (`charlstm.events`).
 
     Under a multi-worker strategy only the chief writes `out`; every other worker trains in a
     temporary folder (a copy of `out` when resuming), removed at the end.
@@ -230,177 +90,45 @@ def train(
         TrainingInterrupted: on SIGINT, after saving a checkpoint.
     """
     out = Path(out)
-    callback = callback or (lambda event: None)
-    if resume and (out / CONFIG).exists():
-        saved = RunDir.open(out).config
-        name = strategy or saved.train.strategy
-        replicas = Replicas(make_strategy(name), saved.train.batch_size)
-        with _home(out, replicas.chief, copy=True) as home, run_lock(home):
+    report = callback or (lambda event: None)
+
+    def encoding(phase: str, done: int, total: int) -> None:
+        report(events.EncodeEvent(phase, done, total))
+
+    resuming = resume and (out / CONFIG).exists()
+    if resuming:
+        config = RunDir.open(out).config
+        check_fits(config.model, config.train.batch_size, config.train.seq_len, training=True)
+    else:  # the corpus is read and laid out before `out` is touched: bad input leaves it be
+        data = encode_corpus(config or RunConfig(), report=encoding)
+        config = _started(config or RunConfig(), data.tokenizer)
+        check_fits(config.model, config.train.batch_size, config.train.seq_len, training=True)
+        laid = lay_out(data.ids, data.starts, config, data.val_ids)
+    replicas = Replicas(make_strategy(strategy or config.train.strategy), config.train.batch_size)
+    with worker_home(out, replicas.chief, copy=resuming) as home, run_lock(home):
+        if resuming:
             run = RunDir.open(home)
-            result = _resume(run, replicas, epochs, minutes, strategy, callback)
-        return dataclasses.replace(result, run_dir=out)  # the chief's, where the run is
-    config = config or RunConfig()
-    data = _encoded(config, report=_encode_progress(callback))
-    if data.tokenizer.vocab_size < 3:
-        raise CharlstmError(
-            f"{config.corpus or 'the corpus'}: the text has only one distinct character; "
-            "there is nothing to learn"
-        )
-    config = dataclasses.replace(
-        config,
-        model=dataclasses.replace(config.model, vocab_size=data.tokenizer.vocab_size),
-        corpus=corpus_key(config.corpus),
-        val_file=corpus_key(config.val_file) if config.val_file else "",
-    )
-    # check the model and lay the data out before touching `out`: bad input leaves it as it was
-    check_fits(config.model, config.train.batch_size, config.train.seq_len, training=True)
-    _, train_w, val_w = lay_out(data.ids, data.starts, config, data.val_ids)
-    replicas = Replicas(make_strategy(config.train.strategy), config.train.batch_size)
-    with _home(out, replicas.chief) as home, run_lock(home):
-        run = RunDir.create(home, config, data.tokenizer, force=force)
-        trainer = _Trainer(run, config, train_w, val_w, callback, replicas)
-        with _write_errors(run), replicas.stop_on_lost_worker():
-            result = trainer.fit(resume=False, corpus=data.description)
+            with run.writing():
+                config = run.resume_config(epochs, minutes, strategy)
+                data = encode_corpus(config, run.tokenizer, encoding)
+                laid = lay_out(data.ids, data.starts, config, data.val_ids)
+        else:
+            run = RunDir.create(home, config, data.tokenizer, force=force)
+        with run.writing(), replicas.stop_on_lost_worker():
+            trainer = Trainer(run, laid.train, laid.val, report, replicas)
+            result = trainer.fit(resume=resuming, corpus=data.description)
     return dataclasses.replace(result, run_dir=out)  # the chief's, where the run is
 
 
-@contextlib.contextmanager
-def _home(out: Path, chief: bool, copy: bool = False) -> Iterator[Path]:
-    """Where this process writes the run: `out` for the chief (every process but the
-    non-chief workers of a multi-worker strategy); else a temporary folder, removed after,
-    holding with `copy` what resuming `out` needs (`copy_for_resume`: the chief may be
-    rewriting `out` meanwhile)."""
-    if chief:
-        yield out
-        return
-    with tempfile.TemporaryDirectory(prefix="charlstm-worker-") as folder:
-        home = Path(folder) / "run"
-        if copy:
-            copy_for_resume(out, home)
-        yield home
-
-
-def _resume(
-    run: RunDir,
-    replicas: Replicas,
-    epochs: int | None,
-    minutes: float | None,
-    strategy: str | None,
-    callback: Callback,
-):
-    """`train` with resume=True on a run that has started: its own config and corpus, with a
-    new epoch limit, time budget or strategy if given."""
-    config = run.config
-    check_fits(config.model, config.train.batch_size, config.train.seq_len, training=True)
-    given = (("epochs", epochs), ("minutes", minutes), ("strategy", strategy))
-    overrides: dict = {k: v for k, v in given if v}
-    if minutes and run.checkpoints():
-        spent = float(run.latest_checkpoint().progress.get("elapsed_s", 0.0))
-        overrides["minutes"] = spent / 60 + minutes
-    with _write_errors(run):
-        if overrides:
-            config = dataclasses.replace(
-                config, train=dataclasses.replace(config.train, **overrides)
-            )
-            run.save_config(config)
-        data = _encoded(config, run.tokenizer, _encode_progress(callback))
-        _, train_w, val_w = lay_out(data.ids, data.starts, config, data.val_ids)
-        trainer = _Trainer(run, config, train_w, val_w, callback, replicas)
-        with replicas.stop_on_lost_worker():
-            return trainer.fit(resume=True, corpus=data.description)
-
-
-def _encode_progress(callback: Callback):
-    """encode_file's progress as EncodeEvents for the callback."""
-    return lambda phase, done, total: callback(EncodeEvent(phase, done, total))
-
-
-@contextlib.contextmanager
-def _write_errors(run: RunDir):
-    """A failed write in the run (a full disk, say) becomes one line naming the checkpoint
-    that is left in use."""
-    try:
-        yield
-    except OSError as err:
-        raise CharlstmError(f"cannot write in {run.path} ({err.strerror}); {run.intact()}") from err
-
-
-@contextlib.contextmanager
-def _sigint_requests_stop():
-    """While inside, the first SIGINT sets `flag["stop"]`; a second one interrupts at once."""
-    flag = {"stop": False}
-    if threading.current_thread() is not threading.main_thread():
-        yield flag  # signal handlers can only be set from the main thread
-        return
-
-    def handler(signum, frame):
-        flag["stop"] = True
-        signal.signal(signal.SIGINT, previous)
-
-    previous = signal.signal(signal.SIGINT, handler)
-    try:
-        yield flag
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
-def mean_nll(model, x, y, states):
-    """Mean -ln p(next char) over a window, nats/char, and the states after it."""
-    nll, states = nll_sum(model, x, y, states, training=True)
-    return nll / tf.cast(tf.size(y), tf.float32), states
-
-
-def make_train_step(
-    model: CharModel, optimizer: keras.optimizers.Optimizer, loss: Callable = mean_nll
-) -> Callable:
-    """One compiled TBPTT step: (x, y (B, T) int32, states) -> (loss, states after).
-
-    The whole step (forward, backward through time, Adam) is one XLA computation, or in
-    bfloat16 a graph around the XLA-compiled loops (`charlstm.precision`). The states
-    come out as values, so the next window starts from them without a gradient path back.
-    `loss(model, x, y, states) -> (scalar, states)` may be replaced, e.g. by a task that
-    scores only the last character.
-    """
-
-    gradients = loss_and_gradients(model, loss)
-
-    def train_step(x, y, states):
-        value, grads, states = gradients(x, y, states)
-        optimizer.apply_gradients(zip(grads, model.trainable_variables))
-        return value, states
-
-    return precision.compile_step(train_step, model.matmul_dtype)
-
-
-def loss_and_gradients(model: CharModel, loss: Callable = mean_nll) -> Callable:
-    """(x, y, states) -> (loss, its gradients for model.trainable_variables, states after):
-    the forward and backward half of a train step, which `make_train_step` and
-    `distribute.Replicas.train_step` (per replica) complete with the optimizer's update."""
-
-    def gradients(x, y, states):
-        with tf.GradientTape() as tape:
-            value, states = loss(model, x, y, states)
-        return value, tape.gradient(value, model.trainable_variables), states
-
-    return gradients
-
-
-def make_optimizer(config: TrainConfig, clip: bool = True) -> keras.optimizers.Optimizer:
-    """Adam with global-norm clipping, or AdamW when config.weight_decay > 0 (decoupled decay,
-    w -= lr * weight_decay * w, on kernels and embeddings, not on biases or normalization
-    gains and offsets). Its learning rate is a variable: the trainer sets it before each step
-    (`charlstm.schedule`); it starts at the first step's. With config.ema > 0 it also keeps
-    a <- ema * a + (1 - ema) * w for every trainable w after each step (a = w at the first).
-    clip=False leaves clipping to the caller (`distribute.Replicas` clips the reduced mean)."""
-    first = learning_rate(config, 0)
-    # config.ema: Keras' own moving average, updated inside apply_gradients (`averaged`)
-    common = {"global_clipnorm": config.grad_clip if clip else None, "use_ema": config.ema > 0}
-    common |= {"ema_momentum": config.ema} if config.ema else {}
-    if config.weight_decay == 0:
-        return keras.optimizers.Adam(first, **common)
-    optimizer = keras.optimizers.AdamW(first, weight_decay=config.weight_decay, **common)
-    optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
-    return optimizer
+def _started(config: RunConfig, tokenizer: CharTokenizer) -> RunConfig:
+    """A new run's config as config.json keeps it: the vocabulary's size, the corpus and
+    val_file by their keys (`corpus.Source.key`: a file by its absolute path)."""
+    return dataclasses.replace(
+        config,
+        model=dataclasses.replace(config.model, vocab_size=tokenizer.vocab_size),
+        corpus=resolve(config.corpus).key,
+        val_file=resolve(config.val_file).key if config.val_file else "",
+    )
 
 
 SAMPLE_TEMPERATURE = 0.8
@@ -414,19 +142,28 @@ def sample_prime(tokenizer: CharTokenizer, val_w: Windows) -> str:
     return text[: text.rfind("\n") + 1] or text
 
 
-class _Trainer:
-    """The model, optimizer and data of one run, and the loop over them."""
+class Trainer:
+    """The model, optimizer and data of one run (`run.config`'s), and the loop over them.
+
+    Args:
+        run: the run directory it writes (checkpoints, log, TensorBoard events).
+        train_w: the training windows, B streams in (B, T) windows.
+        val_w: the validation windows (`data.eval_windows`).
+        callback: receives StartEvent, StepEvent and EvalEvent objects.
+        replicas: the strategy and its replicas (default: one device).
+    """
 
     def __init__(
         self,
         run: RunDir,
-        config: RunConfig,
         train_w: Windows,
         val_w: Windows,
-        callback,
+        callback: Callback | None = None,
         replicas: Replicas | None = None,
     ):
-        self.run, self.config, self.callback = run, config, callback
+        self.run, self.config = run, run.config
+        config = run.config
+        self.callback: Callback = callback or (lambda event: None)
         self.train_w, self.val_w = train_w, val_w
         self.val_head = val_w.head(config.train.eval_chars)  # scored during training
         settings = config.train
@@ -456,92 +193,27 @@ class _Trainer:
             if settings.tensorboard
             else None
         )
-        # the TBPTT states travel as values; these hold them only for checkpoints
-        self.carry = [
-            [keras.Variable(s, trainable=False, name=f"carry_{i}_{j}") for j, s in enumerate(layer)]
-            for i, layer in enumerate(self.model.zero_states(train_w.inputs.shape[0]))
-        ]
-        self.best_val: float | None = None
-        self.best_step: int | None = None
-        # validation passes since the best one, and since the best or the last cut (plateau)
-        self.since_best, self.stale, self.cuts = 0, 0, 0
-        self.step = 0  # steps taken, in all sessions
+        self.state = TrainState(
+            self.model, self.optimizer, train_w.inputs.shape[0], settings.ema > 0
+        )
+        self.history = ValidationHistory()
+        self.step = 0  # steps taken, since the run began
         self.elapsed_before, self.start = 0.0, time.monotonic()
-
-    def train_state(self) -> dict[str, keras.Variable]:
-        """What a checkpoint holds beyond the weights, by name: Adam's moments and step, the
-        carried (h, c) of every layer and the dropout RNG state. (The learning rate is not
-        state: each step's follows from the schedule.)"""
-        lr = self.optimizer.learning_rate
-        names = {
-            f"optimizer/{v.path.split('/', 1)[-1]}": v
-            for v in self.optimizer.variables
-            if v is not lr
-        }
-        for i, layer in enumerate(self.carry):
-            names |= {f"carry/{i}/{key}": v for key, v in zip("hc", layer)}
-        rng = [v for v in self.model.variables if "seed_generator" in v.path]
-        names |= {f"rng/{i}": v for i, v in enumerate(rng)}
-        if self.config.train.ema:  # the model's weights are saved averaged: keep the raw ones
-            names |= {f"raw/{k}": v for k, v in variables_by_path(self.model.weights).items()}
-        return names
-
-    @contextlib.contextmanager
-    def averaged(self):
-        """Inside, the model holds the moving averages of its trainable weights (with
-        TrainConfig.ema; otherwise nothing changes); after, its raw weights again."""
-        if not self.config.train.ema:
-            yield
-            return
-        trainable = self.model.trainable_variables
-        raw = [tf.identity(v.value) for v in trainable]
-        self.optimizer.finalize_variable_values(trainable)
-        try:
-            yield
-        finally:
-            for v, value in zip(trainable, raw):
-                v.assign(value)
 
     def _save(self, step: int, position: tuple[int, int], states: States) -> None:
         """Checkpoint `step`; training continues at `position`, (epoch, window). `states`:
         the replicas' carried states, gathered here into the global batch's order."""
-        states = self.replicas.gather(states)
-        for variables, values in zip(self.carry, states):
-            for v, value in zip(variables, values):
-                v.assign(value)
-        epoch, window = position
-        with self.averaged():  # what generate and evaluate load
-            weights = _values(variables_by_path(self.model.weights))
-        progress = {
-            "epoch": epoch,
-            "window": window,
-            "best_val": self.best_val,
-            "best_step": self.best_step,
-            "since_best": self.since_best,
-            "stale": self.stale,
-            "lr_cuts": self.cuts,
-            "elapsed_s": self._elapsed(),
-        }
-        self.run.write_checkpoint(
-            step,
-            weights,
-            _values(self.train_state()),
-            progress,
-            keep=self.config.train.keep_checkpoints,
-        )
+        weights, state = self.state.tensors(self.replicas.gather(states))
+        saved = Progress(step, *position, self._elapsed(), self.history)
+        self.run.write_checkpoint(weights, state, saved, keep=self.config.train.keep_checkpoints)
 
     def _restore(self, ckpt: Checkpoint) -> tuple[tuple[int, int], States]:
         """Load checkpoint `ckpt`: its (epoch, window) position and carried states."""
-        assign_tensors(variables_by_path(self.model.weights), ckpt.model_tensors(), str(ckpt.path))
-        assign_tensors(self.train_state(), ckpt.train_state_tensors(), str(ckpt.path))
+        states = self.state.restore(ckpt)
         self.replicas.decorrelate(self.model)  # the checkpoint has replica 0's RNG state
         p = ckpt.progress
-        self.best_val, self.best_step = p.get("best_val"), p.get("best_step")
-        self.since_best, self.stale = int(p.get("since_best", 0)), int(p.get("stale", 0))
-        self.cuts = int(p.get("lr_cuts", 0))
-        self.elapsed_before = float(p.get("elapsed_s", 0.0))
-        states = [[tf.convert_to_tensor(v) for v in layer] for layer in self.carry]
-        return (int(p["epoch"]), int(p["window"])), states
+        self.history, self.elapsed_before = p.history, p.elapsed_s
+        return (p.epoch, p.window), states
 
     # the loop
 
@@ -571,7 +243,7 @@ class _Trainer:
             (elapsed,) = self.replicas.agree(self._elapsed())
             p = progress(settings, self.step, len(self.train_w), elapsed)
             self.optimizer.learning_rate.assign(
-                learning_rate(settings, self.step, epoch, p, self.cuts)
+                learning_rate(settings, self.step, epoch, p, self.history.cuts)
             )
             return self.train_step(x, y, states)
 
@@ -591,21 +263,22 @@ class _Trainer:
             position, carried = self._restore(ckpt)
             self.run.truncate_log(ckpt.step)
             resumed_step = ckpt.step
+        parameters = self.model.count_params()
         self.callback(
-            StartEvent(self.run.path, corpus, self.model.count_params(), resumed_step, self.config)
+            events.StartEvent(self.run.path, corpus, parameters, resumed_step, self.config)
         )
         self.start = time.monotonic()
-        # the budget is the whole run's: sessions before this one used some of it
+        # the budget is the whole run's: the time before a resume used some of it
         left = settings.minutes * 60 - self.elapsed_before if settings.minutes else math.inf
         deadline = self.start + left
         step = saved_at = self.step = int(self.optimizer.iterations.numpy())
-        stopped_by = "epochs" if left > 0 else "minutes"
+        stop: StopReason | None = None if left > 0 else StopReason.MINUTES  # None: going on
         chars = self.train_w.inputs.shape[0] * self.train_w.seq_len
         losses: list[float] = []  # training losses since the last evaluation
         speeds: list[float] = []  # and chars/s
         tick = time.monotonic()
         steps = self._steps(position, carried) if left > 0 else iter(())
-        with _sigint_requests_stop() as interrupt:
+        with events.sigint_requests_stop() as interrupt:
             for epoch, k, loss, states in steps:
                 step, loss = step + 1, float(loss)
                 self.step = step
@@ -617,60 +290,48 @@ class _Trainer:
                 losses.append(loss)
                 now = time.monotonic()
                 speeds.append(chars / max(now - tick, 1e-9))
-                self.callback(
-                    StepEvent(
-                        step, epoch, k, len(self.train_w), loss, speeds[-1], self._elapsed()
-                    )
-                )  # fmt: skip
+                elapsed = self._elapsed()
+                budget = progress(settings, step, len(self.train_w), elapsed)
+                self.callback(events.StepEvent(step, epoch, k, len(self.train_w), loss, speeds[-1],
+                                        elapsed, budget))  # fmt: skip
                 epoch_done = k == len(self.train_w) - 1
                 position = (epoch + 1, 0) if epoch_done else (epoch, k + 1)
                 # a cluster's workers stop together, at the step any of them stops at
-                interrupted, late = self.replicas.agree(interrupt["stop"], now >= deadline)
+                interrupted, late = self.replicas.agree(interrupt.requested, now >= deadline)
                 if interrupted:
-                    stopped_by = "interrupt"
+                    stop = StopReason.INTERRUPT
                 elif late:
-                    stopped_by = "minutes"
-                last = stopped_by == "minutes" or (epoch_done and epoch + 1 == settings.epochs)
+                    stop = StopReason.MINUTES
+                last = stop is StopReason.MINUTES or (epoch_done and epoch + 1 == settings.epochs)
                 if step % settings.eval_every == 0 or epoch_done or last:
                     if self._evaluate(step, position[0], losses, speeds, last) and not last:
-                        stopped_by = "early-stop"
+                        stop = stop or StopReason.EARLY_STOP
                     losses, speeds = [], []
-                    if stopped_by == "epochs":  # a stopping run saves once, after the loop
+                    if stop is None:  # a stopping run saves once, after the loop
                         self._save(step, position, states)
                         saved_at = step
-                if stopped_by != "epochs":
+                if stop is not None:
                     break
                 tick = time.monotonic()  # validation and saving are not training time
         if saved_at != step:
             self._save(step, position, states)
-        if stopped_by == "interrupt":
-            raise TrainingInterrupted(self.run.path, step)
-        return TrainResult(self.run.path, step, self.best_val, stopped_by)
+        if stop is StopReason.INTERRUPT:
+            raise events.TrainingInterrupted(self.run.path, step)
+        return TrainResult(self.run.path, step, self.history.best_val, stop or StopReason.EPOCHS)
 
-    def _summarize(self, record: dict) -> None:
+    def _summarize(self, record: LogRecord) -> None:
         """One validation record as TensorBoard scalars (and the sample as text) at its step."""
-        scalars = {
-            "loss/train": record["train_loss"],
-            "loss/validation": record["val_loss"],
-            "loss/validation_all": record.get("val_loss_all"),
-            "loss/validation_raw": record.get("val_loss_raw"),
-            "bits_per_char/validation": record["val_bits_per_char"],
-            "learning_rate": record["learning_rate"],
-            "chars_per_sec": record["chars_per_sec"],
-        }
-        writer = self.summaries
-        if writer is None:
+        if self.summaries is None:
             return
-        with writer.as_default(step=record["step"]):
-            for name, value in scalars.items():
-                if value is not None:
-                    tf.summary.scalar(name, value)
-            if "sample" in record:
-                tf.summary.text("sample", record["sample"])
-        writer.flush()
+        with self.summaries.as_default(step=record.step):
+            for name, value in record.scalars().items():
+                tf.summary.scalar(name, value)
+            if record.sample is not None:
+                tf.summary.text("sample", record.sample)
+        self.summaries.flush()
 
     def _elapsed(self) -> float:
-        """Training time of the whole run, sessions before this one included."""
+        """Training time of the whole run, the time before a resume included."""
         return self.elapsed_before + time.monotonic() - self.start
 
     def _score(self, windows: Windows) -> Loss:
@@ -693,12 +354,12 @@ class _Trainer:
         stopping says stop. With TrainConfig.ema the scores and the sample are the averaged
         weights', and the raw weights' score of the head is logged as val_loss_raw."""
         # weights can turn NaN in a step whose loss (computed before the update) was finite
-        self.run.check_finite(_values(variables_by_path(self.model.weights)), step)
+        self.run.check_finite(values(variables_by_path(self.model.weights)), step)
         settings = self.config.train
         raw: Loss | None = None
         if settings.ema:  # what the average buys, in the log
             raw = self._score(self.val_head)
-        with self.averaged():
+        with self.state.averaged():
             val: Loss = self._score(self.val_head)
             whole = sample = None
             if last and self.val_head is not self.val_w:
@@ -707,38 +368,23 @@ class _Trainer:
                 sampling = SamplingConfig(temperature=SAMPLE_TEMPERATURE, seed=settings.seed)
                 pieces = self.sampler.generate(self.prime, settings.sample_chars, sampling)
                 sample = self.prime + "".join(cast(Iterator[str], pieces))
-        is_best = self.best_val is None or val.nats < self.best_val
-        if is_best:
-            self.best_val, self.best_step = val.nats, step
-            self.since_best = self.stale = 0
-        else:
-            self.since_best, self.stale = self.since_best + 1, self.stale + 1
-        if settings.schedule == "plateau" and self.stale >= settings.plateau_patience:
-            self.cuts, self.stale = self.cuts + 1, 0
-        record: dict[str, Any] = {
-            "step": step,
-            "epoch": epoch,
-            "train_loss": float(np.mean(train_losses)) if train_losses else None,
-            "val_loss": val.nats,
-            "val_bits_per_char": val.bits,
-            "val_chars": val.chars,
-            "learning_rate": float(self.optimizer.learning_rate.numpy()),  # of the last step
-            "chars_per_sec": float(np.median(speeds)) if speeds else None,
-            "elapsed_s": round(self._elapsed(), 3),
-        }
-        if raw is not None:
-            record["val_loss_raw"] = raw.nats  # the raw weights' (val_loss: the average's)
-        if whole is not None:
-            record |= {"val_loss_all": whole.nats, "val_chars_all": whole.chars}
-        if sample is not None:
-            record["sample"] = sample
+        self.history = self.history.after(val.nats, step, settings)
+        record = LogRecord(
+            step=step,
+            epoch=epoch,
+            train_loss=float(np.mean(train_losses)) if train_losses else None,
+            val_loss=val.nats,
+            val_bits_per_char=val.bits,
+            val_chars=val.chars,
+            learning_rate=float(self.optimizer.learning_rate.numpy()),  # of the last step
+            chars_per_sec=float(np.median(speeds)) if speeds else None,
+            elapsed_s=round(self._elapsed(), 3),
+            val_loss_raw=raw.nats if raw is not None else None,  # val_loss: the average's
+            val_loss_all=whole.nats if whole is not None else None,
+            val_chars_all=whole.chars if whole is not None else None,
+            sample=sample,
+        )
         self.run.append_log(record)
-        if self.summaries is not None:
-            self._summarize(record)
-        self.callback(EvalEvent(record, is_best))
-        return bool(settings.early_stop) and self.since_best >= settings.early_stop
-
-
-def _values(variables: dict) -> dict[str, np.ndarray]:
-    """name -> variable to name -> its value, as safetensors writes it."""
-    return {name: np.asarray(v.numpy()) for name, v in variables.items()}
+        self._summarize(record)
+        self.callback(events.EvalEvent(record, is_best=self.history.best_step == step))
+        return self.history.early_stop(settings)

@@ -1,4 +1,4 @@
-"""The transformer anchor of the README's results table: a nanoGPT-style character model trained
+"""The transformer anchor of the results (docs/results.md): a nanoGPT-style character model trained
 for a time budget on a text's first 90% and scored on its last 10%, the part
 `scripts/reproduce.py` scores.
 

@@ -1,4 +1,4 @@
-"""The PyTorch anchor of the README's results table: a char-rnn-style nn.LSTM trained for a time
+"""The PyTorch anchor of the results (docs/results.md): a char-rnn-style nn.LSTM trained for a time
 budget on a text's first 90% and scored on its last 10%, the part `scripts/reproduce.py` scores.
 
 The recipe is char-rnn's (karpathy/char-rnn, as a 30-line PyTorch script would write it):

@@ -35,8 +35,8 @@ from charlstm.data import tbptt_windows  # noqa: E402
 from charlstm.model import build_model  # noqa: E402
 from charlstm.precision import BF16_FLAGS, cpu_flags, cpu_name, resolve  # noqa: E402
 from charlstm.sample import Sampler  # noqa: E402
+from charlstm.steps import make_optimizer, make_train_step  # noqa: E402
 from charlstm.tokenizer import CharTokenizer  # noqa: E402
-from charlstm.trainer import make_optimizer, make_train_step  # noqa: E402
 
 CORPUS = Path(__file__).resolve().parents[1] / "corpora" / "tinyshakespeare.txt"
 # training is about 3x forward (forward, input gradient, weight gradient)
@@ -79,7 +79,7 @@ class MirroredBackend:
 
     def __init__(self, vocab, emb, units, layers, batch, seq_len, devices):
         from charlstm.distribute import Replicas  # noqa: PLC0415
-        from charlstm.trainer import loss_and_gradients  # noqa: PLC0415
+        from charlstm.steps import loss_and_gradients  # noqa: PLC0415
 
         self.name = f"charlstm mirrored x {len(devices)}"
         self.replicas = Replicas(tf.distribute.MirroredStrategy(devices), batch)
@@ -219,7 +219,7 @@ VARIANTS = {
     "layernorm cell": {"cell": "layernorm"},
 }
 
-# what generation is timed with: the goal's settings, and plain sampling (no filters)
+# what generation is timed with: filtered sampling (top-k and top-p), and plain sampling
 GENERATION_SETTINGS = {
     "top-k 20, top-p 0.95": dict(temperature=0.8, top_k=20, top_p=0.95),
     "temperature only": dict(temperature=1.0),

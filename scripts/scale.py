@@ -30,7 +30,8 @@ _CHILD = r"""
 import json, os, resource, sys, time
 start = time.monotonic()
 from charlstm.config import ModelConfig, RunConfig, TrainConfig
-from charlstm.trainer import EncodeEvent, StepEvent, train
+from charlstm.events import EncodeEvent, StepEvent
+from charlstm.trainer import train
 
 corpus, out, steps = sys.argv[1], sys.argv[2], int(sys.argv[3])
 seen = {"encode": [], "first_step": None}

@@ -1,7 +1,7 @@
 """Does XLA run bfloat16 products natively on this CPU? Rerun after a TensorFlow upgrade.
 
 charlstm's bfloat16 step keeps its recurrent loops in XLA, in float32, because XLA on CPU has
-run bfloat16 dots no faster than float32 ones (README, Mixed precision), while oneDNN outside
+run bfloat16 dots no faster than float32 ones (docs/results.md, bfloat16), while oneDNN outside
 XLA runs them 2-5 x faster on a CPU with AVX512-BF16 or AMX. If this probe one day shows XLA's
 bfloat16 loop product well above its float32 one, the loops can take bfloat16 products too.
 

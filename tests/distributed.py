@@ -31,7 +31,7 @@ def config(corpus: str, strategy: str, epochs: int = 1) -> RunConfig:
 
 
 def losses_of(events) -> dict[int, float]:
-    from charlstm.trainer import StepEvent  # noqa: PLC0415
+    from charlstm.events import StepEvent  # noqa: PLC0415
 
     return {e.step: e.loss for e in events if isinstance(e, StepEvent)}
 
@@ -78,17 +78,20 @@ def masks_per_replica() -> list:
 
 
 def worker(out: Path, corpus: str, epochs: int, weights: Path, resume: bool) -> None:
+    from charlstm.api import quiet_tensorflow  # noqa: PLC0415
+
+    quiet_tensorflow()  # as the command does first; the spy below imports TensorFlow early
     from charlstm import trainer  # noqa: PLC0415
     from charlstm.cli import cli  # noqa: PLC0415
 
-    fit = trainer._Trainer.fit
+    fit = trainer.Trainer.fit
 
     def fit_and_keep_weights(self, *args, **kwargs):  # a spy: fit runs as it is
         result = fit(self, *args, **kwargs)
         np.savez(weights, **{v.path: v.numpy() for v in self.model.weights})
         return result
 
-    trainer._Trainer.fit = fit_and_keep_weights
+    trainer.Trainer.fit = fit_and_keep_weights
     if resume:  # the run's own config: its strategy is multiworker
         cli.main(["train", "--out", str(out), "--resume", "--epochs", str(epochs)])
     else:

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 import charlstm
-from charlstm.config import SamplingConfig
+from charlstm import api
+from charlstm.config import DynamicConfig, InferenceConfig, SamplingConfig
 from charlstm.errors import CharlstmError
 from tests.conftest import make_text
 from tests.test_cli import run_charlstm
@@ -26,9 +31,9 @@ def lm(tmp_path_factory):
 
 def test_train_on_a_text_returns_the_loaded_run(lm):
     assert lm.config.model.units == 16 and lm.config.train.sample_chars == 0
-    assert lm.info["parameters"] == lm.model.count_params() > 0
-    assert lm.info["vocab_size"] == lm.tokenizer.vocab_size
-    assert lm.info["best_step"] in lm.info["checkpoints"]
+    assert lm.info.parameters == lm.model.count_params() > 0
+    assert lm.info.vocab_size == lm.tokenizer.vocab_size
+    assert lm.info.best_step in lm.info.checkpoints
     lines = []
     lm.model.summary(print_fn=lambda line, **_: lines.append(line))
     assert any("char_lstm" in line for line in lines)
@@ -48,13 +53,36 @@ def test_generate_is_the_samplers_text_and_repeats_with_its_seed(lm):
     assert len(several) == 3 and all(len(s) == 30 for s in several)
 
 
-def test_evaluate_gives_the_commands_number(lm, tmp_path):
+def test_evaluate_gives_the_commands_numbers_with_the_same_default_precision(lm, tmp_path):
     text = make_text(seed=3)
     (tmp_path / "t.txt").write_text(text, encoding="utf-8")
-    done = run_charlstm("evaluate", lm.run.path, tmp_path / "t.txt", "--json",
-                        "--precision", "float32")  # fmt: skip
+    done = run_charlstm("evaluate", lm.run.path, tmp_path / "t.txt", "--json")
     assert done.returncode == 0, done.stderr
-    assert lm.evaluate(text).nats == pytest.approx(json.loads(done.stdout)["nats_per_char"])
+    printed = json.loads(done.stdout)
+    assert printed["precision"] == InferenceConfig().precision == lm.precision
+    ours = api.evaluate(lm.run.path, tmp_path / "t.txt").to_dict()
+    assert ours.keys() == printed.keys() and ours["chars"] == printed["chars"]
+    assert (ours["run_dir"], ours["text_file"]) == (printed["run_dir"], printed["text_file"])
+    assert ours["nats_per_char"] == pytest.approx(printed["nats_per_char"])
+    assert lm.evaluate(text).nats == pytest.approx(printed["nats_per_char"])
+
+
+def test_dynamic_evaluation_gives_both_losses_and_refuses_its_settings_without_it(lm, tmp_path):
+    text = tmp_path / "t.txt"
+    text.write_text(make_text(seed=3), encoding="utf-8")
+    found = api.evaluate(lm.run.path, text, dynamic=True, dynamic_lr=1e-3)
+    assert found.settings == DynamicConfig(dynamic_lr=1e-3)
+    assert found.dynamic is not None and found.dynamic.chars == found.static.chars
+    assert found.to_dict()["dynamic"] == found.dynamic.as_dict()
+    with pytest.raises(CharlstmError, match="dynamic_lr: dynamic evaluation's settings"):
+        api.evaluate(lm.run.path, text, dynamic_lr=1e-3)
+
+
+def test_without_out_a_run_goes_to_runs_and_the_corpus_label(text_file):
+    plan = api.plan_training(text_file, **TINY)
+    assert plan.out == Path("runs") / "tiny" and plan.corpus_named
+    assert api.plan_training().corpus == api.DEFAULT_CORPUS
+    assert not api.plan_training().corpus_named
 
 
 def test_load_reads_the_same_run(lm):
@@ -77,7 +105,7 @@ def test_the_package_functions_survive_importing_the_trainer_module():
 
 
 def test_the_keras_model_fits_with_the_documented_loss(tmp_path):
-    """The README's `fit`: the model in a functional Keras model, each position's next id as
+    """docs/training.md's `fit`: the model in a functional Keras model, each position's next id as
     its label, sparse categorical cross-entropy on the logits. It trains the run's own
     weights: the loss falls, and LanguageModel.evaluate sees it."""
     import keras
@@ -100,3 +128,15 @@ def test_the_keras_model_fits_with_the_documented_loss(tmp_path):
     assert lm.evaluate(text).nats < before - 0.1
     same = np.asarray(model(x[:2]))
     np.testing.assert_allclose(same, np.asarray(lm.model(x[:2])[0]), rtol=1e-5, atol=1e-5)
+
+
+def test_importing_charlstm_changes_nothing_in_the_host_process():
+    code = (
+        "import os, sys; env, finders = dict(os.environ), list(sys.meta_path); "
+        "import charlstm, charlstm.api; "
+        "assert dict(os.environ) == env, set(os.environ.items()) ^ set(env.items()); "
+        "assert sys.meta_path == finders; assert 'tensorflow' not in sys.modules"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr

@@ -1,7 +1,8 @@
 """Bad input through the real `charlstm` command, one subprocess per case.
 
-Each case must end in its documented exit status (README, "Errors and exit codes") with one line
-on stderr, nothing on stdout, no traceback, every input file as it was, and nothing created.
+Each case must end in its documented exit status (docs/rundir.md, "Errors and exit codes") with
+one line on stderr, nothing on stdout, no traceback, every input file as it was, and nothing
+created.
 Subprocesses, not click's CliRunner: CliRunner catches what the real command would print as a
 traceback, so "no traceback" is only proved by the command itself.
 """

@@ -15,6 +15,7 @@ from click.testing import CliRunner
 from charlstm.cli import cli
 from charlstm.config import (
     DynamicConfig,
+    InferenceConfig,
     ModelConfig,
     RunConfig,
     SamplingConfig,
@@ -411,8 +412,12 @@ def test_bad_generate_length_gets_one_line(trained_run):
     "command, declared",
     [
         ("train", options(RunConfig)),
-        ("generate", options(SamplingConfig)),
-        ("evaluate", run_options("encoding", "errors", "precision") + options(DynamicConfig)),
+        ("generate", options(SamplingConfig) + options(InferenceConfig)),
+        (
+            "evaluate",
+            run_options("encoding", "errors") + options(DynamicConfig) + options(InferenceConfig),
+        ),
+        ("serve", options(InferenceConfig)),
     ],
 )
 def test_option_ranges_and_choices_are_the_config_declarations(command, declared):
@@ -470,10 +475,13 @@ def test_usage_errors_are_one_line_with_exit_2(trained_run):
     assert_one_error_line(invoke("no-such-command"), code=2)
 
 
-def test_out_of_range_train_options_are_usage_errors_in_one_line(tmp_path, text_file):
+def test_out_of_range_train_options_are_usage_errors_in_one_line_in_the_configs_words(
+    tmp_path, text_file
+):
     result = invoke("train", text_file, "--out", tmp_path / "run", "--seq-len", "0")
     assert_one_error_line(result, code=2)
-    assert "--seq-len" in result.stderr and "0 is not in the range 1<=x" in result.stderr
+    assert result.stderr.startswith("Error: Invalid value for '--seq-len': ")
+    assert "seq_len must be in [1, 1048576], got 0" in result.stderr  # as TrainConfig says it
     assert not (tmp_path / "run").exists()
 
 

@@ -16,12 +16,10 @@ from charlstm.corpus import (
     STDLIB_CORPUS_CHARS,
     STDLIB_FILE_CHARS,
     catalogue,
-    corpus_key,
-    corpus_label,
     corpus_path,
-    corpus_size,
     load_corpus,
     read_text,
+    resolve,
     stdlib_corpus,
     text_stats,
 )
@@ -98,26 +96,26 @@ def test_the_default_corpus_is_the_shipped_tinyshakespeare():
     assert corpus.name == "tinyshakespeare" and corpus.starts == (0,)
     assert len(corpus.text) == 1_115_394 and corpus.text.startswith("First Citizen:\n")
     assert load_corpus("").text == load_corpus("tinyshakespeare").text == corpus.text
-    assert corpus_key(None) == corpus_key("tinyshakespeare") == "tinyshakespeare"
-    assert corpus_size(None) == 1_115_394
+    assert resolve(None).key == resolve("tinyshakespeare").key == "tinyshakespeare"
+    assert resolve(None).size == 1_115_394
 
 
 def test_every_catalogued_file_ships_with_its_recorded_size_and_hash():
     import hashlib  # noqa: PLC0415
 
-    shipped = [e for e in catalogue() if e["path"] and "url" not in e]  # not the downloads
+    shipped = [e for e in catalogue() if e.path and not e.url]  # not the downloads
     assert shipped
     for entry in shipped:
-        data = corpus_path(entry["name"]).read_bytes()
-        assert len(data) == entry["bytes"]
-        assert hashlib.sha256(data).hexdigest() == entry["sha256"]
+        data = corpus_path(entry.name).read_bytes()
+        assert len(data) == entry.bytes
+        assert hashlib.sha256(data).hexdigest() == entry.sha256
 
 
 def test_a_file_named_like_a_corpus_wins_over_the_name(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     Path("tinyshakespeare").write_text("my own text\n", encoding="utf-8")
     assert load_corpus("tinyshakespeare").text == "my own text\n"
-    assert corpus_key("tinyshakespeare") == str(tmp_path / "tinyshakespeare")
+    assert resolve("tinyshakespeare").key == str(tmp_path / "tinyshakespeare")
 
 
 def test_an_unknown_name_says_it_is_neither_a_file_nor_a_corpus(tmp_path, monkeypatch):
@@ -200,7 +198,7 @@ def test_corpus_list_and_info_through_the_command():
     listed = CliRunner().invoke(cli, ["corpus", "list"])
     assert listed.exit_code == 0, listed.output
     rows = [line.split("\t") for line in listed.stdout.splitlines()]
-    assert [row[0] for row in rows] == [e["name"] for e in catalogue()]
+    assert [row[0] for row in rows] == [e.name for e in catalogue()]
     assert rows[0][2] == str(corpus_path("tinyshakespeare"))
     info = CliRunner().invoke(cli, ["corpus", "info", "tinyshakespeare", "--json"])
     assert info.exit_code == 0, info.output
@@ -232,13 +230,39 @@ def test_a_folder_is_its_text_files_in_sorted_order_and_skips_what_is_not_text(t
     skipped = [r.getMessage() for r in caplog.records]
     assert len(skipped) == 3 and "image.png" in skipped[0] and "binary" in skipped[0]
     assert "latin1.txt" in skipped[1] and skipped[2].endswith("skipped 2 of 5 files")
-    assert corpus_key(d) == str(d.resolve()) and corpus_size(d) > 0
+    assert resolve(d).key == str(d.resolve()) and resolve(d).size > 0
 
 
 def test_a_glob_pattern_takes_the_files_it_matches(tmp_path):
     d = _folder(tmp_path)
     assert load_corpus(f"{d}/*.md").text == "# bee\n"
     assert load_corpus(f"{d}/**/*.txt").text == "no newline at the end\nsea\n"
-    assert corpus_label(f"{d}/**/*.txt") == "texts" and corpus_label(str(d / "a.txt")) == "a"
+    assert resolve(f"{d}/**/*.txt").label == "texts" and resolve(str(d / "a.txt")).label == "a"
     with pytest.raises(CharlstmError, match="no files there"):
         load_corpus(f"{d}/*.rst")
+
+
+def test_a_corpus_is_resolved_into_one_value_and_the_catalogue_is_read_once(tmp_path):
+    from charlstm import corpus
+
+    text = tmp_path / "book.txt"
+    text.write_text("abc\n", encoding="utf-8")
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "folder" / "a.txt").write_text("one\n", encoding="utf-8")
+    corpus._catalogue.cache_clear()
+    found = {name: resolve(name) for name in
+             ("tinyshakespeare", "python-stdlib", "default", str(text), str(tmp_path / "folder"),
+              str(tmp_path / "nope.txt"))}  # fmt: skip
+    assert corpus._catalogue.cache_info().misses == 1
+    kinds = {name: (s.kind, s.key, s.label) for name, s in found.items()}
+    assert kinds["tinyshakespeare"] == ("catalogue", "tinyshakespeare", "tinyshakespeare")
+    assert kinds["default"] == ("stdlib", "python-stdlib", "python-stdlib")
+    assert kinds[str(text)] == ("file", str(text.resolve()), "book")
+    assert kinds[str(tmp_path / "folder")][0] == "files"
+    assert found[str(tmp_path / "folder")].files == (tmp_path / "folder" / "a.txt",)
+    missing = found[str(tmp_path / "nope.txt")]
+    assert (missing.kind, missing.files, missing.size) == ("missing", (), None)
+    with pytest.raises(CharlstmError, match="no such file, nor a corpus name"):
+        missing.load()
+    assert found[str(text)].load().text == "abc\n" and found[str(text)].size == 4
+    assert found["tinyshakespeare"].stream_file is None  # 1 MB: read whole

@@ -68,9 +68,9 @@ def test_two_devices_take_one_devices_steps_and_carry_the_same_states(tmp_path):
                 assert np.abs(state_a[name]).min(axis=1).all()  # no stream left at zero
     # validation split across the devices, the replicas' sums added: the same loss
     logs = [run.read_log() for run in runs]
-    assert [r["step"] for r in logs[0]] == [r["step"] for r in logs[1]]
+    assert [r.step for r in logs[0]] == [r.step for r in logs[1]]
     for a, b in zip(*logs):
-        assert b["val_loss"] == pytest.approx(a["val_loss"], rel=1e-4)
+        assert b.val_loss == pytest.approx(a.val_loss, rel=1e-4)
 
 
 def _free_ports(n: int) -> list[int]:
@@ -146,7 +146,7 @@ def test_two_workers_train_as_one_process_and_the_chiefs_run_resumes_on_one(tmp_
     # the chief alone wrote the run, complete; the other worker's folder is gone
     run = RunDir.open(out)
     assert run.config.train.strategy == "multiworker"
-    steps = [r["step"] for r in run.read_log()]
+    steps = [r.step for r in run.read_log()]
     assert steps == sorted(set(steps)) and run.latest_checkpoint().step == steps[-1]
     assert sorted(p.name for p in out.iterdir()) == [
         "checkpoints", "config.json", "log.jsonl", "tensorboard", "tokenizer.json"
@@ -201,6 +201,6 @@ def test_a_killed_worker_stops_the_other_with_one_line_and_the_cluster_resumes(t
     # --resume with the same command on the same cluster goes on from it, to the epoch's end
     _train_on_two_workers(tmp_path, out, corpus, epochs=1, resume=True)
     run = RunDir.open(out)
-    steps = [r["step"] for r in run.read_log()]
+    steps = [r.step for r in run.read_log()]
     assert steps == sorted(set(steps)) and kept in steps
     assert run.latest_checkpoint().step == steps[-1] > kept

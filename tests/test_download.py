@@ -182,11 +182,11 @@ def test_catalogued_zip_corpus_is_fetched_unpacked_and_read_by_name(server, tmp_
     with zipfile.ZipFile(packed, "w") as zf:
         zf.writestr("iliad", BODY)
     server.files["/iliad.zip"] = packed.getvalue()
-    entry = {
-        "name": "iliad", "path": "iliad", "url": f"{server.url}/iliad.zip",
-        "download": "iliad.zip", "member": "iliad", "source": "a test", "licence": "none",
-        "bytes": len(packed.getvalue()), "sha256": _sha(packed.getvalue()), "note": "",
-    }  # fmt: skip
+    entry = corpus.Entry(
+        name="iliad", path="iliad", url=f"{server.url}/iliad.zip",
+        download="iliad.zip", member="iliad", source="a test", licence="none",
+        bytes=len(packed.getvalue()), sha256=_sha(packed.getvalue()), note="",
+    )  # fmt: skip
     shipped = corpus.catalogue()
     monkeypatch.setattr(corpus, "catalogue", lambda: [*shipped, entry])
     monkeypatch.setenv("CHARLSTM_DATA", str(tmp_path / "cache"))
@@ -201,8 +201,8 @@ def test_catalogued_zip_corpus_is_fetched_unpacked_and_read_by_name(server, tmp_
 
 
 def test_the_catalogue_names_url_size_and_checksum_fields_for_every_download():
-    downloads = [e for e in corpus.catalogue() if "url" in e]
-    assert {e["name"] for e in downloads} >= {"enwik8", "text8", "warandpeace"}
+    downloads = [e for e in corpus.catalogue() if e.url]
+    assert {e.name for e in downloads} >= {"enwik8", "text8", "warandpeace"}
     for e in downloads:
-        assert e["url"].startswith(("http://", "https://"))
-        assert {"bytes", "sha256", "download", "member", "path"} <= set(e)
+        assert e.url.startswith(("http://", "https://"))
+        assert e.download and e.path

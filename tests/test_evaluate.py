@@ -9,17 +9,10 @@ from click.testing import CliRunner
 
 from charlstm.cli import cli
 from charlstm.config import DynamicConfig, options
-from charlstm.data import Windows
-from charlstm.evaluate import (
-    DYNAMIC_EPS,
-    Loss,
-    dynamic_evaluate,
-    eval_windows,
-    evaluate_windows,
-    nll_sum,
-    walk,
-)
+from charlstm.data import Windows, eval_windows
+from charlstm.evaluate import DYNAMIC_EPS, Loss, dynamic_evaluate, evaluate_windows
 from charlstm.rundir import RunDir
+from charlstm.steps import nll_sum, walk
 from tests.conftest import make_text
 from tests.test_cli import assert_one_error_line, run_charlstm
 

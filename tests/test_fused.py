@@ -6,10 +6,9 @@ import tensorflow as tf
 
 from charlstm.cell import LSTMCell
 from charlstm.config import ModelConfig, TrainConfig
-from charlstm.evaluate import nll_sum
 from charlstm.fused import FusedLSTM, lstm_forward, lstm_recurrence
 from charlstm.model import build_model
-from charlstm.trainer import make_optimizer, make_train_step
+from charlstm.steps import make_optimizer, make_train_step, nll_sum
 
 CONFIG = ModelConfig(vocab_size=11, embedding_dim=5, units=7, num_layers=2, dropout=0.0)
 B, T = 3, 9

@@ -139,7 +139,8 @@ def test_windows_of_a_memory_map_are_views_with_int32_windows(tmp_path):
 def test_a_run_trained_from_the_id_file_is_the_run_trained_from_the_text(tmp_path, monkeypatch):
     """The same tiny run twice: the corpus read whole, then (with the streaming threshold
     lowered below its size) encoded into the cache's id file. Same losses, step for step."""
-    from charlstm.trainer import EncodeEvent, train  # noqa: PLC0415
+    from charlstm.events import EncodeEvent  # noqa: PLC0415
+    from charlstm.trainer import train  # noqa: PLC0415
 
     text_path = tmp_path / "tiny.txt"
     text_path.write_text(make_text(), encoding="utf-8")

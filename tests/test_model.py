@@ -10,8 +10,9 @@ import pytest
 import tensorflow as tf
 
 from charlstm.config import ModelConfig, SamplingConfig
+from charlstm.data import eval_windows
 from charlstm.errors import CharlstmError
-from charlstm.evaluate import eval_windows, evaluate_windows
+from charlstm.evaluate import evaluate_windows
 from charlstm.model import (
     CharLSTM,
     LayerNormCharLSTM,
@@ -358,7 +359,7 @@ def test_layernorm_run_learns_resumes_and_loads_evaluates_and_samples(tmp_path, 
     assert run.config.model.cell == "layernorm"
     records = run.read_log()
     uniform = math.log(run.config.model.vocab_size)
-    assert records[-1]["val_loss"] < min(records[0]["val_loss"], 0.6 * uniform)
+    assert records[-1].val_loss < min(records[0].val_loss, 0.6 * uniform)
     model = run.load_model()
     assert type(model) is LayerNormCharLSTM
     # the normalization weights were trained, not left at their initial 1 and 0

@@ -44,6 +44,6 @@ def test_notebook_runs_at_small_size(name, monkeypatch, tmp_path):
         if o.get("output_type") == "error"
     ]
     assert errors == []
-    # importing charlstm keeps TensorFlow's start-up notes out of the notebook (charlstm.quiet)
+    # the notebooks' first cell keeps TensorFlow's start-up notes out (api.quiet_tensorflow)
     shown = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
     assert "absl::InitializeLog" not in shown and "oneDNN custom operations" not in shown

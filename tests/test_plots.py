@@ -12,6 +12,7 @@ import pytest  # noqa: E402
 
 from charlstm.explore import plots  # noqa: E402
 from charlstm.explore.probe import LayerTrace, Trace  # noqa: E402
+from charlstm.records import LogRecord  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -22,8 +23,8 @@ def _close_figures():
 
 def test_plot_losses_draws_train_and_validation_in_bits_per_char():
     records = [
-        {"step": 10, "train_loss": 2.0, "val_loss": 1.8},
-        {"step": 20, "train_loss": None, "val_loss": 1.5},
+        LogRecord(10, 0, 2.0, 1.8, 2.6, 100, 1e-3, 1e4, 1.0),
+        LogRecord(20, 0, None, 1.5, 2.2, 100, 1e-3, None, 2.0),
     ]
 
     ax = plots.plot_losses(records)

@@ -11,10 +11,11 @@ import pytest
 import tensorflow as tf
 
 from charlstm.config import ModelConfig, TrainConfig
-from charlstm.evaluate import nll_sum
+from charlstm.events import StepEvent
 from charlstm.model import build_model
 from charlstm.precision import explain, gpu_capabilities, matmul, resolve
-from charlstm.trainer import StepEvent, make_optimizer, make_train_step, train
+from charlstm.steps import make_optimizer, make_train_step, nll_sum
+from charlstm.trainer import train
 from tests.conftest import tiny_config
 
 CONFIG = ModelConfig(vocab_size=13, embedding_dim=8, units=32, num_layers=2, dropout=0.0)

@@ -1,4 +1,4 @@
-"""Crash safety, one writer per run, safe loading and determinism (issue 5)."""
+"""Crash safety, one writer per run, safe loading and determinism."""
 
 import errno
 import hashlib
@@ -21,9 +21,10 @@ import pytest
 from charlstm import rundir as rundir_module
 from charlstm.data import tbptt_windows
 from charlstm.errors import CharlstmError
+from charlstm.events import StepEvent
 from charlstm.rundir import CONFIG, LOCK, MODEL, RunDir, run_lock
-from charlstm.trainer import StepEvent, train
-from tests.conftest import tiny_config
+from charlstm.trainer import train
+from tests.conftest import require, tiny_config
 
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
 
@@ -64,7 +65,7 @@ def test_sigkill_at_random_moments_then_resume_finishes_with_a_whole_log(tmp_pat
     final = subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=300)
     assert final.returncode == 0, final.stderr
     run = RunDir.open(out)
-    steps = [r["step"] for r in run.read_log()]
+    steps = [r.step for r in run.read_log()]
     train_part = np.zeros(round(len(text_file.read_text(encoding="utf-8")) * 0.9))
     windows = len(tbptt_windows(train_part, 4, 16))
     assert steps == sorted(set(steps)), "a step is logged twice"
@@ -333,7 +334,7 @@ def test_a_kill_during_start_up_leaves_a_run_the_same_command_continues(tmp_path
     )
     assert again.returncode == 0, again.stderr
     run = RunDir.open(out)
-    assert run.read_log()[-1]["step"] == run.latest_checkpoint().step
+    assert run.read_log()[-1].step == run.latest_checkpoint().step
     assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")] or k != 3
 
 
@@ -342,8 +343,9 @@ def small_disk(tmp_path):
     """A 2 MiB tmpfs: a real file system that fills up."""
     mount = tmp_path / "disk"
     mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)])
-    assert done.returncode == 0, "mounting a tmpfs needs root, as the developers' and CI's have"
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)],
+                          capture_output=True)  # fmt: skip
+    require(done.returncode == 0, "needs root to mount a 2 MiB tmpfs (a disk that fills up)")
     yield mount
     subprocess.run(["umount", "-l", str(mount)])
 
@@ -417,7 +419,7 @@ def test_force_replaces_a_run_of_another_size_and_keeps_foreign_files(tmp_path, 
     new_steps = {c.path.name for c in run.checkpoints()}
     assert {p.name for p in (out / "checkpoints").iterdir()} == new_steps != old_steps
     log = run.read_log()  # B's only: every 7 steps, then the epoch's end
-    assert [r["step"] % 7 for r in log[:-1]] == [0] * (len(log) - 1)
+    assert [r.step % 7 for r in log[:-1]] == [0] * (len(log) - 1)
     assert run.load_model().get_layer("head").kernel.shape[0] == 12
     assert (out / "notes.txt").read_text(encoding="utf-8") == "mine"
 
@@ -518,9 +520,7 @@ def test_training_is_deterministic_across_processes(tmp_path, text_file):
             env={**ENV, "PYTHONHASHSEED": hash_seed}, capture_output=True, text=True,
         )  # fmt: skip
         assert done.returncode == 0, done.stderr
-        logs.append(
-            [(r["step"], r["train_loss"], r["val_loss"]) for r in RunDir.open(out).read_log()]
-        )
+        logs.append([(r.step, r.train_loss, r.val_loss) for r in RunDir.open(out).read_log()])
         weights = RunDir.open(out).latest_checkpoint().model_tensors()
         logs[-1].append(sorted((k, v.tobytes()) for k, v in weights.items()))
     assert logs[0] == logs[1]

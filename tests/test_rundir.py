@@ -8,6 +8,7 @@ import pytest
 from charlstm.config import ModelConfig, RunConfig
 from charlstm.errors import CharlstmError
 from charlstm.model import build_model
+from charlstm.records import LogRecord, Progress
 from charlstm.rundir import (
     CHECKPOINTS,
     MODEL,
@@ -19,6 +20,7 @@ from charlstm.rundir import (
     tensors_to_bytes,
     variables_by_path,
 )
+from charlstm.schedule import ValidationHistory
 from charlstm.tokenizer import CharTokenizer
 
 
@@ -32,8 +34,12 @@ def run(tmp_path):
 def _write(run, step, best_step=None, keep=2):
     tensors = {"w": np.full((2, 3), step, np.float32)}
     state = {"optimizer/iteration": np.array(step, np.int64)}
-    progress = {"best_step": best_step, "epoch": 0}
-    return run.write_checkpoint(step, tensors, state, progress, keep=keep)
+    progress = Progress(step, history=ValidationHistory(best_step=best_step))
+    return run.write_checkpoint(tensors, state, progress, keep=keep)
+
+
+def _record(step):
+    return LogRecord(step, 0, None, 1.0, 1.4, 100, 1e-3, None, 1.0)
 
 
 def test_atomic_write_replaces_the_file_and_leaves_no_temporary(tmp_path):
@@ -104,8 +110,8 @@ def test_assign_tensors_refuses_missing_names_and_wrong_shapes_or_dtypes():
 
 
 def test_a_loaded_model_equals_the_trainers_own_tensor_by_tensor(tmp_path, text_file):
-    from charlstm.trainer import _Trainer, prepare_data
-    from tests.conftest import tiny_config
+    from charlstm.trainer import Trainer
+    from tests.conftest import prepare_data, tiny_config
 
     config = tiny_config(str(text_file), epochs=1)
     tokenizer = CharTokenizer.build(text_file.read_text(encoding="utf-8"))
@@ -115,9 +121,7 @@ def test_a_loaded_model_equals_the_trainers_own_tensor_by_tensor(tmp_path, text_
         corpus=config.corpus,
     )
     _, train_w, val_w = prepare_data(text_file.read_text(encoding="utf-8"), (), tokenizer, config)
-    trainer = _Trainer(
-        RunDir.create(tmp_path / "run", config, tokenizer), config, train_w, val_w, print
-    )
+    trainer = Trainer(RunDir.create(tmp_path / "run", config, tokenizer), train_w, val_w)
     trainer.fit(resume=False, corpus="tiny")
     # in the trainer's precision (auto: bfloat16 on some CPUs), so that the outputs match too
     loaded = RunDir.open(tmp_path / "run").load_model(matmul_dtype=trainer.model.matmul_dtype)
@@ -146,9 +150,9 @@ def test_open_refuses_a_tokenizer_that_does_not_match_the_config(run):
 
 def test_log_truncation_drops_records_after_a_step(run):
     for step in (5, 10, 15):
-        run.append_log({"step": step})
+        run.append_log(_record(step))
     run.truncate_log(10)
-    assert [r["step"] for r in run.read_log()] == [5, 10]
+    assert [r.step for r in run.read_log()] == [5, 10]
 
 
 def test_a_resume_copy_takes_config_tokenizer_and_complete_checkpoints_only(run, tmp_path):
@@ -157,7 +161,7 @@ def test_a_resume_copy_takes_config_tokenizer_and_complete_checkpoints_only(run,
     (run.path / CHECKPOINTS / "step-00000030").mkdir()  # a killed run's incomplete save
     (run.path / ".config.json.x1y2.tmp").write_text("{")  # an atomic write's temporary
     (run.path / "train.lock").write_text("123")
-    run.append_log({"step": 10})
+    run.append_log(_record(10))
     (run.path / "tensorboard").mkdir()
     copy_for_resume(run.path, tmp_path / "copy")
     copied = RunDir.open(tmp_path / "copy")
@@ -199,3 +203,23 @@ def test_a_resume_copy_is_whole_while_the_run_is_rewritten_and_pruned(run, tmp_p
         stop.set()
         writer.join()
         sys.setswitchinterval(interval)
+
+
+def test_a_run_directory_written_before_still_loads_and_generates(tmp_path):
+    """tests/data/run-2026-12-03 was written by charlstm as it was on 2026-12-03 (a tiny run
+    of 21 steps): its progress, log and weights read into today's types and model."""
+    import shutil
+    from pathlib import Path
+
+    from charlstm import api
+
+    run_dir = shutil.copytree(Path(__file__).parent / "data" / "run-2026-12-03", tmp_path / "r")
+    run = RunDir.open(run_dir)
+    checkpoint = run.best_checkpoint()
+    assert checkpoint.step == checkpoint.progress.best_step == 21
+    assert checkpoint.progress.elapsed_s > 0 and checkpoint.progress.history.cuts == 0
+    (record,) = [r for r in run.read_log() if r.step == 21]
+    assert record.val_loss == pytest.approx(checkpoint.progress.best_val)
+    lm = api.load(run_dir)
+    assert len(lm.generate("The", 20, seed=1)) == 20
+    assert api.info(run_dir).checkpoints == [21]

@@ -5,16 +5,20 @@ import tensorflow as tf
 from charlstm.config import SamplingConfig
 from charlstm.errors import CharlstmError
 from charlstm.rundir import RunDir
-from charlstm.sample import (
-    Sampler,
-    draw,
-    generate,
-    pick_next,
-    top_k_filter,
-    top_k_top_p_filter,
-    top_p_filter,
-)
+from charlstm.sample import Sampler, draw, pick_next, top_k_top_p_filter
 from charlstm.tokenizer import UNK, UNK_ID
+
+
+def top_k_filter(logits, k):
+    """Keep the k largest logits of each row, the rest -inf; k <= 0 keeps all. (B, V)."""
+    return top_k_top_p_filter(logits, k, 1.0)
+
+
+def top_p_filter(logits, p):
+    """Nucleus filter: keep the fewest most likely characters whose probability sum reaches p;
+    the most likely character is always kept; p >= 1 keeps all. (B, V)."""
+    return top_k_top_p_filter(logits, 0, p)
+
 
 LOGITS = tf.constant([[0.0, 3.0, 1.0, 2.0, -1.0], [5.0, 4.0, 3.0, 2.0, 1.0]])
 
@@ -116,8 +120,8 @@ def _text(run, num_samples=1, **kwargs):
 
 def test_one_stream_yields_strings_and_several_yield_tuples(run):
     run_dir, model, _ = run
-    one = list(generate(model, run_dir.tokenizer, "The", 30, chunk=8))
-    several = list(generate(model, run_dir.tokenizer, "The", 30, num_samples=2, chunk=8))
+    one = list(Sampler(model, run_dir.tokenizer).generate("The", 30, chunk=8))
+    several = list(Sampler(model, run_dir.tokenizer).generate("The", 30, num_samples=2, chunk=8))
     assert all(isinstance(piece, str) for piece in one) and len("".join(one)) == 30
     assert all(isinstance(pieces, tuple) and len(pieces) == 2 for pieces in several)
     assert [len(p) for p in one] == [8, 8, 8, 6]

@@ -4,6 +4,7 @@ requests that do not mix, bad input, loopback only; and the page in a real headl
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import signal
@@ -15,7 +16,12 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from charlstm.config import GENERATE_LENGTH, SamplingConfig
+from tests.conftest import require
 from tests.test_cli import run_charlstm, started
+
+# what `charlstm generate` takes when not told: the page's fields start with these
+DEFAULTS = {"prime": "", "length": GENERATE_LENGTH, **dataclasses.asdict(SamplingConfig())}
 
 
 def _free_port() -> int:
@@ -69,6 +75,18 @@ def test_info_and_generate_give_what_the_command_line_gives(server, trained_run)
     assert status == 200 and streamed == text
 
 
+def test_an_empty_request_and_the_page_take_the_command_lines_defaults(server, trained_run):
+    url, _, _ = server
+    with urllib.request.urlopen(f"{url}/", timeout=30) as response:
+        page = response.read().decode("utf-8")
+    assert f"const DEFAULTS = {json.dumps(DEFAULTS)};" in page
+    status, body = _post(f"{url}/generate", {})
+    assert status == 200, body
+    cli = run_charlstm("generate", trained_run)
+    assert cli.returncode == 0, cli.stderr
+    assert cli.stdout == json.loads(body)["text"] + "\n"
+
+
 def test_fifty_concurrent_requests_each_get_their_own_text(server):
     url, _, _ = server
 
@@ -116,8 +134,12 @@ def test_it_listens_on_loopback_only(server):
 def _chromium() -> tuple[str, str]:
     browser = shutil.which("chromium") or shutil.which("chromium-browser")
     driver = shutil.which("chromedriver")
-    assert browser and driver, "the system's chromium and chromium-driver (.ci/run installs them)"
-    return browser, driver
+    require(
+        bool(browser and driver),
+        "needs the system's chromium and chromium-driver (apt-get install chromium "
+        "chromium-driver); .ci/run installs them",
+    )
+    return str(browser), str(driver)
 
 
 def test_the_page_generates_in_a_real_browser(server, tmp_path):
@@ -137,6 +159,9 @@ def test_the_page_generates_in_a_real_browser(server, tmp_path):
     chrome = webdriver.Chrome(service=Service(driver), options=options)
     try:
         chrome.get(url + "/")
+        for name, value in DEFAULTS.items():  # the fields start with the command's defaults
+            shown = chrome.find_element(By.ID, name).get_attribute("value")
+            assert shown == value if isinstance(value, str) else float(shown) == value, name
         prime = chrome.find_element(By.ID, "prime")
         prime.clear()
         prime.send_keys("The")

@@ -9,10 +9,11 @@ import pytest
 
 from charlstm.config import ModelConfig, RunConfig, TrainConfig
 from charlstm.errors import CharlstmError
+from charlstm.events import EvalEvent, StepEvent, StopReason
 from charlstm.rundir import RunDir
 from charlstm.schedule import learning_rate, progress
-from charlstm.trainer import EvalEvent, StepEvent, _Trainer, prepare_data, train
-from tests.conftest import tiny_config
+from charlstm.trainer import Trainer, train
+from tests.conftest import prepare_data, tiny_config
 
 
 def _losses(events):
@@ -26,15 +27,14 @@ def test_train_writes_config_tokenizer_checkpoints_and_log(tmp_path, text_file):
     assert run.config.corpus == str(text_file.resolve())
     assert run.config.model.vocab_size == run.tokenizer.vocab_size
     records = run.read_log()
-    assert [r["step"] for r in records] == [
-        e.record["step"] for e in events if isinstance(e, EvalEvent)
-    ]
-    steps = [r["step"] for r in records]
+    assert [r.step for r in records] == [e.record.step for e in events if isinstance(e, EvalEvent)]
+    steps = [r.step for r in records]
     assert steps == sorted(set(steps)) and steps[-1] == result.step
-    assert {"val_loss", "val_bits_per_char", "train_loss", "learning_rate"} <= set(records[0])
-    assert records[0]["val_bits_per_char"] == pytest.approx(records[0]["val_loss"] / math.log(2))
-    assert result.best_val == min(r["val_loss"] for r in records)
-    assert run.best_checkpoint().step == steps[int(np.argmin([r["val_loss"] for r in records]))]
+    first = json.loads((tmp_path / "run" / "log.jsonl").read_text().splitlines()[0])
+    assert {"val_loss", "val_bits_per_char", "train_loss", "learning_rate"} <= set(first)
+    assert records[0].val_bits_per_char == pytest.approx(records[0].val_loss / math.log(2))
+    assert result.best_val == min(r.val_loss for r in records)
+    assert run.best_checkpoint().step == steps[int(np.argmin([r.val_loss for r in records]))]
     # every step reports progress with throughput
     step_events = [e for e in events if isinstance(e, StepEvent)]
     assert [e.step for e in step_events] == list(range(1, result.step + 1))
@@ -45,23 +45,23 @@ def test_validation_loss_falls_well_below_uniform_on_tiny_corpus(trained_run):
     run = RunDir.open(trained_run)
     records = run.read_log()
     uniform = math.log(run.config.model.vocab_size)
-    assert records[0]["val_loss"] < uniform
-    assert records[-1]["val_loss"] < 0.6 * uniform
-    assert records[-1]["val_loss"] < records[0]["val_loss"]
+    assert records[0].val_loss < uniform
+    assert records[-1].val_loss < 0.6 * uniform
+    assert records[-1].val_loss < records[0].val_loss
 
 
 def test_every_logged_learning_rate_is_the_schedules_and_cosine_ends_at_its_floor(trained_run):
     run = RunDir.open(trained_run)
     cfg = run.config.train
     records = run.read_log()
-    windows = records[-1]["step"] // cfg.epochs
+    windows = records[-1].step // cfg.epochs
     for r in records:  # the rate of the step just taken: step - 1, counted from 0
-        step = r["step"] - 1
+        step = r.step - 1
         p = progress(cfg, step, windows, elapsed_s=0.0)
         expected = learning_rate(cfg, step, step // windows, p)
-        assert r["learning_rate"] == pytest.approx(expected, rel=1e-6)
+        assert r.learning_rate == pytest.approx(expected, rel=1e-6)
     assert cfg.schedule == "cosine"
-    assert records[-1]["learning_rate"] == pytest.approx(cfg.learning_rate * cfg.lr_floor, rel=0.01)
+    assert records[-1].learning_rate == pytest.approx(cfg.learning_rate * cfg.lr_floor, rel=0.01)
 
 
 def _stalling_text(tmp_path) -> str:
@@ -79,9 +79,9 @@ def test_early_stopping_ends_a_run_whose_validation_stalls(tmp_path):
     )  # fmt: skip
     result = train(tmp_path / "run", config)
     records = RunDir.open(tmp_path / "run").read_log()
-    assert result.stopped_by == "early-stop"
-    assert [r["step"] for r in records] == [10, 20, 30]  # the best at 10, then two stalls
-    assert records[1]["val_loss"] > records[0]["val_loss"] < records[2]["val_loss"]
+    assert result.stopped_by is StopReason.EARLY_STOP
+    assert [r.step for r in records] == [10, 20, 30]  # the best at 10, then two stalls
+    assert records[1].val_loss > records[0].val_loss < records[2].val_loss
     assert RunDir.open(tmp_path / "run").latest_checkpoint().step == 30
 
 
@@ -95,7 +95,7 @@ def test_plateau_schedule_cuts_the_rate_when_validation_stalls(tmp_path):
     records = RunDir.open(tmp_path / "run").read_log()
     assert len(records) >= 4
     # the rate logged with pass k is the one used before it: one cut per stalled pass before
-    rates = [r["learning_rate"] for r in records]
+    rates = [r.learning_rate for r in records]
     expected = [config.train.learning_rate * 0.5 ** max(0, k - 1) for k in range(len(rates))]
     assert rates == pytest.approx(expected, rel=1e-6)
 
@@ -103,26 +103,26 @@ def test_plateau_schedule_cuts_the_rate_when_validation_stalls(tmp_path):
 def test_validation_scores_a_head_during_training_and_everything_at_the_end(tmp_path, text_file):
     train(tmp_path / "run", tiny_config(str(text_file), eval_chars=100))
     records = RunDir.open(tmp_path / "run").read_log()
-    assert all(100 <= r["val_chars"] < 200 for r in records)
-    assert "val_loss_all" not in records[0]
-    assert records[-1]["val_chars_all"] > 2 * records[-1]["val_chars"]
-    assert math.isfinite(records[-1]["val_loss_all"])
+    assert all(100 <= r.val_chars < 200 for r in records)
+    assert records[0].val_loss_all is None
+    assert records[-1].val_chars_all > 2 * records[-1].val_chars
+    assert math.isfinite(records[-1].val_loss_all)
 
 
 def test_minutes_given_at_resume_are_added_to_the_time_already_spent(tmp_path, text_file):
     config = tiny_config(str(text_file), epochs=50, minutes=0.002)
     first = train(tmp_path / "run", config)
-    spent = RunDir.open(tmp_path / "run").latest_checkpoint().progress["elapsed_s"]
+    spent = RunDir.open(tmp_path / "run").latest_checkpoint().progress.elapsed_s
     again = train(tmp_path / "run", resume=True)  # the budget is used up: nothing to do
-    assert (again.step, again.stopped_by) == (first.step, "minutes")
+    assert (again.step, again.stopped_by) == (first.step, StopReason.MINUTES)
     more = train(tmp_path / "run", resume=True, minutes=0.002)
-    assert more.step > first.step and more.stopped_by == "minutes"
+    assert more.step > first.step and more.stopped_by is StopReason.MINUTES
     minutes = json.loads((tmp_path / "run" / "config.json").read_text())["train"]["minutes"]
     assert minutes == pytest.approx(spent / 60 + 0.002)
 
 
 def _trainer(tmp_path, text_file, **train_settings):
-    """A _Trainer over a fresh run of the tiny config, as `train` builds it."""
+    """A Trainer over a fresh run of the tiny config, as `train` builds it."""
     from charlstm.corpus import load_corpus
     from charlstm.tokenizer import CharTokenizer
 
@@ -134,7 +134,7 @@ def _trainer(tmp_path, text_file, **train_settings):
     )
     _, train_w, val_w = prepare_data(corpus.text, corpus.starts, tokenizer, config)
     run = RunDir.create(tmp_path / "run", config, tokenizer)
-    return _Trainer(run, config, train_w, val_w, lambda e: None), corpus, train_w
+    return Trainer(run, train_w, val_w), corpus, train_w
 
 
 def test_states_carry_across_windows_and_reset_each_epoch(tmp_path, text_file):
@@ -164,7 +164,7 @@ def test_states_carry_across_windows_and_reset_each_epoch(tmp_path, text_file):
 
 def test_minutes_budget_stops_training_and_saves(tmp_path, text_file):
     result = train(tmp_path / "run", tiny_config(str(text_file), epochs=50, minutes=0.002))
-    assert result.stopped_by == "minutes"
+    assert result.stopped_by is StopReason.MINUTES
     run = RunDir.open(tmp_path / "run")
     assert run.latest_checkpoint().step == result.step
     assert result.step < 50 * 10
@@ -200,7 +200,7 @@ def test_resume_continues_with_the_same_losses_as_an_uninterrupted_run(
     assert min(resumed_losses) == 26 and max(resumed_losses) == max(whole_losses) == result.step
     for step, loss in resumed_losses.items():
         assert loss == pytest.approx(whole_losses[step], rel=1e-4, abs=1e-5), step
-    steps = [r["step"] for r in RunDir.open(tmp_path / "cut").read_log()]
+    steps = [r.step for r in RunDir.open(tmp_path / "cut").read_log()]
     assert steps == sorted(set(steps))  # no duplicate step after the resume
 
 
@@ -277,8 +277,8 @@ def test_a_weight_turned_nan_is_never_checkpointed_nor_logged(tmp_path, text_fil
     assert [c.step for c in run.checkpoints()] == [5]
     for checkpoint in run.checkpoints():
         assert all(np.isfinite(t).all() for t in checkpoint.model_tensors().values())
-        assert checkpoint.progress["best_step"] == 5
-    assert [r["step"] for r in run.read_log()] == [5]
+        assert checkpoint.progress.best_step == 5
+    assert [r.step for r in run.read_log()] == [5]
 
 
 SHAKESPEARE = Path(__file__).resolve().parents[1] / "corpora" / "tinyshakespeare.txt"
@@ -334,7 +334,7 @@ def test_ema_checkpoints_the_average_of_the_raw_weights_and_logs_both_scores(tmp
         # the model goes on training from its raw weights
         assert not np.allclose(raws[-1][path], value, atol=1e-6)
     record = trainer.run.read_log()[-1]
-    assert record["val_loss_raw"] != record["val_loss"]
+    assert record.val_loss_raw != record.val_loss
     # the run's model, as generate and evaluate load it, holds the average
     for v in trainer.run.load_model().trainable_variables:
         np.testing.assert_allclose(v.numpy(), average[v.path], rtol=1e-5, atol=1e-6)
@@ -342,7 +342,7 @@ def test_ema_checkpoints_the_average_of_the_raw_weights_and_logs_both_scores(tmp
 
 def test_weight_decay_shrinks_kernels_and_embeddings_but_not_biases():
     from charlstm.model import build_model
-    from charlstm.trainer import make_optimizer
+    from charlstm.steps import make_optimizer
 
     model = build_model(ModelConfig(vocab_size=5, embedding_dim=3, units=4, num_layers=1))
     settings = TrainConfig(learning_rate=0.1, warmup_steps=1, weight_decay=0.5)
@@ -408,25 +408,23 @@ def test_every_validation_pass_logs_a_sample_and_writes_tensorboard(tmp_path, te
     _, _, val_w = prepare_data(text_file.read_text(), (0,), run.tokenizer, run.config)
     prime = sample_prime(run.tokenizer, val_w)
     assert prime and prime.endswith("\n") and text_file.read_text().count(prime) >= 1
-    assert all(r["sample"].startswith(prime) and len(r["sample"]) == len(prime) + 30
+    assert all(r.sample.startswith(prime) and len(r.sample) == len(prime) + 30
                for r in records)  # fmt: skip
-    assert all(r["chars_per_sec"] > 0 for r in records)
+    assert all(r.chars_per_sec > 0 for r in records)
 
     # size_guidance 0: keep every event (the accumulator samples 10 per tag by default)
     events = EventAccumulator(str(tmp_path / "a" / "tensorboard"), size_guidance={"tensors": 0})
     events.Reload()
     scalars = {e.step: float(tf.make_ndarray(e.tensor_proto))
                for e in events.Tensors("loss/validation")}  # fmt: skip
-    assert scalars == pytest.approx({r["step"]: r["val_loss"] for r in records}, rel=1e-6)
+    assert scalars == pytest.approx({r.step: r.val_loss for r in records}, rel=1e-6)
     assert {"loss/train", "learning_rate", "chars_per_sec", "sample"} <= set(
         events.Tags()["tensors"]
     )
 
     train(tmp_path / "b", tiny_config(str(text_file), sample_chars=30))
-    assert [r["sample"] for r in RunDir.open(tmp_path / "b").read_log()] == [
-        r["sample"] for r in records
-    ]
+    assert [r.sample for r in RunDir.open(tmp_path / "b").read_log()] == [r.sample for r in records]
     train(tmp_path / "c", tiny_config(str(text_file), sample_chars=0, tensorboard=False))
     quiet = RunDir.open(tmp_path / "c").read_log()
-    assert [r["train_loss"] for r in quiet] == [r["train_loss"] for r in records]
-    assert "sample" not in quiet[0] and not (tmp_path / "c" / "tensorboard").exists()
+    assert [r.train_loss for r in quiet] == [r.train_loss for r in records]
+    assert quiet[0].sample is None and not (tmp_path / "c" / "tensorboard").exists()

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from charlstm.explore.probe import gate_saturation
+from charlstm.records import LogRecord
 
 NEWLINE = "\u21b5"  # how a newline shows in a heat map, at the end of its line
 
@@ -37,18 +38,18 @@ def _axes(ax, figsize):
     return ax
 
 
-def plot_losses(records: Sequence[dict], ax=None, bits: bool = True, label: str = ""):
+def plot_losses(records: Sequence[LogRecord], ax=None, bits: bool = True, label: str = ""):
     """Training and validation loss against step, from a run's log (`RunDir.read_log()`).
 
     Args:
-        records: log lines, each with step, train_loss (nats/char, may be None), val_loss.
+        records: the log's records: step, train_loss (nats/char, may be None), val_loss.
         bits: plot bits/char (nats / ln 2) rather than nats/char.
         label: prefix of the two lines' legend labels, to tell runs apart on one Axes.
     """
     ax = _axes(ax, (6, 3.5))
     scale = 1 / math.log(2) if bits else 1.0
-    train = [(r["step"], r["train_loss"] * scale) for r in records if r.get("train_loss")]
-    val = [(r["step"], r["val_loss"] * scale) for r in records if r.get("val_loss") is not None]
+    train = [(r.step, r.train_loss * scale) for r in records if r.train_loss]
+    val = [(r.step, r.val_loss * scale) for r in records]
     prefix = f"{label} " if label else ""
     if train:
         ax.plot(*zip(*train), "o-", ms=3, label=f"{prefix}train")

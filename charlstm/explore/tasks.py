@@ -7,7 +7,7 @@ bracket. Predicting the closer needs the opener k characters back; the letters c
 
 `fit_last` trains a model on the prediction at the last position only, so every gradient that
 teaches the task has to travel k steps back. `fit_windows` trains next-character prediction by
-truncated BPTT, as `train.train` does, for any `CharModel` (CharLSTM or rnn.CharRNN), so the
+truncated BPTT, as `trainer.train` does, for any `CharModel` (CharLSTM or rnn.CharRNN), so the
 two cells can be compared in one loop.
 """
 
@@ -71,9 +71,9 @@ def bracket_text(k: int, n: int, seed: int = 0) -> str:
 
 
 def _train_step(model, learning_rate: float, grad_clip: float, loss=None):
-    """train.make_train_step with a constant learning rate, and optionally another loss."""
+    """steps.make_train_step with a constant learning rate, and optionally another loss."""
     from charlstm.config import TrainConfig
-    from charlstm.trainer import make_optimizer, make_train_step, mean_nll
+    from charlstm.steps import make_optimizer, make_train_step, mean_nll
 
     config = TrainConfig(
         learning_rate=learning_rate, grad_clip=grad_clip, schedule="constant", warmup_steps=1
@@ -156,7 +156,7 @@ def fit_windows(
 
     Windows are walked in order with each window's final state carried into the next (and
     reset to zeros after the last), loss = mean -ln p(next char) over the window, as in
-    `train.train`; no run directory, no checkpoints.
+    `trainer.train`; no run directory, no checkpoints.
 
     Args:
         windows: a data.Windows (B streams, windows of T).
@@ -166,7 +166,7 @@ def fit_windows(
     Returns:
         the loss (nats/char) of every step; stops after `steps` or `minutes`, first reached.
     """
-    from charlstm.evaluate import walk
+    from charlstm.steps import walk
 
     train_step = _train_step(model, learning_rate, grad_clip)
     zeros = model.zero_states(windows.inputs.shape[0])

@@ -1,0 +1,41 @@
+"""Recipes by time budget: the options each preset sets, and how `--preset auto` picks one.
+
+    tiny    2 x 128, batch 32 x 64          up to 2 minutes, or a corpus under 300,000 chars
+    small   2 x 256, AdamW decay 0.2        up to 5 minutes, or any corpus without a budget
+    medium  2 x 512, AdamW decay 0.2        up to 30 minutes
+    large   2 x 512, dropout 0.4, weight drop 0.2, decay 0.2, peak rate 6e-3: beyond
+
+An option given explicitly always wins over its preset's. The dataclass defaults are small's
+but for its weight decay: a RunConfig built in code keeps plain Adam. What each preset reaches
+on Tiny Shakespeare, and on which machine, is in docs/results.md; where between 9 and 60
+minutes large starts to beat medium is not measured (30 minutes is a guess).
+"""
+
+from __future__ import annotations
+
+PRESETS: dict[str, dict[str, object]] = {
+    "tiny": {"embedding_dim": 32, "units": 128, "num_layers": 2, "dropout": 0.1,
+             "batch_size": 32, "seq_len": 64, "warmup_steps": 20},
+    "small": {"embedding_dim": 64, "units": 256, "num_layers": 2, "dropout": 0.2,
+              "weight_decay": 0.2, "batch_size": 64, "seq_len": 100, "warmup_steps": 50},
+    "medium": {"embedding_dim": 64, "units": 512, "num_layers": 2, "dropout": 0.2,
+               "weight_decay": 0.2, "batch_size": 64, "seq_len": 100, "warmup_steps": 50},
+    "large": {"embedding_dim": 64, "units": 512, "num_layers": 2, "dropout": 0.4,
+              "weight_drop": 0.2, "weight_decay": 0.2, "learning_rate": 6e-3, "batch_size": 64,
+              "seq_len": 100, "warmup_steps": 200},
+}  # fmt: skip
+
+
+def choose_preset(minutes: float | None, corpus_chars: int | None = None) -> str:
+    """The preset for a time budget and a corpus of `corpus_chars` characters.
+
+    With a budget: tiny up to 2 minutes, small up to 5, medium up to 30, large beyond.
+    Without one (the run ends after its epochs): tiny for a corpus under 300,000 characters,
+    else small.
+    """
+    if minutes is None:
+        return "tiny" if corpus_chars is not None and corpus_chars < 300_000 else "small"
+    for name, up_to in (("tiny", 2), ("small", 5), ("medium", 30)):
+        if minutes <= up_to:
+            return name
+    return "large"
