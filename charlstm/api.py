@@ -634,11 +634,14 @@ def export(run_dir: str | Path, fmt: str, out: str | Path) -> Path:
     of what was written.
 
     Raises:
-        CharlstmError: not a run, `out` exists, an unknown format.
+        CharlstmError: not a run, `out` exists or lies under a file, an unknown format.
     """
     check_run(run_dir)  # a bad run is refused before TensorFlow loads
     if Path(out).exists():
         raise CharlstmError(f"{out} exists; choose another --out")
+    nearest = next(p for p in Path(out).absolute().parents if p.exists())
+    if not nearest.is_dir():
+        raise CharlstmError(f"{out}: {nearest} is a file, not a folder; choose another --out")
     from charlstm.export import export as export_run  # noqa: PLC0415 (imports TensorFlow)
 
     return export_run(run_dir, fmt, out)

@@ -23,10 +23,12 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import fcntl
 import hashlib
 import json
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -51,6 +53,8 @@ TRAIN_STATE = "train_state.safetensors"
 PROGRESS = "progress.json"
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = "charlstm-checkpoint/1"
+# what a manifest names and hashes: exactly these files of its own folder, nothing else
+HASHED = (MODEL, TRAIN_STATE, PROGRESS)
 LOCK = "train.lock"
 
 
@@ -164,11 +168,14 @@ def assign_tensors(by_path: dict, tensors: dict[str, np.ndarray], source: str) -
 def run_lock(path: Path):
     """Hold `path/train.lock` (creating the folder) while inside: one writer per run.
 
-    The lock file holds the writer's process id. A lock whose process is gone (killed, say)
-    is stale and taken over.
+    The lock is the kernel's (`flock`) on that file, which also holds the writer's process
+    id for messages: a killed writer's lock is released with its process, so a later writer
+    takes it over, and of processes racing for it exactly one wins. The file is removed on
+    leaving, while still locked; a process that locked a file since removed or replaced
+    tries again on the new one.
 
     Raises:
-        CharlstmError: a live process holds the lock.
+        CharlstmError: a live process holds the lock; the lock file cannot be written.
     """
     path = Path(path)
     if path.exists() and not path.is_dir():
@@ -181,49 +188,55 @@ def run_lock(path: Path):
     lock = path / LOCK
     while True:
         try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            holder = _lock_holder(lock)
-            if holder is not None and holder != os.getpid() and _alive(holder):
-                if created:
-                    path.rmdir()
-                raise CharlstmError(
-                    f"{path} is in use by another charlstm train (process {holder}); wait for "
-                    f"it to finish or stop it"
-                ) from None
-            lock.unlink(missing_ok=True)  # stale: its writer is gone
-            continue
-        try:
-            with os.fdopen(fd, "w") as f:
-                f.write(f"{os.getpid()}\n")
+            fd = os.open(lock, os.O_CREAT | os.O_RDWR, 0o644)
         except OSError as err:  # a full disk, say
-            lock.unlink(missing_ok=True)
             raise CharlstmError(
                 f"cannot write {lock} ({err.strerror}); nothing was changed; {intact(path)}"
             ) from err
-        break
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            if created:  # a folder this call made, unless the holder's files are in it now
+                with contextlib.suppress(OSError):
+                    path.rmdir()
+            raise CharlstmError(
+                f"{path} is in use by another charlstm train (process {_lock_holder(lock)}); "
+                "wait for it to finish or stop it"
+            ) from None
+        if _inode(lock) == os.fstat(fd).st_ino:
+            break
+        os.close(fd)  # its holder removed or replaced the file meanwhile: lock the new one
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+    except OSError as err:  # a full disk, say
+        lock.unlink(missing_ok=True)
+        os.close(fd)
+        raise CharlstmError(
+            f"cannot write {lock} ({err.strerror}); nothing was changed; {intact(path)}"
+        ) from err
+    _clear_temporaries(path)
     try:
         yield
     finally:
-        if _lock_holder(lock) == os.getpid():
-            lock.unlink(missing_ok=True)
+        lock.unlink(missing_ok=True)  # still locked: no other process holds this file
+        os.close(fd)
+
+
+def _inode(path: Path) -> int | None:
+    try:
+        return path.stat().st_ino
+    except FileNotFoundError:
+        return None
 
 
 def _lock_holder(lock: Path) -> int | None:
+    """The process id a lock file names (None if it names none)."""
     try:
         return int(lock.read_text().strip())
     except (OSError, ValueError):
         return None
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process
-        return True
-    return True
 
 
 @dataclass(frozen=True)
@@ -264,7 +277,7 @@ class RunDir:
         path = Path(path)
         if path.exists() and not path.is_dir():
             raise CharlstmError(f"{path}: exists and is not a folder; choose another --out")
-        if path.is_dir() and not force and not _never_started(path):
+        if path.is_dir() and not force and not _nothing_to_keep(path):
             what = "another run" if (path / CONFIG).exists() else "files"
             raise CharlstmError(
                 f"{path} already holds {what}; pass --resume to continue it, --force to "
@@ -273,8 +286,7 @@ class RunDir:
         if config.model.vocab_size != tokenizer.vocab_size:
             raise ValueError("config.model.vocab_size must equal tokenizer.vocab_size")
         path.mkdir(parents=True, exist_ok=True)
-        # config.json first: without it the rest is a run that never started (see
-        # _never_started), whatever a kill leaves behind
+        # tokenizer.json, then config.json: a kill leaves a folder `_nothing_to_keep` accepts
         try:
             for name in (CONFIG, TOKENIZER, LOG, CHECKPOINTS, TENSORBOARD):
                 _remove(path / name)
@@ -365,6 +377,7 @@ class RunDir:
         files[MANIFEST] = json.dumps(manifest, indent=2).encode("utf-8")  # written last
         try:
             folder.mkdir(parents=True)
+            _fsync_dir(folder.parent)  # the new folder's entry in checkpoints/
             for name, data in files.items():
                 atomic_write_bytes(folder / name, data)
         except OSError as err:  # a full disk, say: the checkpoints before this one are intact
@@ -380,9 +393,11 @@ class RunDir:
         kept = set(complete[-keep:])
         if best_step is not None:
             kept.add(self.path / CHECKPOINTS / f"step-{best_step:08d}")
-        for folder in (self.path / CHECKPOINTS).glob("step-*"):
-            if folder not in kept:
-                _remove(folder)
+        pruned = [f for f in (self.path / CHECKPOINTS).glob("step-*") if f not in kept]
+        for folder in pruned:
+            _remove(folder)
+        if pruned:  # the removals' entries in checkpoints/
+            _fsync_dir(self.path / CHECKPOINTS)
 
     def checkpoints(self) -> list[Checkpoint]:
         """Complete checkpoints, oldest first; incomplete or corrupt ones are passed over."""
@@ -406,18 +421,38 @@ class RunDir:
         return intact(self.path)
 
     def latest_checkpoint(self) -> Checkpoint:
+        """The newest complete checkpoint.
+
+        Raises:
+            CharlstmError: there is none (`_none_complete` says why).
+        """
         found = self.checkpoints()
         if not found:
-            raise CharlstmError(f"{self.path}: no complete checkpoint yet; train first")
+            raise self._none_complete()
         return found[-1]
 
     def best_checkpoint(self) -> Checkpoint:
-        """The checkpoint of the lowest validation loss, else the newest complete one."""
+        """The checkpoint of the lowest validation loss, else the newest complete one.
+
+        Raises:
+            CharlstmError: there is no complete checkpoint.
+        """
         found = self.checkpoints()
         if not found:
-            raise CharlstmError(f"{self.path}: no complete checkpoint yet; train first")
+            raise self._none_complete()
         best_step = found[-1].progress.best_step
         return next((c for c in found if c.step == best_step), found[-1])
+
+    def _none_complete(self) -> CharlstmError:
+        """No complete checkpoint: none written yet, or every folder fails its manifest."""
+        folders = list((self.path / CHECKPOINTS).glob("step-*"))
+        if not folders:
+            return CharlstmError(f"{self.path}: no complete checkpoint yet; train first")
+        return CharlstmError(
+            f"{self.path}: none of its {len(folders)} checkpoint folder(s) passes its manifest "
+            "check (damaged or altered: a file missing, changed, or named outside the folder); "
+            "train again with --force, or restore the folder"
+        )
 
     def load_model(self, checkpoint: Checkpoint | None = None, matmul_dtype: str = "float32"):
         """Rebuild the model from config.json and assign a checkpoint's weights (default: best);
@@ -537,12 +572,19 @@ def intact(path: Path) -> str:
 
 
 def _complete(folder: Path) -> Progress | None:
-    """progress.json of a checkpoint folder whose manifest and hashes check out, else None."""
+    """progress.json of a checkpoint folder whose manifest checks out, else None: the manifest
+    names exactly HASHED (no other name, so no path outside the folder is ever read), each a
+    regular file of the folder (not a symlink), whose SHA-256 matches."""
     try:
         manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
         if manifest.get("format") != MANIFEST_FORMAT:
             return None
-        for name, digest in manifest["files"].items():
+        files = manifest["files"]
+        if not isinstance(files, dict) or sorted(files) != sorted(HASHED):
+            return None
+        for name, digest in files.items():
+            if not stat.S_ISREG((folder / name).lstat().st_mode):
+                return None
             if hashlib.sha256((folder / name).read_bytes()).hexdigest() != digest:
                 return None
         return Progress.from_dict(json.loads((folder / PROGRESS).read_text(encoding="utf-8")))
@@ -550,13 +592,31 @@ def _complete(folder: Path) -> Progress | None:
         return None
 
 
-def _never_started(path: Path) -> bool:
-    """True if `path` holds nothing but what a run's start leaves before config.json: its lock,
-    tokenizer.json and atomic-write temporaries. Such a folder is started afresh."""
-    return all(
-        p.name in (LOCK, TOKENIZER) or (p.name.startswith(".") and p.name.endswith(".tmp"))
-        for p in path.iterdir()
+def _nothing_to_keep(path: Path) -> bool:
+    """True if `path` holds only what a run leaves before its first complete checkpoint (its
+    lock, tokenizer, config, log, TensorBoard events, incomplete checkpoint folders, write
+    temporaries): a run started there afresh loses nothing."""
+    own = (LOCK, TOKENIZER, CONFIG, LOG, TENSORBOARD, CHECKPOINTS)
+    return all(p.name in own or _temporary(p) for p in path.iterdir()) and not (
+        complete_checkpoints(path)
     )
+
+
+def _temporary(path: Path) -> bool:
+    """An `atomic_write_bytes` temporary (".NAME.XXXX.tmp"), left by a killed write."""
+    return path.name.startswith(".") and path.name.endswith(".tmp") and not path.is_symlink()
+
+
+def _clear_temporaries(path: Path) -> None:
+    """Remove the write temporaries a killed writer left in run folder `path` and its
+    checkpoint folders (called with the run's lock held: no write of another is under way)."""
+    folders = [path]
+    if not (path / CHECKPOINTS).is_symlink():  # never reach outside the run
+        folders += [f for f in (path / CHECKPOINTS).glob("step-*") if not f.is_symlink()]
+    for folder in folders:
+        for found in folder.glob(".*.tmp"):
+            if _temporary(found):
+                found.unlink(missing_ok=True)
 
 
 def _remove(path: Path) -> None:

@@ -12,6 +12,7 @@ devices and cluster are fixed when it starts).
 
 import dataclasses
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -80,6 +81,8 @@ def masks_per_replica() -> list:
 def worker(out: Path, corpus: str, epochs: int, weights: Path, resume: bool) -> None:
     from charlstm.api import quiet_tensorflow  # noqa: PLC0415
 
+    # as a user's worker runs: no log level of the test suite's (tests.conftest sets one)
+    os.environ.pop("TF_CPP_MIN_LOG_LEVEL", None)
     quiet_tensorflow()  # as the command does first; the spy below imports TensorFlow early
     from charlstm import trainer  # noqa: PLC0415
     from charlstm.cli import cli  # noqa: PLC0415

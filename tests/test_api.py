@@ -98,10 +98,12 @@ def test_a_missing_path_and_an_unknown_option_are_refused(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
-def test_the_package_functions_survive_importing_the_trainer_module():
+def test_the_package_functions_survive_importing_the_trainer_module(tmp_path):
     import charlstm.trainer  # noqa: F401
 
-    assert callable(charlstm.train) and callable(charlstm.load)
+    assert charlstm.train.__module__ == charlstm.load.__module__ == "charlstm"
+    with pytest.raises(CharlstmError, match="no such run directory"):
+        charlstm.load(tmp_path / "missing")
 
 
 def test_the_keras_model_fits_with_the_documented_loss(tmp_path):

@@ -60,6 +60,7 @@ def inputs(tmp_path_factory, trained_run) -> Path:
     (d / "short.txt").write_text("too short\n", encoding="utf-8")
     (d / "aaa.txt").write_text("a" * 5000, encoding="utf-8")
     (d / "notes.txt").write_text("my notes\n", encoding="utf-8")
+    (d / "bad.toml").write_text('units = "many"\n', encoding="utf-8")
     (d / "folder").mkdir()
     (d / "folder" / "inside.txt").write_text(make_text(), encoding="utf-8")
     (d / "binaries").mkdir()
@@ -120,6 +121,15 @@ CASES = [
     pytest.param([*TRAIN_TINY, "--errors", "ignore"], 2, "--errors", id="train-errors-ignore"),
     pytest.param([*TRAIN_TINY, "--precision", "float16"], 2, "--precision", id="train-float16"),
     pytest.param(["train", "war-and-peace"], 1, "nor a corpus name", id="train-unknown-corpus"),
+    pytest.param(
+        [*train_on("tiny.txt"), "--config", "{d}/bad.toml"], 1, "units", id="config-file-wrong-type"
+    ),
+    pytest.param(
+        ["export", "{d}/run", "--format", "keras", "--out", "{d}/tiny.txt/x"],
+        1,
+        "is a file, not a folder",
+        id="export-under-a-file",
+    ),
     pytest.param(
         ["corpus", "info", "war-and-peace"], 1, "nor a corpus name", id="corpus-info-unknown"
     ),

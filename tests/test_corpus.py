@@ -147,9 +147,23 @@ def test_python_stdlib_is_many_ordinary_files_so_its_validation_part_is_too():
     assert len(inside) >= 4  # validation files
 
 
-def test_python_stdlib_is_deterministic(small_corpus):
-    again = stdlib_corpus(max_chars=SMALL)
-    assert again.text == small_corpus.text and again.starts == small_corpus.starts
+def test_python_stdlib_is_the_same_in_another_process_with_another_hash_seed(small_corpus):
+    """The file order may not depend on anything a process varies (str hashes, say)."""
+    import hashlib
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import hashlib; from charlstm.corpus import stdlib_corpus; "
+        f"c = stdlib_corpus(max_chars={SMALL}); "
+        "print(hashlib.sha256(c.text.encode()).hexdigest(), c.starts)"
+    )
+    env = {**os.environ, "PYTHONHASHSEED": "12345"}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    digest = hashlib.sha256(small_corpus.text.encode()).hexdigest()
+    assert done.stdout.strip() == f"{digest} {small_corpus.starts}"
 
 
 def test_python_stdlib_respects_a_smaller_cap(small_corpus):

@@ -136,11 +136,15 @@ def test_shortest_text_gives_one_window():
     assert windows.inputs.shape == (B, T)
 
 
-def test_windows_are_deterministic():
+def test_windows_are_the_documented_layout_of_the_ids():
+    """Stream b is the b-th of B equal pieces (L = (N - 1) // B // T * T characters each), the
+    targets the same pieces one character on."""
     ids = np.random.default_rng(0).integers(0, 50, size=997).astype(np.int32)
-    first, second = tbptt_windows(ids, B, T), tbptt_windows(ids, B, T)
-    assert np.array_equal(first.inputs, second.inputs)
-    assert np.array_equal(first.targets, second.targets)
+    windows = tbptt_windows(ids, B, T)
+    L = (len(ids) - 1) // B // T * T
+    assert np.array_equal(windows.inputs, ids[: B * L].reshape(B, L))
+    assert np.array_equal(windows.targets, np.stack([ids[b * L + 1 : (b + 1) * L + 1]
+                                                     for b in range(B)]))  # fmt: skip
 
 
 def test_window_index_out_of_range_raises_index_error():

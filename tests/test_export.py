@@ -72,6 +72,7 @@ def _step_logits(exported_path, load: str, trained_run, allow_charlstm=False) ->
     return np.array(_in_fresh_python(code)["logits"])
 
 
+@pytest.mark.slow  # exports three formats: a minute
 def test_savedmodel_step_gives_the_runs_logits(exported, trained_run):
     load = """
 import tensorflow as tf
@@ -84,6 +85,7 @@ def step(ids, h, c):
     np.testing.assert_allclose(got, _reference_logits(trained_run), rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow  # exports three formats: a minute
 def test_savedmodel_generates_the_commands_text_for_a_seed(exported, trained_run):
     code = f"""
 import json
@@ -100,6 +102,7 @@ print(json.dumps({{"text": out["text"].numpy().decode("utf-8")}}))
     assert cli.stdout == "The" + text + "\n"
 
 
+@pytest.mark.slow  # exports three formats: a minute
 def test_tflite_step_gives_the_runs_logits(exported, trained_run):
     load = """
 import tensorflow as tf
@@ -113,6 +116,7 @@ def step(ids, h, c):
     np.testing.assert_allclose(got, _reference_logits(trained_run), rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow  # exports three formats: a minute
 def test_keras_file_loads_in_safe_mode_with_only_charlstms_classes(exported, trained_run):
     load = """
 import keras

@@ -151,22 +151,155 @@ def test_atomic_writes_fsync_the_file_before_the_rename_and_the_folder_after(tmp
     assert (tmp_path / "a.json").read_bytes() == b"new"
 
 
-def test_a_live_writer_locks_the_run_and_a_dead_ones_lock_is_taken_over(tmp_path, text_file):
+def test_a_checkpoint_write_fsyncs_every_file_and_the_folders_it_adds_and_prunes(
+    tmp_path, monkeypatch
+):
+    """The whole write_checkpoint sequence, recorded: the new step folder's entry is made
+    durable (fsync of checkpoints/) before its files; each file is fsync'd, renamed into place
+    and its folder fsync'd; the manifest comes last; pruning is made durable too."""
+    from charlstm.config import ModelConfig, RunConfig
+    from charlstm.records import Progress
+    from charlstm.tokenizer import CharTokenizer
+
+    tokenizer = CharTokenizer.build("abc de\n")
+    config = RunConfig(model=ModelConfig(vocab_size=tokenizer.vocab_size, units=4))
+    run = RunDir.create(tmp_path / "run", config, tokenizer)
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd):
+        where = Path(os.readlink(f"/proc/self/fd/{fd}"))
+        events.append(("fsync", where.name if stat.S_ISDIR(os.fstat(fd).st_mode) else "file"))
+        real_fsync(fd)
+
+    def replace(src, dst):
+        events.append(("replace", Path(dst).name))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    tensors = {"w": np.ones((2, 3), np.float32)}
+    run.write_checkpoint(tensors, {"s": np.zeros(1, np.float32)}, Progress(10), keep=1)
+    step = "step-00000010"
+    written = [("fsync", "file"), ("replace", None), ("fsync", step)]
+    expected = [("fsync", "checkpoints")]
+    for name in ("model.safetensors", "train_state.safetensors", "progress.json", "manifest.json"):
+        expected += [(kind, name if what is None else what) for kind, what in written]
+    assert events == expected
+    events.clear()
+    run.write_checkpoint(tensors, {"s": np.zeros(1, np.float32)}, Progress(20), keep=1)
+    assert events[-1] == ("fsync", "checkpoints")  # step 10 pruned, durably
+    assert [c.step for c in run.checkpoints()] == [20]
+
+
+def _name_in_manifest(folder: Path, name: str) -> None:
+    """Tamper with a checkpoint: its manifest also names `name`; or, for "symlink", its weights
+    become a symlink to an identical file outside the folder (the hash still matches)."""
+    manifest = json.loads((folder / "manifest.json").read_text())
+    if name == "symlink":
+        outside = folder.parent.parent / f"outside-{folder.name}"
+        (folder / "model.safetensors").rename(outside)
+        (folder / "model.safetensors").symlink_to(outside)
+    else:
+        manifest["files"][name] = "0" * 64
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+
+
+@pytest.mark.parametrize("name", ["/dev/zero", "../../config.json", "/etc/passwd", "symlink"])
+def test_a_manifest_naming_a_file_outside_its_folder_makes_the_checkpoint_incomplete(
+    run_copy, name
+):
+    """A checkpoint's manifest names exactly its three files, regular files of its folder:
+    another name (absolute, out of the folder) is never read, a symlink never followed; the
+    run falls back to an older checkpoint, and with none left `charlstm generate` refuses in
+    one line, at once (reading /dev/zero would never end)."""
+    folders = sorted((run_copy / "checkpoints").iterdir())
+    assert len(folders) >= 2
+    _name_in_manifest(folders[-1], name)
+    run = RunDir.open(run_copy)
+    assert run.latest_checkpoint().path == folders[-2]  # the older one is used
+    for folder in folders[:-1]:
+        _name_in_manifest(folder, name)
+    assert run.checkpoints() == []
+    done = subprocess.run(
+        [sys.executable, "-m", "charlstm", "generate", str(run_copy), "--length", "5"],
+        env=ENV, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 1 and done.stdout == ""
+    assert done.stderr.count("\n") == 1 and "passes its manifest check" in done.stderr
+
+
+@pytest.mark.slow
+def test_a_second_real_trainer_on_a_live_run_is_refused_and_a_killed_ones_lock_is_taken_over(
+    tmp_path, text_file
+):
+    """Two real `charlstm train` processes on one --out: the second exits 1 with one line
+    naming the first; once the first is SIGKILLed (its lock file stays, naming it), the same
+    run resumes in a new process."""
     out = tmp_path / "run"
-    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    first = subprocess.Popen(_command(text_file, out, "--epochs", "1000", "--minutes", "3"),
+                             env=ENV, stdout=DEVNULL, stderr=DEVNULL)  # fmt: skip
     try:
-        out.mkdir()
-        (out / LOCK).write_text(f"{sleeper.pid}\n")
-        with pytest.raises(
-            CharlstmError, match=f"in use by another charlstm train .*{sleeper.pid}"
-        ):
-            train(out, tiny_config(str(text_file), epochs=1))
-        assert (out / LOCK).read_text().strip() == str(sleeper.pid)
+        deadline = time.monotonic() + 120
+        while _newest_step(out) < 0:  # it trains: a checkpoint is written
+            assert first.poll() is None and time.monotonic() < deadline
+            time.sleep(0.1)
+        second = subprocess.run(_command(text_file, out, "--epochs", "1"), env=ENV,
+                                capture_output=True, text=True, timeout=120)  # fmt: skip
+        assert second.returncode == 1 and second.stdout == "", second.stderr
+        assert second.stderr.count("\n") == 1
+        assert f"in use by another charlstm train (process {first.pid})" in second.stderr
+        assert first.poll() is None  # the first goes on
     finally:
-        sleeper.kill()
-        sleeper.wait()
-    result = train(out, tiny_config(str(text_file), epochs=1))  # the holder is dead now
-    assert result.step > 0 and not (out / LOCK).exists()
+        first.kill()  # SIGKILL: its lock file stays behind
+        first.wait()
+    assert (out / LOCK).read_text().strip() == str(first.pid)
+    resumed = subprocess.run(
+        [sys.executable, "-m", "charlstm", "train", "--out", str(out), "--resume", "--minutes",
+         "0.05"], env=ENV, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr
+    assert not (out / LOCK).exists()
+
+
+_RACER = """
+import os, sys, time
+from pathlib import Path
+from charlstm.errors import CharlstmError
+from charlstm.rundir import run_lock
+out, start, log = Path(sys.argv[1]), float(sys.argv[2]), Path(sys.argv[3])
+time.sleep(max(0.0, start - time.time()))
+try:
+    with run_lock(out):
+        entered = time.monotonic()
+        time.sleep(0.5)
+        with open(log, "a") as f:
+            f.write(f"{entered} {time.monotonic()}\\n")
+except CharlstmError:
+    pass
+"""
+
+
+def test_processes_racing_for_a_stale_lock_hold_it_one_at_a_time(tmp_path):
+    """A stale lock (its writer killed) raced for by six processes at the same moment: at
+    least one takes it, and no two ever hold it at once."""
+    out, log = tmp_path / "run", tmp_path / "held.txt"
+    out.mkdir()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (out / LOCK).write_text(f"{dead.pid}\n")  # as a SIGKILLed writer leaves it
+    start = time.time() + 4  # every racer has imported charlstm by then
+    racers = [
+        subprocess.Popen([sys.executable, "-c", _RACER, str(out), str(start), str(log)], env=ENV)
+        for _ in range(6)
+    ]
+    for racer in racers:
+        assert racer.wait(timeout=60) == 0
+    held = sorted(tuple(map(float, line.split())) for line in log.read_text().splitlines())
+    assert held
+    for (_, left), (entered, _) in zip(held, held[1:]):
+        assert entered >= left, held  # one holder at a time
+    assert not (out / LOCK).exists()
 
 
 def test_lock_holds_this_process_id_while_inside(tmp_path):
@@ -301,41 +434,51 @@ def test_same_seed_and_config_give_identical_first_epoch_losses(tmp_path, text_f
 
 # start-up, full disk, --force, symlinks
 
+
 # runs the real command with os.replace turned into a SIGKILL-like exit at its k-th call
-_CRASH_AT_REPLACE = """
-import os, sys
-k, calls, real = int(sys.argv[1]), [0], os.replace
-def replace(src, dst):
-    calls[0] += 1
-    if calls[0] == k:
-        os._exit(137)
-    real(src, dst)
-os.replace = replace
-sys.argv = ["charlstm", *sys.argv[2:]]
-from charlstm.cli import cli
-cli()
-"""
-
-
 @pytest.mark.slow
-@pytest.mark.parametrize("k", [1, 2, 3])
-def test_a_kill_during_start_up_leaves_a_run_the_same_command_continues(tmp_path, text_file, k):
-    """k = 1: killed before tokenizer.json is in place; 2: before config.json; 3: before the
-    first checkpoint's first file. The same command with --resume then finishes the run."""
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_a_sigkill_during_start_up_never_locks_the_plain_command_out(tmp_path, text_file, seed):
+    """The plain command (no --resume), SIGKILLed at a random moment of its first seconds
+    (importing, building, writing tokenizer.json and config.json, the first steps), then run
+    again: it trains; or, once a checkpoint exists, it says in one line to add --resume, and
+    that finishes the run. No temporary file survives the finished run."""
     out = tmp_path / "run"
-    args = _command(text_file, out, "--epochs", "1", "--resume")[3:]
-    crashed = subprocess.run(
-        [sys.executable, "-c", _CRASH_AT_REPLACE, str(k), *args], env=ENV, capture_output=True
-    )
-    assert crashed.returncode == 137
-    assert not (out / CONFIG).exists() or k == 3
-    again = subprocess.run(
-        [sys.executable, "-m", "charlstm", *args], env=ENV, capture_output=True, text=True
-    )
+    command = _command(text_file, out, "--epochs", "1")
+    delay = random.Random(seed).uniform(3.0, 9.0)
+    proc = subprocess.Popen(command, env=ENV, stdout=DEVNULL, stderr=DEVNULL)
+    time.sleep(delay)
+    proc.kill()
+    proc.wait()
+    again = subprocess.run(command, env=ENV, capture_output=True, text=True)
+    if again.returncode == 1:  # it had saved a checkpoint: keep it, continue with --resume
+        assert _newest_step(out) >= 0, again.stderr
+        assert again.stderr.count("\n") == 1 and "pass --resume" in again.stderr
+        again = subprocess.run([*command, "--resume"], env=ENV, capture_output=True, text=True)
     assert again.returncode == 0, again.stderr
     run = RunDir.open(out)
     assert run.read_log()[-1].step == run.latest_checkpoint().step
-    assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")] or k != 3
+    assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")]
+    assert not (out / LOCK).exists()
+
+
+def test_a_folder_left_before_the_first_checkpoint_is_started_afresh(tmp_path, text_file):
+    """What a killed start leaves (a stale lock, tokenizer.json, config.json, temporaries, an
+    incomplete checkpoint folder) holds nothing to keep: the plain command starts there."""
+    out = tmp_path / "run"
+    train(out, tiny_config(str(text_file), epochs=1))
+    shutil.rmtree(out / "checkpoints")
+    (out / "checkpoints" / "step-00000003").mkdir(parents=True)  # killed mid-save
+    (out / ".config.json.x1y2.tmp").write_text("{")
+    (out / "checkpoints" / "step-00000003" / ".model.safetensors.a1.tmp").write_bytes(b"x")
+    (out / LOCK).write_text("999999999\n")  # a killed writer's
+    result = train(out, tiny_config(str(text_file), epochs=1))
+    assert result.step > 0
+    assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")]
+    (out / "notes.txt").write_text("mine")  # a file charlstm did not write: refused
+    shutil.rmtree(out / "checkpoints")
+    with pytest.raises(CharlstmError, match="already holds"):
+        train(out, tiny_config(str(text_file), epochs=1))
 
 
 @pytest.fixture
@@ -384,6 +527,10 @@ def test_a_full_disk_stops_training_in_one_line_and_the_last_checkpoint_loads(
     assert f"step {before}, is intact" in last_line
     run = RunDir.open(out)
     assert run.latest_checkpoint().step == before
+    # nothing half-written is left behind: no temporary, no step folder without its manifest
+    assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")]
+    folders = sorted((out / "checkpoints").iterdir())
+    assert folders == [c.path for c in run.checkpoints()]
     run.load_model()  # still loads, on the full disk
     (small_disk / "filler").unlink()
     again = subprocess.run(
@@ -524,3 +671,42 @@ def test_training_is_deterministic_across_processes(tmp_path, text_file):
         weights = RunDir.open(out).latest_checkpoint().model_tensors()
         logs[-1].append(sorted((k, v.tobytes()) for k, v in weights.items()))
     assert logs[0] == logs[1]
+
+
+def test_a_run_killed_after_a_checkpoint_resumes_in_a_new_process_with_the_same_losses(
+    tmp_path, text_file
+):
+    """SIGKILL a training process once it has saved a checkpoint, resume in a new process:
+    every logged loss (training and validation, at every pass) equals an uninterrupted run's,
+    which trained in a process of its own."""
+    whole, cut = tmp_path / "whole", tmp_path / "cut"
+    budget = ("--epochs", "2", "--eval-every", "5")
+    done = subprocess.run(_command(text_file, whole, *budget), env=ENV, capture_output=True)
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    proc = subprocess.Popen(_command(text_file, cut, *budget), env=ENV, stdout=DEVNULL,
+                            stderr=DEVNULL)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while _newest_step(cut) < 10:
+            assert proc.poll() is None, "the run ended before it could be killed"
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        assert proc.poll() is None
+        proc.kill()  # SIGKILL: no handler runs
+    finally:
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    killed_at = RunDir.open(cut).latest_checkpoint().step
+    resumed = subprocess.run(
+        [*_command(text_file, cut, *budget), "--resume"], env=ENV, capture_output=True
+    )
+    assert resumed.returncode == 0, resumed.stderr.decode()[-2000:]
+    assert f"resuming at step {killed_at}".encode() in resumed.stderr
+
+    def losses(out):
+        return [(r.step, r.train_loss, r.val_loss) for r in RunDir.open(out).read_log()]
+
+    assert [r[0] for r in losses(cut)] == [r[0] for r in losses(whole)]
+    for (step, train_cut, val_cut), (_, train_whole, val_whole) in zip(losses(cut), losses(whole)):
+        assert train_cut == pytest.approx(train_whole, rel=1e-4), step
+        assert val_cut == pytest.approx(val_whole, rel=1e-4), step

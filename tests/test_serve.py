@@ -56,8 +56,10 @@ def server(trained_run):
                 assert time.monotonic() < deadline, "the server did not come up"
                 time.sleep(0.5)
         yield url, info, port
-        proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=30)
+        proc.send_signal(signal.SIGINT)  # Ctrl-C stops the server: exit 0, no traceback
+        _, err = proc.communicate(timeout=30)
+        assert proc.returncode == 0, err.decode()
+        assert b"Traceback" not in err
 
 
 def test_info_and_generate_give_what_the_command_line_gives(server, trained_run):
@@ -162,12 +164,13 @@ def test_the_page_generates_in_a_real_browser(server, tmp_path):
         for name, value in DEFAULTS.items():  # the fields start with the command's defaults
             shown = chrome.find_element(By.ID, name).get_attribute("value")
             assert shown == value if isinstance(value, str) else float(shown) == value, name
-        prime = chrome.find_element(By.ID, "prime")
-        prime.clear()
-        prime.send_keys("The")
-        length = chrome.find_element(By.ID, "length")
-        length.clear()
-        length.send_keys("80")
+        # every field set away from its default: a page that ignored one would draw other text
+        fields = {"prime": "The", "length": 80, "temperature": 0.7, "top_k": 12, "top_p": 0.9,
+                  "seed": 5}  # fmt: skip
+        for name, value in fields.items():
+            field = chrome.find_element(By.ID, name)
+            field.clear()
+            field.send_keys(str(value))
         chrome.find_element(By.ID, "generate").click()
         WebDriverWait(chrome, 60).until(
             lambda c: c.find_element(By.ID, "generated").get_attribute("data-done") == "true"
@@ -175,8 +178,11 @@ def test_the_page_generates_in_a_real_browser(server, tmp_path):
         text = chrome.find_element(By.ID, "generated").text
         shown = chrome.find_element(By.ID, "output").text
         assert shown.startswith("The") and len(text) > 40  # 80 characters, some may be spaces
-        status, body = _post(f"{url}/generate", {"prime": "The", "length": 80})
+        status, body = _post(f"{url}/generate", fields)
         assert " ".join(json.loads(body)["text"].split()) == " ".join(text.split())
+        for changed in ({"seed": 6}, {"temperature": 1.5}, {"top_k": 1}, {"top_p": 0.3}):
+            status, other = _post(f"{url}/generate", {**fields, **changed})
+            assert json.loads(other)["text"] != json.loads(body)["text"], changed
         chrome.save_screenshot(str(tmp_path / "page.png"))
     finally:
         chrome.quit()
