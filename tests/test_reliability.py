@@ -131,13 +131,16 @@ def test_a_failing_rename_mid_save_leaves_the_previous_checkpoint_and_no_tempora
     assert result.step > 5 and run.latest_checkpoint().step == result.step
 
 
-def test_atomic_writes_fsync_the_file_before_the_rename_and_the_folder_after(tmp_path, monkeypatch):
-    events = []
+def _record_fsyncs_and_renames(monkeypatch, name_folders: bool) -> list:
+    """Spy on os.fsync and os.replace (both still do their work): ("fsync", "file" or the
+    folder's name, or "folder"), ("replace", the destination's name), in order."""
+    events: list = []
     real_fsync, real_replace = os.fsync, os.replace
 
     def fsync(fd):
-        kind = "folder" if stat.S_ISDIR(os.fstat(fd).st_mode) else "file"
-        events.append(("fsync", kind))
+        folder = stat.S_ISDIR(os.fstat(fd).st_mode)
+        name = Path(os.readlink(f"/proc/self/fd/{fd}")).name if name_folders else "folder"
+        events.append(("fsync", name if folder else "file"))
         real_fsync(fd)
 
     def replace(src, dst):
@@ -146,6 +149,11 @@ def test_atomic_writes_fsync_the_file_before_the_rename_and_the_folder_after(tmp
 
     monkeypatch.setattr(os, "fsync", fsync)
     monkeypatch.setattr(os, "replace", replace)
+    return events
+
+
+def test_atomic_writes_fsync_the_file_before_the_rename_and_the_folder_after(tmp_path, monkeypatch):
+    events = _record_fsyncs_and_renames(monkeypatch, name_folders=False)
     rundir_module.atomic_write_bytes(tmp_path / "a.json", b"new")
     assert events == [("fsync", "file"), ("replace", "a.json"), ("fsync", "folder")]
     assert (tmp_path / "a.json").read_bytes() == b"new"
@@ -164,20 +172,7 @@ def test_a_checkpoint_write_fsyncs_every_file_and_the_folders_it_adds_and_prunes
     tokenizer = CharTokenizer.build("abc de\n")
     config = RunConfig(model=ModelConfig(vocab_size=tokenizer.vocab_size, units=4))
     run = RunDir.create(tmp_path / "run", config, tokenizer)
-    events = []
-    real_fsync, real_replace = os.fsync, os.replace
-
-    def fsync(fd):
-        where = Path(os.readlink(f"/proc/self/fd/{fd}"))
-        events.append(("fsync", where.name if stat.S_ISDIR(os.fstat(fd).st_mode) else "file"))
-        real_fsync(fd)
-
-    def replace(src, dst):
-        events.append(("replace", Path(dst).name))
-        real_replace(src, dst)
-
-    monkeypatch.setattr(os, "fsync", fsync)
-    monkeypatch.setattr(os, "replace", replace)
+    events = _record_fsyncs_and_renames(monkeypatch, name_folders=True)
     tensors = {"w": np.ones((2, 3), np.float32)}
     run.write_checkpoint(tensors, {"s": np.zeros(1, np.float32)}, Progress(10), keep=1)
     step = "step-00000010"
