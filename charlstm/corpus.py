@@ -164,6 +164,9 @@ class Entry:
             not known).
         url, download, member: for one to download: where from, the downloaded file's name,
             and the text's name inside a zip (None: the download is the text).
+        trust_on_first_use: a download with no published SHA-256 to pin: the first download's
+            SHA-256 and size are recorded beside it, and every later use is checked against
+            them.
     """
 
     name: str
@@ -176,6 +179,7 @@ class Entry:
     url: str | None = None
     download: str | None = None
     member: str | None = None
+    trust_on_first_use: bool = False
 
 
 def catalogue() -> tuple[Entry, ...]:
@@ -218,10 +222,15 @@ def fetch_corpus(name: str, progress=None) -> tuple[Path, bool]:
     Returns the text's path and whether anything was downloaded; `progress` as in
     `charlstm.download.download`.
 
+    A text already in the cache is checked against its record (`charlstm.download.Record`)
+    first; a truncated or replaced one is unpacked or downloaded again. An entry whose
+    catalogue has no SHA-256 (`Entry.trust_on_first_use`) records the first download's and
+    checks every later use against it.
+
     Raises:
         CharlstmError: not a downloadable corpus, or the download failed (see `download`).
     """
-    from charlstm.download import cache_dir, download  # noqa: PLC0415
+    from charlstm.download import cache_dir, download, sha256_of, write_record  # noqa: PLC0415
 
     entry = _entry(name)
     if entry is None or not entry.url or not entry.path or not entry.download:
@@ -229,17 +238,36 @@ def fetch_corpus(name: str, progress=None) -> tuple[Path, bool]:
         raise CharlstmError(f"{name}: not a corpus to download ({known})")
     folder = cache_dir()
     text = folder / entry.path
-    if text.is_file():
-        return text, False
+    if entry.member and text.is_file():
+        problem = cached_text_problem(text)
+        if problem is None:
+            return text, False
+        log.warning("%s: %s; unpacking it again", text, problem)
+        text.unlink()
     got = download(
         entry.url, folder / entry.download, sha256=entry.sha256, size=entry.bytes,
         progress=progress,
     )  # fmt: skip
-    if entry.sha256 is None:
-        log.warning("%s: SHA-256 %s (the catalogue has none to check against)", name, got.sha256)
+    if entry.sha256 is None and got.fetched:
+        log.warning(
+            "%s: SHA-256 %s and %s bytes recorded on first download (the catalogue has no "
+            "checksum for it); every later use is checked against them",
+            name, got.sha256, f"{got.bytes:,}",
+        )  # fmt: skip
     if entry.member:
         _unzip(got.path, entry.member, text)
+        write_record(text, sha256_of(text), text.stat().st_size)
     return text, got.fetched
+
+
+def cached_text_problem(path: Path) -> str | None:
+    """What is wrong with a downloaded corpus' text in the cache (`charlstm.download.
+    cached_problem` against its record), or None; a text without a record is not trusted."""
+    from charlstm.download import cached_problem, read_record  # noqa: PLC0415
+
+    if read_record(path) is None:
+        return "no record of its SHA-256 beside it"
+    return cached_problem(path)
 
 
 def _unzip(archive: Path, member: str, dest: Path) -> None:
@@ -286,11 +314,29 @@ class Source:
         one = self.kind in ("file", "catalogue") and len(self.files) == 1
         return self.files[0] if one and (self.size or 0) >= STREAM_BYTES else None
 
-    def load(self, encoding: str = "utf-8", errors: str = "strict") -> Corpus:
-        """The corpus' text (NFC) and document starts.
+    def check(self) -> None:
+        """Refuse a downloaded corpus whose cached text is not the one verified when it was
+        fetched (`cached_text_problem`: truncated, replaced, or without a record).
 
         Raises:
-            CharlstmError: missing, not fetched, or not readable text.
+            CharlstmError: naming the file, what is wrong, and the command that fetches it
+                again.
+        """
+        entry = _entry(self.key) if self.kind == "catalogue" and self.files else None
+        if entry is None or not entry.url:
+            return
+        problem = cached_text_problem(self.files[0])
+        if problem is not None:
+            raise CharlstmError(
+                f"{self.files[0]}: {problem}; `charlstm corpus fetch {self.key}` fetches it again"
+            )
+
+    def load(self, encoding: str = "utf-8", errors: str = "strict") -> Corpus:
+        """The corpus' text (NFC) and document starts; a downloaded one is `check`ed first.
+
+        Raises:
+            CharlstmError: missing, not fetched, not the text verified when it was fetched,
+                or not readable text.
         """
         if self.kind == "stdlib":
             return stdlib_corpus()
@@ -303,6 +349,7 @@ class Source:
             raise CharlstmError(
                 f"{self.key} is not downloaded yet: charlstm corpus fetch {self.key}"
             )
+        self.check()
         name = self.key if self.kind == "catalogue" else self.name
         return Corpus(name=name, text=read_text(self.files[0], encoding, errors))
 

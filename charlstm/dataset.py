@@ -58,7 +58,8 @@ def encode_corpus(
 ) -> Encoded:
     """The run's corpus (and val_file) as ids, with `tokenizer` or one built from the corpus.
 
-    A single file of `corpus.STREAM_BYTES` or more is encoded by `idfile.encode_file`,
+    A downloaded corpus is checked against its record first (`corpus.Source.check`). A
+    single file of `corpus.STREAM_BYTES` or more is encoded by `idfile.encode_file`,
     streaming, into the cache folder's ids/ (and mapped from there the next time); any other
     corpus is read whole. `report(phase, done, total)`: encode_file's progress.
 
@@ -69,6 +70,7 @@ def encode_corpus(
     path = source.stream_file
     starts: tuple[int, ...]
     if path is not None:
+        source.check()
         found = encode_file(path, cache_dir() / "ids", config.encoding, config.errors,
                             tokenizer, report)  # fmt: skip
         ids, starts, tokenizer = found.ids, (0,), found.tokenizer

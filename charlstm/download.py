@@ -4,8 +4,12 @@
 is there and matches its expected size and SHA-256, so `dest` is always complete. A transfer
 cut halfway keeps `dest.part`; the next attempt (within the same call, up to `attempts`, or a
 later call) asks the server for the rest with `Range: bytes=N-` and appends it, or starts over
-when the server ignores the range. A `dest` that exists is returned without touching the
-network.
+when the server ignores the range.
+
+Every file put in the cache gets a record beside it (`NAME.sha256`: its SHA-256 and size,
+written atomically once the file is verified). A `dest` already there is used only after its
+size and SHA-256 match what the caller expects or, where the caller expects nothing, the
+record: a truncated or replaced file is downloaded again, never used silently.
 """
 
 from __future__ import annotations
@@ -88,7 +92,12 @@ def download(
     """
     dest = Path(dest)
     if dest.is_file():
-        return Downloaded(dest, dest.stat().st_size, sha256_of(dest), fetched=False)
+        problem = cached_problem(dest, sha256, size)
+        if problem is None:
+            record = read_record(dest)  # written or confirmed by cached_problem
+            return Downloaded(dest, record.bytes, record.sha256, fetched=False)
+        log.warning("%s: %s; downloading it again", dest, problem)
+        dest.unlink()
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
     cut = None
@@ -162,4 +171,59 @@ def _verified(part: Path, dest: Path, url: str, sha256: str | None, size: int | 
             "the download was removed"
         )
     os.replace(part, dest)
+    write_record(dest, got_sha, got_size)
     return Downloaded(dest, got_size, got_sha, fetched=True)
+
+
+@dataclass(frozen=True)
+class Record:
+    """What a cached file was when it was verified: its SHA-256 and size in bytes."""
+
+    sha256: str
+    bytes: int
+
+
+def record_path(path: Path) -> Path:
+    """Where `path`'s Record is kept: beside it, as NAME.sha256."""
+    return path.with_name(path.name + ".sha256")
+
+
+def write_record(path: Path, sha256: str, size: int) -> None:
+    """Record `path`'s SHA-256 and size (one line, "SHA-256 SIZE"), atomically."""
+    from charlstm.rundir import atomic_write_bytes  # noqa: PLC0415
+
+    atomic_write_bytes(record_path(path), f"{sha256} {size}\n".encode())
+
+
+def read_record(path: Path) -> Record | None:
+    """`path`'s Record; None if there is none or it cannot be read as one."""
+    try:
+        sha, size = record_path(path).read_text(encoding="ascii").split()
+        return Record(sha.lower(), int(size))
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+
+
+def cached_problem(path: Path, sha256: str | None = None, size: int | None = None) -> str | None:
+    """What is wrong with cached file `path`, or None when it is what it should be: the given
+    `sha256` and `size` where given, else its Record's. The size is compared first (a
+    truncated file is found without reading it), then the SHA-256.
+
+    A file with neither an expectation nor a Record (one cached before records were kept) is
+    trusted now: its Record is written, and later uses are checked against it."""
+    record = read_record(path)
+    want_sha = sha256.lower() if sha256 else record.sha256 if record else None
+    want_size = size if size is not None else record.bytes if record else None
+    have_size = path.stat().st_size
+    if want_size is not None and have_size != want_size:
+        return f"{have_size:,} bytes where {want_size:,} were recorded (truncated or replaced)"
+    have_sha = sha256_of(path)
+    if want_sha is None:
+        log.warning("%s: SHA-256 %s recorded; later uses are checked against it", path, have_sha)
+        write_record(path, have_sha, have_size)
+        return None
+    if have_sha != want_sha:
+        return f"SHA-256 {have_sha} where {want_sha} was recorded (replaced or damaged)"
+    if record is None or record != Record(have_sha, have_size):
+        write_record(path, have_sha, have_size)
+    return None

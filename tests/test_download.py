@@ -1,9 +1,11 @@
 """`charlstm corpus fetch` against a real HTTP server on 127.0.0.1 (no other network): a good
-file, a wrong checksum, a connection cut halfway (resumed with a Range request), a server that
-ignores ranges, a missing file, and a catalogued zip corpus unpacked and read by name."""
+file, a wrong checksum or size, a connection cut halfway (resumed with a Range request), a
+server that ignores ranges, a missing file, a catalogued zip corpus unpacked and read by name,
+a corrupt zip, and cached files truncated or replaced after they were verified."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import http.server
 import io
@@ -16,7 +18,7 @@ import pytest
 
 from charlstm import corpus
 from charlstm.corpus import fetch_corpus, load_corpus
-from charlstm.download import download
+from charlstm.download import download, record_path
 from charlstm.errors import CharlstmError
 from tests.test_cli import run_charlstm
 
@@ -97,7 +99,7 @@ def test_fetch_good_file_once_and_never_again(server, tmp_path):
     path = Path(done.stdout.strip())
     assert path == cache / "odyssey.txt"
     assert path.read_bytes() == BODY
-    assert sorted(p.name for p in cache.iterdir()) == ["odyssey.txt"]  # no .part left
+    assert sorted(p.name for p in cache.iterdir()) == ["odyssey.txt", "odyssey.txt.sha256"]
     assert len(server.requests) == 1
 
     again = _fetch(f"{server.url}/odyssey.txt", cache, "--sha256", _sha(BODY))
@@ -181,15 +183,7 @@ def test_catalogued_zip_corpus_is_fetched_unpacked_and_read_by_name(server, tmp_
     packed = io.BytesIO()
     with zipfile.ZipFile(packed, "w") as zf:
         zf.writestr("iliad", BODY)
-    server.files["/iliad.zip"] = packed.getvalue()
-    entry = corpus.Entry(
-        name="iliad", path="iliad", url=f"{server.url}/iliad.zip",
-        download="iliad.zip", member="iliad", source="a test", licence="none",
-        bytes=len(packed.getvalue()), sha256=_sha(packed.getvalue()), note="",
-    )  # fmt: skip
-    shipped = corpus.catalogue()
-    monkeypatch.setattr(corpus, "catalogue", lambda: [*shipped, entry])
-    monkeypatch.setenv("CHARLSTM_DATA", str(tmp_path / "cache"))
+    _catalogue_zip(server, monkeypatch, tmp_path, packed.getvalue())
 
     with pytest.raises(CharlstmError, match="charlstm corpus fetch iliad"):
         load_corpus("iliad")
@@ -206,3 +200,136 @@ def test_the_catalogue_names_url_size_and_checksum_fields_for_every_download():
     for e in downloads:
         assert e.url.startswith(("http://", "https://"))
         assert e.download and e.path
+
+
+def test_the_catalogue_pins_or_trusts_on_first_use_every_download():
+    for e in corpus.catalogue():
+        if e.url:
+            assert (e.sha256 is None) == e.trust_on_first_use, e.name
+    assert next(e for e in corpus.catalogue() if e.name == "warandpeace").trust_on_first_use
+
+
+def test_a_size_that_does_not_match_removes_the_download(server, tmp_path):
+    server.files["/odyssey.txt"] = BODY
+    dest = tmp_path / "cache" / "odyssey.txt"
+    with pytest.raises(CharlstmError, match=f"{len(BODY):,} bytes where {len(BODY) + 1:,}"):
+        download(f"{server.url}/odyssey.txt", dest, size=len(BODY) + 1)
+    assert list(dest.parent.iterdir()) == []  # neither the file, its part, nor a record
+
+
+def test_a_truncated_or_replaced_cached_file_is_downloaded_again(server, tmp_path):
+    """A URL fetched without --sha256 is checked against the record written when it came."""
+    server.files["/odyssey.txt"] = BODY
+    cache, url = tmp_path / "cache", f"{server.url}/odyssey.txt"
+    assert _fetch(url, cache).returncode == 0
+    path = cache / "odyssey.txt"
+    assert record_path(path).read_text() == f"{_sha(BODY)} {len(BODY)}\n"
+
+    for damaged in (BODY[: len(BODY) // 3], BODY[:-5] + b"XXXXX"):  # truncated; same size
+        path.write_bytes(damaged)
+        asked = len(server.requests)
+        again = _fetch(url, cache)
+        assert again.returncode == 0, again.stderr
+        assert path.read_bytes() == BODY
+        assert len(server.requests) == asked + 1  # downloaded again
+        warned = [line for line in again.stderr.splitlines() if "downloading it again" in line]
+        assert len(warned) == 1 and "recorded" in warned[0], again.stderr
+
+    asked = len(server.requests)
+    assert _fetch(url, cache).returncode == 0 and len(server.requests) == asked  # intact: kept
+
+
+@pytest.fixture
+def local_warandpeace(server, tmp_path, monkeypatch):
+    """The catalogue's War and Peace (trusted on first use), served by the local server; the
+    cache in tmp_path/cache."""
+    server.files["/warpeace_input.txt"] = BODY
+    shipped = corpus.catalogue()
+    here = [
+        dataclasses.replace(e, url=f"{server.url}/warpeace_input.txt")
+        if e.name == "warandpeace" else e
+        for e in shipped
+    ]  # fmt: skip
+    monkeypatch.setattr(corpus, "catalogue", lambda: here)
+    monkeypatch.setenv("CHARLSTM_DATA", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def test_a_damaged_cached_text_is_refused_in_one_line_and_fetch_repairs_it(
+    server, local_warandpeace, tmp_path, caplog
+):
+    """Trust on first use: the first download's SHA-256 is recorded and said in one line;
+    a later truncated or replaced text never trains silently (the installed command, with the
+    shipped catalogue, refuses it), and `fetch` downloads it again."""
+    cache = local_warandpeace
+    with caplog.at_level("WARNING", logger="charlstm.corpus"):
+        path, fetched = fetch_corpus("warandpeace")
+    assert fetched and path == cache / "warandpeace.txt"
+    told = [
+        r.getMessage() for r in caplog.records if "recorded on first download" in r.getMessage()
+    ]
+    assert len(told) == 1 and _sha(BODY) in told[0]
+    env = {"CHARLSTM_DATA": str(cache)}
+
+    path.write_bytes(BODY[:-5] + b"XXXXX")  # replaced, same size
+    info = run_charlstm("corpus", "info", "warandpeace", env=env)
+    assert info.returncode == 1 and info.stdout == "", info.stderr
+    assert info.stderr.count("\n") == 1 and "SHA-256" in info.stderr, info.stderr
+    assert "charlstm corpus fetch warandpeace" in info.stderr
+
+    path.write_bytes(BODY[:1000])  # truncated
+    out = tmp_path / "run"
+    train = run_charlstm("train", "warandpeace", "--out", str(out), "--minutes", "0.05", env=env)
+    assert train.returncode == 1, train.stderr
+    errors = [line for line in train.stderr.splitlines() if line.startswith("Error")]
+    assert len(errors) == 1 and "1,000 bytes where" in errors[0], train.stderr
+    assert "Traceback" not in train.stderr and not out.exists()
+
+    asked = len(server.requests)
+    assert fetch_corpus("warandpeace") == (path, True)
+    assert len(server.requests) == asked + 1 and path.read_bytes() == BODY
+    assert run_charlstm("corpus", "info", "warandpeace", env=env).returncode == 0
+
+
+def test_a_damaged_unpacked_text_is_unpacked_again_from_the_verified_zip(
+    server, tmp_path, monkeypatch
+):
+    packed = io.BytesIO()
+    with zipfile.ZipFile(packed, "w") as zf:
+        zf.writestr("iliad", BODY)
+    _catalogue_zip(server, monkeypatch, tmp_path, packed.getvalue())
+    path, _ = fetch_corpus("iliad")
+    path.write_bytes(BODY[:100])
+    with pytest.raises(CharlstmError, match="100 bytes where .*charlstm corpus fetch iliad"):
+        load_corpus("iliad")
+    assert fetch_corpus("iliad") == (path, False)  # the zip was there and intact
+    assert len(server.requests) == 1 and path.read_bytes() == BODY
+    record_path(path).unlink()  # a text nobody verified is not trusted either
+    with pytest.raises(CharlstmError, match="no record of its SHA-256"):
+        load_corpus("iliad")
+
+
+def test_a_corrupt_zip_is_one_line_and_leaves_no_text(server, tmp_path, monkeypatch):
+    """The bytes match the catalogue (the publisher's file is broken), yet are no zip."""
+    broken = b"PK\x03\x04" + BODY[:5000]
+    _catalogue_zip(server, monkeypatch, tmp_path, broken)
+    with pytest.raises(CharlstmError, match="not a zip with iliad in it") as raised:
+        fetch_corpus("iliad")
+    assert "\n" not in str(raised.value)
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == [
+        "iliad.zip",
+        "iliad.zip.sha256",
+    ]
+
+
+def _catalogue_zip(server, monkeypatch, tmp_path, data: bytes) -> None:
+    """A catalogue entry "iliad": `data` served as iliad.zip, pinned by its SHA-256."""
+    server.files["/iliad.zip"] = data
+    entry = corpus.Entry(
+        name="iliad", path="iliad", url=f"{server.url}/iliad.zip",
+        download="iliad.zip", member="iliad", source="a test", licence="none",
+        bytes=len(data), sha256=_sha(data), note="",
+    )  # fmt: skip
+    shipped = corpus.catalogue()
+    monkeypatch.setattr(corpus, "catalogue", lambda: [*shipped, entry])
+    monkeypatch.setenv("CHARLSTM_DATA", str(tmp_path / "cache"))
