@@ -4,16 +4,19 @@ devices and cluster are fixed when it starts).
     python -m tests.distributed mirrored OUT
         two logical CPU devices; trains OUT/one (no strategy) and OUT/mirrored (both devices)
         on the same text, config and seed; writes OUT/losses.json
-    python -m tests.distributed worker OUT CORPUS EPOCHS WEIGHTS [resume]
+    python -m tests.distributed worker OUT CORPUS EPOCHS WEIGHTS [resume | MINUTES]
         one worker of the cluster in TF_CONFIG (--strategy multiworker) trains into OUT (with
-        `resume`: `--resume --epochs EPOCHS` on the run there); its model's weights at the end
-        go to WEIGHTS (.npz), whichever worker it is
+        `resume`: `--resume --epochs EPOCHS` on the run there; with MINUTES: `--minutes`);
+        its model's weights at the end go to WEIGHTS (.npz), whichever worker it is. With
+        CHARLSTM_TEST_FIT_DELAY=SECONDS in the environment, it begins its fit that much later
+        than its peer (so its own clock's deadline is later too).
 """
 
 import dataclasses
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -78,7 +81,7 @@ def masks_per_replica() -> list:
     return [value.numpy().tolist() for value in logits().values]
 
 
-def worker(out: Path, corpus: str, epochs: int, weights: Path, resume: bool) -> None:
+def worker(out: Path, corpus: str, epochs: int, weights: Path, more: list[str]) -> None:
     from charlstm.api import quiet_tensorflow  # noqa: PLC0415
 
     # as a user's worker runs: no log level of the test suite's (tests.conftest sets one)
@@ -90,22 +93,23 @@ def worker(out: Path, corpus: str, epochs: int, weights: Path, resume: bool) -> 
     fit = trainer.Trainer.fit
 
     def fit_and_keep_weights(self, *args, **kwargs):  # a spy: fit runs as it is
+        time.sleep(float(os.environ.get("CHARLSTM_TEST_FIT_DELAY", "0")))
         result = fit(self, *args, **kwargs)
         np.savez(weights, **{v.path: v.numpy() for v in self.model.weights})
         return result
 
     trainer.Trainer.fit = fit_and_keep_weights
-    if resume:  # the run's own config: its strategy is multiworker
+    if more == ["resume"]:  # the run's own config: its strategy is multiworker
         cli.main(["train", "--out", str(out), "--resume", "--epochs", str(epochs)])
     else:
         settings = weights.with_suffix(".json")  # the tiny config, as `train --config` reads it
         settings.write_text(config(corpus, "multiworker", epochs).to_json())
-        cli.main(["train", corpus, "--out", str(out), "--config", str(settings)])
+        minutes = ["--minutes", more[0]] if more else []
+        cli.main(["train", corpus, "--out", str(out), "--config", str(settings), *minutes])
 
 
 if __name__ == "__main__":
     if sys.argv[1] == "mirrored":
         mirrored(Path(sys.argv[2]))
     else:
-        resume = sys.argv[6:] == ["resume"]
-        worker(Path(sys.argv[2]), sys.argv[3], int(sys.argv[4]), Path(sys.argv[5]), resume)
+        worker(Path(sys.argv[2]), sys.argv[3], int(sys.argv[4]), Path(sys.argv[5]), sys.argv[6:])

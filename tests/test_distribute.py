@@ -7,6 +7,7 @@ and every process is started and ended by these tests."""
 import json
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -21,6 +22,7 @@ from charlstm.rundir import RunDir
 from charlstm.trainer import train
 from tests.conftest import make_text
 from tests.distributed import config, losses_of
+from tests.test_cli import _foreground
 
 pytestmark = pytest.mark.slow  # a minute in all: `pytest -m slow`, which CI runs
 
@@ -85,13 +87,15 @@ def _free_ports(n: int) -> list[int]:
 
 def _start_workers(
     tmp_path: Path, out: Path, corpus: Path, epochs: int, env=None, resume: bool = False,
-    outs: list[Path] | None = None,
+    outs: list[Path] | None = None, minutes: float | None = None, envs=({}, {}),
 ):  # fmt: skip
     """Two workers of a cluster on 127.0.0.1 (worker 0 is the chief), each with its own
     TF_CONFIG and temporary folder: (processes, weight files, temporary folders). With
     `resume`, they resume the run in `out` to `epochs`. `outs`: each worker's --out (default:
-    `out` for both, as one command run on every host)."""
+    `out` for both, as one command run on every host). `minutes`: --minutes. `env`: more
+    environment for both, `envs` for each. SIGINT is as a terminal's foreground job has it."""
     outs = outs or [out, out]
+    more = ["resume"] if resume else [str(minutes)] if minutes is not None else []
     addresses = [f"127.0.0.1:{port}" for port in _free_ports(2)]
     procs, weights, temps = [], [], []
     for index in range(2):
@@ -101,14 +105,20 @@ def _start_workers(
         weights.append(tmp_path / f"weights{index}{'-resume' * resume}.npz")
         temps.append(temp)
         command = [sys.executable, "-m", "tests.distributed", "worker", str(outs[index]),
-                   str(corpus), str(epochs), str(weights[-1]), *["resume"] * resume]  # fmt: skip
+                   str(corpus), str(epochs), str(weights[-1]), *more]  # fmt: skip
         # TensorFlow's log level as a user's worker has it: charlstm's default for workers
         worker_env = {k: v for k, v in ENV.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
         worker_env |= {"TF_CONFIG": json.dumps(tf_config), "TMPDIR": str(temp), **(env or {})}
+        worker_env |= envs[index]
         procs.append(
             subprocess.Popen(
-                command, cwd=ROOT, env=worker_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-            )
+                command,
+                cwd=ROOT,
+                env=worker_env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                preexec_fn=_foreground,
+            )  # fmt: skip
         )
     return procs, weights, temps
 
@@ -120,11 +130,12 @@ def _end(procs) -> None:
         proc.communicate()
 
 
-def _train_on_two_workers(tmp_path, out, corpus, epochs, resume=False, outs=None) -> list[Path]:
-    """`_start_workers`, to the end: both exit 0, and every worker holds the same weights
-    after the all-reduced steps. Returns their temporary folders."""
+def _train_on_two_workers(tmp_path, out, corpus, epochs, outs=None, **more) -> list[Path]:
+    """`_start_workers` (`more`: its other options), to the end: both exit 0, and every
+    worker holds the same weights after the all-reduced steps. Returns their temporary
+    folders."""
     outs = outs or [out, out]
-    procs, weights, temps = _start_workers(tmp_path, out, corpus, epochs, resume=resume, outs=outs)
+    procs, weights, temps = _start_workers(tmp_path, out, corpus, epochs, outs=outs, **more)
     try:
         outputs = [proc.communicate(timeout=300) for proc in procs]
     finally:
@@ -186,11 +197,7 @@ def test_a_killed_worker_stops_the_other_with_one_line_and_the_cluster_resumes(t
     env = {"CHARLSTM_COLLECTIVE_TIMEOUT": str(timeout)}
     procs, _, _ = _start_workers(tmp_path, out, corpus, epochs=1000, env=env)
     try:
-        deadline = time.monotonic() + 240
-        while not _has_checkpoint(out):
-            assert time.monotonic() < deadline, "the cluster never saved a checkpoint"
-            assert all(p.poll() is None for p in procs), procs[0].stderr.read().decode()[-3000:]
-            time.sleep(0.5)
+        _wait_for_a_checkpoint(procs, out)
         procs[1].kill()  # SIGKILL: no goodbye to its peer
         killed = time.monotonic()
         _, err = procs[0].communicate(timeout=timeout + 90)
@@ -213,3 +220,69 @@ def test_a_killed_worker_stops_the_other_with_one_line_and_the_cluster_resumes(t
     steps = [r.step for r in run.read_log()]
     assert steps == sorted(set(steps)) and kept in steps
     assert run.latest_checkpoint().step == steps[-1] > kept
+
+
+def _wait_for_a_checkpoint(procs, out: Path) -> None:
+    deadline = time.monotonic() + 240
+    while not _has_checkpoint(out):
+        assert time.monotonic() < deadline, "the cluster never saved a checkpoint"
+        assert all(p.poll() is None for p in procs), procs[0].stderr.read().decode()[-3000:]
+        time.sleep(0.5)
+
+
+def test_ctrl_c_to_one_worker_stops_both_at_one_step_with_one_line_each(tmp_path):
+    """SIGINT to worker 1 (not the chief): both save at the same step and exit 130 within
+    seconds, each with one line; the chief's run resumes from that step."""
+    corpus = tmp_path / "tiny.txt"
+    corpus.write_text(make_text(), encoding="utf-8")
+    out = tmp_path / "run"
+    procs, _, _ = _start_workers(tmp_path, out, corpus, epochs=1000)
+    try:
+        _wait_for_a_checkpoint(procs, out)
+        procs[1].send_signal(signal.SIGINT)
+        asked = time.monotonic()
+        outputs = [proc.communicate(timeout=120) for proc in procs]
+        took = time.monotonic() - asked
+    finally:
+        _end(procs)
+    errs = [err.decode() for _, err in outputs]
+    assert [p.returncode for p in procs] == [130, 130], "\n---\n".join(e[-3000:] for e in errs)
+    assert took < 15, took  # a step, a checkpoint and the exit: seconds, not a timeout
+    said = []
+    for err in errs:
+        assert "Traceback" not in err and not re.search(r"^[EWIF]\d{4} ", err, re.M), err[-3000:]
+        last = err.rstrip().splitlines()[-1]
+        found = re.fullmatch(r"interrupted: at step (\d+), checkpoint saved; continue with: "
+                             r"charlstm train --out .* --resume", last)  # fmt: skip
+        assert found, last
+        said.append(int(found.group(1)))
+    assert said[0] == said[1] == RunDir.open(out).latest_checkpoint().step
+
+
+def test_minutes_end_both_workers_at_the_same_step_though_their_clocks_differ(tmp_path):
+    """Worker 1 begins its fit 5 s after the chief, so its own deadline is 5 s later: the
+    agreed clock stops both at the chief's (a worker left alone would wait for a peer that
+    has gone, and fail)."""
+    corpus = tmp_path / "tiny.txt"
+    corpus.write_text(make_text(), encoding="utf-8")
+    out = tmp_path / "run"
+    procs, weights, _ = _start_workers(
+        tmp_path, out, corpus, epochs=1000, minutes=0.25,
+        envs=({}, {"CHARLSTM_TEST_FIT_DELAY": "5"}),
+    )  # fmt: skip
+    try:
+        outputs = [proc.communicate(timeout=300) for proc in procs]
+    finally:
+        _end(procs)
+    errs = [err.decode() for _, err in outputs]
+    assert [p.returncode for p in procs] == [0, 0], "\n---\n".join(e[-3000:] for e in errs)
+    steps = []
+    for err in errs:
+        last = err.rstrip().splitlines()[-1]
+        found = re.match(r"done \(minutes\): step (\d+),", last)
+        assert found, last
+        steps.append(int(found.group(1)))
+    assert steps[0] == steps[1] == RunDir.open(out).latest_checkpoint().step > 0
+    first, second = np.load(weights[0]), np.load(weights[1])
+    for name in first.files:
+        np.testing.assert_array_equal(first[name], second[name], err_msg=name)
