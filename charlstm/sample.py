@@ -129,13 +129,16 @@ def feed(model: CharModel, ids, states: States) -> States:
 
 def draw_steps(
     model: CharModel, never, last, states: States, t0, steps, temperature, top_k, top_p, seed,
-    filtering: bool,
+    filtering: bool, capacity: int | None = None,
 ):  # fmt: skip
     """`steps` ids after `last` (B,) int32: (ids (B, steps), the last ids, states after).
 
     Step t0 + i feeds the previous id, adds `never` (V,) to the logits (`never_drawn`) and
     picks with `pick_next` seeded (seed, t0 + i). The Sampler and the exported SavedModel
     both draw through this loop, so a seed gives the same text in both.
+
+    capacity: a Python int >= steps; the ids are then (B, capacity), their columns from
+    `steps` on zeros, so one compiled loop serves every `steps` (a tensor) up to it.
     """
 
     def body(i, last, states, out):
@@ -143,7 +146,11 @@ def draw_steps(
         nxt = pick_next(logits + never, temperature, top_k, top_p, seed, t0 + i, filtering)
         return i + 1, nxt, states, out.write(i, nxt)
 
-    out = tf.TensorArray(tf.int32, size=steps)
+    if capacity is None:
+        out = tf.TensorArray(tf.int32, size=steps)
+    else:
+        out = tf.TensorArray(tf.int32, size=capacity, element_shape=last.shape)
+        out = out.unstack(tf.zeros([capacity, tf.shape(last)[0]], tf.int32))  # all written
     _, last, states, out = tf.while_loop(
         lambda i, *_: i < steps, body, (tf.constant(0), last, states, out)
     )
@@ -169,16 +176,20 @@ class Sampler:
         self.feed = tf.function(
             self._feed, input_signature=[tf.TensorSpec((None, None), tf.int32), any_batch]
         )
-        # XLA always: compiled and uncompiled kernels draw different random streams; `steps`
-        # and `filtering` are Python values, each distinct value compiled once
+        # XLA always: compiled and uncompiled kernels draw different random streams. Traced
+        # once for each chunk size (`capacity`) and `filtering` (Python values), and batch
+        # size; the number of draws, the settings and the seed are tensors
         self.sample = tf.function(self._sample, jit_compile=True, reduce_retracing=True)
 
     def _feed(self, ids, states: States) -> States:
         return feed(self.model, ids, states)
 
-    def _sample(self, last, states: States, t0, steps, temperature, top_k, top_p, seed, filtering):
+    def _sample(
+        self, last, states: States, t0, steps, temperature, top_k, top_p, seed, filtering,
+        capacity,
+    ):  # fmt: skip
         return draw_steps(self.model, self._never, last, states, t0, steps, temperature, top_k,
-                          top_p, seed, filtering)  # fmt: skip
+                          top_p, seed, filtering, capacity)  # fmt: skip
 
     def prime(self, prime_ids: np.ndarray, num_samples: int) -> tuple[States, tf.Tensor]:
         """Feed all but the last prime id: (states, last ids (B,)) to start sampling from."""
@@ -230,10 +241,12 @@ class Sampler:
             sampling.top_k > 0 or sampling.top_p < 1,
         )
         for t in range(0, length, chunk):
+            n = min(chunk, length - t)
             ids, last, states = self.sample(
-                last, states, tf.constant(t0 + t, tf.int32), min(chunk, length - t), *settings
-            )
-            yield ids.numpy(), (states, last)
+                last, states, tf.constant(t0 + t, tf.int32), tf.constant(n, tf.int32), *settings,
+                chunk,
+            )  # fmt: skip
+            yield ids.numpy()[:, :n], (states, last)
 
 
 class Conversation:

@@ -29,6 +29,8 @@ from charlstm.config import GENERATE_LENGTH, SamplingConfig, from_dict
 from charlstm.errors import CharlstmError
 
 MAX_PRIME_CHARS = 10_000
+# /generate/stream hands the text out this many characters at a time
+STREAM_CHUNK = 16
 # where serve.html's script takes the defaults of its fields
 _DEFAULTS_MARK = "__DEFAULTS__"
 
@@ -112,7 +114,7 @@ def make_app(lm: api.LanguageModel):
             prime, length, sampling = _settings(await request.body())
         except CharlstmError as err:
             return bad(err)
-        pieces = cast(Iterator[str], lm.stream(prime, length, chunk=16, **sampling))
+        pieces = cast(Iterator[str], lm.stream(prime, length, chunk=STREAM_CHUNK, **sampling))
         return StreamingResponse(pieces, media_type="text/plain; charset=utf-8")
 
     return Starlette(
@@ -133,5 +135,8 @@ def serve(
     import uvicorn  # noqa: PLC0415
 
     lm = api.load(run_dir, precision)
-    lm.generate("", 1)  # compile the loops before the first visitor waits for them
+    # compile the loops the page uses before the first visitor waits for them: one for each
+    # chunk size (a request of any length, seed or temperature reuses it)
+    lm.generate("", 1)
+    "".join(lm.stream("", 1, chunk=STREAM_CHUNK))
     uvicorn.run(make_app(lm), host=host, port=port, log_level="warning")

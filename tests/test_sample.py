@@ -148,6 +148,19 @@ def test_prime_is_fed_by_one_traced_loop_that_matches_the_model_call(run):
     assert sampler.feed.experimental_get_tracing_count() == 1  # any prime length, one trace
 
 
+def test_draws_of_any_length_and_setting_are_one_trace_per_chunk_size_and_filter(run):
+    run_dir, model, _ = run
+    sampler = Sampler(model, run_dir.tokenizer)
+    for length in (1, 2, 3, 5, 8, 13, 21, 34):
+        sampling = SamplingConfig(seed=length, temperature=length / 10)
+        text = "".join(sampler.generate("A", length, sampling, chunk=16))
+        assert len(text) == length
+    assert sampler.sample.experimental_get_tracing_count() == 1
+    list(sampler.generate("A", 9, SamplingConfig(top_k=3), chunk=16))  # the filtering loop
+    list(sampler.generate("A", 9, chunk=4))  # another chunk size
+    assert sampler.sample.experimental_get_tracing_count() == 3
+
+
 def test_text_does_not_depend_on_chunk_size(run):
     sampling = SamplingConfig(seed=1, top_k=5, top_p=0.9)
     whole = _text(run, prime="A", length=50, sampling=sampling, chunk=256)

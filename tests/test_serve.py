@@ -60,6 +60,8 @@ def server(trained_run):
         _, err = proc.communicate(timeout=30)
         assert proc.returncode == 0, err.decode()
         assert b"Traceback" not in err
+        # requests of every length and setting reuse the loops compiled at start-up
+        assert b"retracing" not in err, err.decode()
 
 
 def test_info_and_generate_give_what_the_command_line_gives(server, trained_run):
@@ -102,6 +104,17 @@ def test_fifty_concurrent_requests_each_get_their_own_text(server):
         together = list(pool.map(ask, [i % 5 for i in range(50)]))
     assert together == [alone[i % 5] for i in range(50)]
     assert len(set(alone)) > 1
+
+
+def test_requests_of_many_lengths_and_settings_need_no_new_trace(server):
+    """TensorFlow warns on the server's terminal when a function is traced again and again;
+    the fixture's end checks that it never did."""
+    url, _, _ = server
+    for length in (1, 2, 3, 5, 8, 13, 21, 34, 55, 89, 300):
+        for path, top_k in (("/generate", 0), ("/generate/stream", 0), ("/generate", 3)):
+            body = {"prime": "A", "length": length, "seed": length, "top_k": top_k}
+            status, text = _post(f"{url}{path}", body)
+            assert status == 200, text
 
 
 @pytest.mark.parametrize(
