@@ -109,7 +109,7 @@ def encode_file(
         return EncodedFile(_map(ids_path, meta["dtype"]), found, sha, ids_path)
 
     cache.mkdir(parents=True, exist_ok=True)
-    encoder = _Encoder(tokenizer)
+    encoder = _Encoder(tokenizer, chunk_bytes)
     part = cache / f"{key}.ids.part"
     with part.open("wb") as out:
         for codes in _code_points(path, codec, errors, total, chunk_bytes, progress):
@@ -178,10 +178,10 @@ def _last_ascii(text: str) -> int:
 
 class _Encoder:
     """Code points -> ids through a table over all of Unicode, written to a file whose dtype
-    widens when the vocabulary outgrows it."""
+    widens when the vocabulary outgrows it; the file is rewritten `piece` ids at a time."""
 
-    def __init__(self, tokenizer: CharTokenizer | None):
-        self.tokenizer = tokenizer
+    def __init__(self, tokenizer: CharTokenizer | None, piece: int = CHUNK_BYTES):
+        self.tokenizer, self.piece = tokenizer, piece
         self.unknown = 0
         if tokenizer is None:
             self.table = np.full(_CODE_POINTS, -1, np.int32)
@@ -212,20 +212,27 @@ class _Encoder:
         self.written += len(ids)
 
     def _widen(self, out) -> None:
-        """Rewrite what is written in a wider dtype once the vocabulary needs it."""
+        """Rewrite what is written in a wider dtype once the vocabulary needs it, in place
+        from the end backwards (each piece is read before anything lands on it), `piece` ids
+        at a time: memory stays bounded however much is written."""
         need = dtype_for(len(self.chars))
         if need.itemsize <= self.dtype.itemsize:
             return
         out.flush()
-        if self.written:
-            old = np.fromfile(out.name, dtype=self.dtype, count=self.written)
-            out.seek(0)
-            out.truncate()
-            out.write(old.astype(need).tobytes())
+        with open(out.name, "r+b") as f:
+            step = self.piece
+            for start in range(self.written - self.written % -step - step, -1, -step):
+                f.seek(start * self.dtype.itemsize)
+                piece = np.fromfile(f, self.dtype, min(step, self.written - start))
+                f.seek(start * need.itemsize)
+                f.write(piece.astype(need).tobytes())
+        out.seek(self.written * need.itemsize)
         self.dtype = need
 
     def finish(self, part: Path) -> tuple[CharTokenizer, np.dtype]:
-        """Renumber the provisional ids in sorted-vocabulary order (build mode), in place."""
+        """Renumber the provisional ids in sorted-vocabulary order (build mode), in place, a
+        piece at a time through reads and writes (a writable memory map would count every
+        page of the file in the process' resident memory)."""
         if self.tokenizer is not None:
             return self.tokenizer, self.dtype
         tokenizer = CharTokenizer.from_chars(self.chars[1:])
@@ -233,10 +240,10 @@ class _Encoder:
             return tokenizer, self.dtype
         final = {ch: i for i, ch in enumerate(tokenizer.chars)}
         remap = np.array([final[ch] for ch in self.chars], dtype=self.dtype)
-        ids = np.memmap(part, dtype=self.dtype, mode="r+")
-        step = CHUNK_BYTES
-        for start in range(0, len(ids), step):
-            ids[start : start + step] = remap[ids[start : start + step]]
-        ids.flush()
-        del ids
+        with part.open("r+b") as f:
+            for start in range(0, self.written, self.piece):
+                f.seek(start * self.dtype.itemsize)
+                piece = np.fromfile(f, self.dtype, self.piece)
+                f.seek(start * self.dtype.itemsize)
+                f.write(remap[piece].tobytes())
         return tokenizer, self.dtype

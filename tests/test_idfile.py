@@ -5,6 +5,9 @@ views of it; and a run trained from it is the run trained from the text."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -157,3 +160,70 @@ def test_a_run_trained_from_the_id_file_is_the_run_trained_from_the_text(tmp_pat
         return [json.loads(line)["train_loss"] for line in (run / "log.jsonl").open()]
 
     assert losses(tmp_path / "streamed") == losses(tmp_path / "whole")
+
+
+# a wrapper whose only child is the command: its RUSAGE_CHILDREN peak is the command's peak
+# resident memory over the whole run (anonymous memory and mapped file pages alike)
+_PEAK = (
+    "import resource, subprocess, sys\n"
+    "done = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)\n"
+    "sys.stderr.buffer.write(done.stderr)\n"
+    "print(done.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
+)
+
+
+def _train_peak_mb(corpus_path, out, data) -> tuple[str, float]:
+    """`charlstm train` a small model for a few seconds, to its end (the final validation
+    pass over the whole validation part included): its stderr and peak RSS in MB."""
+    command = [sys.executable, "-m", "charlstm", "train", str(corpus_path), "--out", str(out),
+               "--minutes", "0.1", "--num-layers", "1", "--units", "32", "--batch-size", "16",
+               "--eval-every", "100000"]  # fmt: skip
+    env = {**os.environ, "CHARLSTM_DATA": str(data), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    done = subprocess.run([sys.executable, "-c", _PEAK, *command], env=env, capture_output=True,
+                          text=True, timeout=900)  # fmt: skip
+    code, peak_kb = done.stdout.split()
+    assert code == "0", done.stderr[-3000:]
+    return done.stderr, int(peak_kb) / 1024
+
+
+@pytest.mark.slow
+def test_a_corpus_over_the_streaming_threshold_trains_in_bounded_memory(tmp_path):
+    """A 72 MB corpus (over STREAM_BYTES, 64 MiB, so encoded streaming in 16 MiB pieces) and a
+    1 MB one, each trained to the end by the installed command. The big run's peak RSS, over
+    the whole run with its final pass over the 3.6 MB validation part, exceeds the small one's
+    by less than 100 MB (reading the text whole would take some 500 MB: the text, its NFC copy
+    and int32 ids). Peak RSS counts anonymous memory and the id file's mapped pages.
+
+    Then the encoding alone, in 1 MiB pieces: it grows the process' peak by less than 50 MB
+    (renumbering the ids through a writable map of the 72 MB file would add all of it)."""
+    lines = (corpus.corpus_path("tinyshakespeare").read_text(encoding="utf-8")
+             .splitlines(keepends=True))  # fmt: skip
+    rng = np.random.default_rng(0)
+    big, small = tmp_path / "big.txt", tmp_path / "small.txt"
+    with big.open("w", encoding="utf-8") as f:
+        while f.tell() < 72_000_000:
+            f.write("".join(lines[i] for i in rng.permutation(len(lines))))
+    small.write_text("".join(lines), encoding="utf-8")
+    assert big.stat().st_size > corpus.STREAM_BYTES > small.stat().st_size
+
+    said, big_mb = _train_peak_mb(big, tmp_path / "big-run", tmp_path / "data")
+    assert "ids mapped from" in said  # streamed into the cache's id file
+    _, small_mb = _train_peak_mb(small, tmp_path / "small-run", tmp_path / "data")
+    last = json.loads((tmp_path / "big-run" / "log.jsonl").read_text().splitlines()[-1])
+    assert last["val_chars_all"] > 3_500_000  # the final pass scored the whole part
+    assert big_mb - small_mb < 100, (big_mb, small_mb)
+
+    growth = [sys.executable, "-c", _ENCODE_GROWTH, str(big), str(tmp_path / "ids")]
+    encoding = subprocess.run(growth, capture_output=True, text=True, timeout=600)
+    assert encoding.returncode == 0, encoding.stderr[-3000:]
+    assert float(encoding.stdout) < 50, encoding.stdout
+
+
+# encode_file's growth of the peak resident memory, in MB
+_ENCODE_GROWTH = (
+    "import resource, sys\n"
+    "from charlstm.idfile import encode_file\n"
+    "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+    "encode_file(sys.argv[1], sys.argv[2], chunk_bytes=1 << 20)\n"
+    "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024)\n"
+)
