@@ -5,6 +5,7 @@ import hashlib
 import json
 import os
 import random
+import resource
 import shutil
 import signal
 import stat
@@ -22,9 +23,10 @@ from charlstm import rundir as rundir_module
 from charlstm.data import tbptt_windows
 from charlstm.errors import CharlstmError
 from charlstm.events import StepEvent
-from charlstm.rundir import CONFIG, LOCK, MODEL, RunDir, run_lock
+from charlstm.rundir import CONFIG, LOCK, MODEL, TRAIN_STATE, RunDir, run_lock
 from charlstm.trainer import train
-from tests.conftest import require, tiny_config
+from tests.conftest import TINY_TRAIN_ARGS, make_text, require, tiny_config
+from tests.test_cli import run_charlstm, started
 
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
 
@@ -102,33 +104,42 @@ def test_sigint_saves_a_checkpoint_and_exits_130_with_one_line(tmp_path, text_fi
     assert not (out / LOCK).exists()
 
 
-def test_a_failing_rename_mid_save_leaves_the_previous_checkpoint_and_no_temporary(
-    tmp_path, text_file, monkeypatch
-):
-    """The fault is injected in the OS call: os.replace fails on the second checkpoint's
-    second file, as a full disk or a yanked drive would make it."""
+def test_a_save_failing_mid_checkpoint_leaves_the_previous_one_and_no_temporary(tmp_path):
+    """The fault itself, in a real `charlstm train`: once a checkpoint is complete, the
+    process' file-size limit (RLIMIT_FSIZE, set from outside with prlimit, which binds root
+    too) is lowered between the sizes of the checkpoint's first file and its second, so the
+    next save writes model.safetensors and then the kernel refuses train_state.safetensors
+    (EFBIG), midway through the checkpoint, as a full disk or a quota would."""
+    text = tmp_path / "tiny.txt"
+    text.write_text(make_text(), encoding="utf-8")
     out = tmp_path / "run"
-    real_replace = os.replace
-    calls = {"n": 0}
-
-    def failing_replace(src, dst):
-        if Path(dst).parent.name.startswith("step-"):
-            calls["n"] += 1
-            if calls["n"] == 6:
-                raise OSError(errno.ENOSPC, "No space left on device")
-        real_replace(src, dst)
-
-    monkeypatch.setattr(os, "replace", failing_replace)
-    with pytest.raises(CharlstmError, match="No space left.*step 5, is intact"):
-        train(out, tiny_config(str(text_file), eval_every=5))
-    monkeypatch.setattr(os, "replace", real_replace)
+    args = [*TINY_TRAIN_ARGS, "--epochs", "1000", "--eval-every", "40", "--no-tensorboard"]
+    with started("train", text, "--out", out, *args) as proc:
+        deadline = time.monotonic() + 120
+        while not (found := rundir_module.complete_checkpoints(out)):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+            time.sleep(0.01)
+        sizes = {f.name: f.stat().st_size for f in found[-1].path.iterdir()}
+        assert sizes[MODEL] < sizes[TRAIN_STATE]
+        limit = (sizes[MODEL] + sizes[TRAIN_STATE]) // 2
+        resource.prlimit(proc.pid, resource.RLIMIT_FSIZE, (limit, limit))
+        _, err = proc.communicate(timeout=120)
+    err = err.decode()
+    assert proc.returncode == 1, err[-3000:]
+    assert "Traceback" not in err
+    errors = [line for line in err.splitlines() if line.startswith("Error")]
+    assert len(errors) == 1 and "File too large" in errors[0], err[-3000:]
+    failed = int(errors[0].split("cannot write checkpoint ")[1].split()[0])
+    kept = [c.step for c in RunDir.open(out).checkpoints()]
+    assert kept and kept[-1] < failed and f"step {kept[-1]}, is intact" in errors[0]
     assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")]
-    assert [p.name for p in (out / "checkpoints").iterdir()] == ["step-00000005"]
-    run = RunDir.open(out)
-    assert [c.step for c in run.checkpoints()] == [5]
-    run.load_model()
-    result = train(out, resume=True, epochs=1)
-    assert result.step > 5 and run.latest_checkpoint().step == result.step
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == [
+        f"step-{step:08d}" for step in kept
+    ]  # no partial folder of the failed step
+    RunDir.open(out).load_model()
+    resumed = run_charlstm("train", "--out", out, "--resume", "--epochs", "1", timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert RunDir.open(out).latest_checkpoint().step > kept[-1]
 
 
 def _record_fsyncs_and_renames(monkeypatch, name_folders: bool) -> list:
