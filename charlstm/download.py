@@ -93,10 +93,10 @@ def download(
     dest = Path(dest)
     if dest.is_file():
         problem = cached_problem(dest, sha256, size)
-        if problem is None:
-            record = read_record(dest)  # written or confirmed by cached_problem
+        record = read_record(dest) if problem is None else None  # written or confirmed
+        if record is not None:
             return Downloaded(dest, record.bytes, record.sha256, fetched=False)
-        log.warning("%s: %s; downloading it again", dest, problem)
+        log.warning("%s: %s; downloading it again", dest, problem or "its record is unreadable")
         dest.unlink()
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")

@@ -138,5 +138,5 @@ def serve(
     # compile the loops the page uses before the first visitor waits for them: one for each
     # chunk size (a request of any length, seed or temperature reuses it)
     lm.generate("", 1)
-    "".join(lm.stream("", 1, chunk=STREAM_CHUNK))
+    "".join(cast(Iterator[str], lm.stream("", 1, chunk=STREAM_CHUNK)))
     uvicorn.run(make_app(lm), host=host, port=port, log_level="warning")
