@@ -106,7 +106,7 @@ __all__ = [
 
 # what a resume may change: the budget, and where the run trains (a run trained on N replicas
 # resumes on any number that divides its batch)
-RESUME_OPTIONS = ("epochs", "minutes", "strategy")
+RESUME_OPTIONS = ("epochs", "minutes", "strategy", "kernel")
 
 
 @dataclass(frozen=True)
@@ -121,8 +121,8 @@ class TrainPlan:
         out: the run directory.
         config: the RunConfig a new run starts with (a resumed run goes on under its own).
         resume, force: as `plan_training` was given them.
-        epochs, minutes, strategy: with resume, a new epoch limit, minutes more, another
-            strategy (None: as the run has it).
+        epochs, minutes, strategy, kernel: with resume, a new epoch limit, minutes more,
+            another strategy or kernel (None: as the run has it).
     """
 
     corpus: str
@@ -134,6 +134,7 @@ class TrainPlan:
     epochs: int | None = None
     minutes: float | None = None
     strategy: str | None = None
+    kernel: str | None = None
 
     def run(self, callback: Callable[[Any], None] | None = None) -> TrainResult:
         """Train (`charlstm.trainer.train`), reporting its events to `callback`.
@@ -146,7 +147,7 @@ class TrainPlan:
 
         return train_loop(
             self.out, self.config, resume=self.resume, force=self.force, epochs=self.epochs,
-            minutes=self.minutes, strategy=self.strategy, callback=callback,
+            minutes=self.minutes, strategy=self.strategy, kernel=self.kernel, callback=callback,
         )  # fmt: skip
 
 
@@ -190,8 +191,12 @@ def plan_training(
         _check_resume_options(out, str(corpus) if corpus else None, given)
     # the corpus' size in bytes stands for its characters when a preset is chosen
     config = RunConfig.from_options(name, corpus_chars=source.size, **given)
-    epochs, minutes, strategy = (given.get(n) for n in RESUME_OPTIONS) if resume else [None] * 3
-    return TrainPlan(name, bool(corpus), out, config, resume, force, epochs, minutes, strategy)
+    epochs, minutes, strategy, kernel = (
+        (given.get(n) for n in RESUME_OPTIONS) if resume else [None] * len(RESUME_OPTIONS)
+    )
+    return TrainPlan(
+        name, bool(corpus), out, config, resume, force, epochs, minutes, strategy, kernel
+    )
 
 
 def train(
@@ -536,6 +541,8 @@ class RunInfo:
         best_val, best_step: the best validation loss (nats/char) and its step.
         last: the last validation record (None before the first).
         tensorflow, keras: the versions running here.
+        kernel: the loops its training runs on here (`charlstm.kernel.describe`), or why the
+            kernel its config asks for cannot run here.
     """
 
     run: str
@@ -550,6 +557,7 @@ class RunInfo:
     last: LogRecord | None
     tensorflow: str
     keras: str
+    kernel: str
 
     def to_dict(self) -> dict[str, Any]:
         """As JSON holds it (`GET /info` of `charlstm serve`)."""
@@ -571,6 +579,7 @@ def _run_info(run: RunDir) -> RunInfo:
     import keras  # noqa: PLC0415 (slow import)
     import tensorflow as tf  # noqa: PLC0415
 
+    from charlstm import kernel, precision  # noqa: PLC0415
     from charlstm.model import build_model, check_fits  # noqa: PLC0415
 
     config = run.config
@@ -591,7 +600,16 @@ def _run_info(run: RunDir) -> RunInfo:
         last=records[-1] if records else None,
         tensorflow=tf.__version__,
         keras=keras.__version__,
+        kernel=_kernel_here(config, kernel, precision),
     )
+
+
+def _kernel_here(config: RunConfig, kernel, precision) -> str:
+    dtype = precision.resolve(config.precision, config.model.cell)
+    try:
+        return kernel.describe(kernel.choose(config.kernel, dtype, config.model.cell))
+    except CharlstmError as err:
+        return f"kernel: {err}"
 
 
 def plot(run_dir: str | Path, out: str | Path | None = None) -> Path:

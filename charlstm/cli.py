@@ -251,6 +251,7 @@ def train(corpus, out, resume, force, config_file, **settings) -> None:
             click.echo(
                 api.explain_precision(event.config.precision, event.config.model.cell), err=True
             )
+            click.echo(event.kernel, err=True)
         elif isinstance(event, api.EncodeEvent):
             verb = "hashing" if event.phase == "hash" else "encoding"
             bar = encoding.setdefault(event.phase, _ByteBar(f"{verb} {plan.corpus}"))
@@ -498,6 +499,7 @@ def info(run_dir) -> None:
             f"{i.last.elapsed_s:.0f}s of training"
         )
     lines.append(f"software: TensorFlow {i.tensorflow}, Keras {i.keras}")
+    lines.append(f"training here: {i.kernel}")
     click.echo("\n".join(lines))
 
 

@@ -34,7 +34,7 @@ from charlstm.settings import (
 )
 
 __all__ = [
-    "GENERATE_LENGTH", "PRECISIONS", "PRESETS", "STRATEGIES", "DynamicConfig",
+    "GENERATE_LENGTH", "KERNELS", "PRECISIONS", "PRESETS", "STRATEGIES", "DynamicConfig",
     "InferenceConfig", "ModelConfig", "Option", "RunConfig", "SamplingConfig", "TrainConfig",
     "choose_preset", "coerce", "field_type", "from_dict", "option_sections", "options",
     "run_options",
@@ -106,6 +106,8 @@ class ModelConfig(Settings):
 
 # the dtypes of the matrix products (charlstm.precision)
 PRECISIONS = ("auto", "float32", "bfloat16")
+# how the LSTM layers run their loops (charlstm.kernel)
+KERNELS = ("auto", "compiled", "xla")
 # TrainConfig.strategy (charlstm.distribute)
 STRATEGIES = ("auto", "one", "mirrored", "multiworker")
 
@@ -266,6 +268,12 @@ class RunConfig(Settings):
         "capability 8.0 or more) and, without a GPU, where the CPU has AVX512-BF16 or AMX (the "
         "layernorm cell: float32 only)",
         choices=PRECISIONS,
+    )
+    kernel: str = setting(
+        "auto",
+        "how the LSTM layers run their loops: compiled (C++ over MKL, built on first use), "
+        "xla, or auto (compiled where it builds, the products are float32 and no GPU is used)",
+        choices=KERNELS,
     )
 
     def to_json(self) -> str:

@@ -213,7 +213,7 @@ class Replicas:
         assert strategy is not None
         variables = model.trainable_variables
         # the fused forward and backward, per replica, compiled as on one device
-        compiled = precision.compile_step(gradients, model.matmul_dtype)
+        compiled = precision.compile_step(gradients, model)
 
         def replica(x, y, states):
             value, g, states = compiled(x, y, states)

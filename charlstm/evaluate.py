@@ -112,7 +112,7 @@ def make_dynamic_step(model: CharModel, config: DynamicConfig) -> Callable:
             v.assign(v - lr * g / rms + decay * (theta_g - v))
         return nll, states
 
-    return precision.compile_step(step, model.matmul_dtype)
+    return precision.compile_step(step, model)
 
 
 def dynamic_evaluate(

@@ -45,6 +45,7 @@ class StartEvent:
     parameters: int
     resumed_step: int | None  # the checkpoint's step when resuming
     config: RunConfig  # every choice the run trains with
+    kernel: str = "kernel: xla"  # which loops run (`charlstm.kernel.describe`)
 
 
 @dataclass(frozen=True)

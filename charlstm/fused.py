@@ -40,6 +40,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from charlstm import kernel as compiled_kernel
 from charlstm import precision
 from charlstm.cell import LayerNormLSTMCell, LSTMCell, layernorm_lstm_update, lstm_update
 
@@ -54,6 +55,8 @@ class FusedLSTM(keras.layers.Layer):
         weight_drop: p of the mask M on recurrent_kernel.
         matmul_dtype: "float32" or "bfloat16", the dtype of the input projection and of the
             recurrent kernel's gradient (`charlstm.precision`); the loop runs in float32.
+        kernel: "xla" (the loops below, XLA-compiled) or "compiled" (the same loops as C++
+            ops over MKL, `charlstm.kernel`).
 
     Call:
         inputs: (B, T, D); initial_state: [h (B, H), c (B, H)] or None for zeros;
@@ -71,12 +74,13 @@ class FusedLSTM(keras.layers.Layer):
         recurrent_dropout: float = 0.0,
         weight_drop: float = 0.0,
         matmul_dtype: str = "float32",
+        kernel: str = "xla",
         **kwargs,
     ):
         super().__init__(**kwargs)
         self.units = units
         self.recurrent_dropout, self.weight_drop = recurrent_dropout, weight_drop
-        self.matmul_dtype = matmul_dtype
+        self.matmul_dtype, self.kernel = matmul_dtype, kernel
         self.cell = LSTMCell(units, name="cell")
         if recurrent_dropout or weight_drop:
             self.seed_generator = keras.random.SeedGenerator(name="seed_generator")
@@ -116,7 +120,7 @@ class FusedLSTM(keras.layers.Layer):
         h0, c0 = initial_state
         h_mask, kernel_mask = self.masks(batch, training)
         U = tf.convert_to_tensor(self.cell.recurrent_kernel)
-        return lstm_recurrence(xw, h0, c0, U * kernel_mask, h_mask, self.matmul_dtype)
+        return lstm_recurrence(xw, h0, c0, U * kernel_mask, h_mask, self.matmul_dtype, self.kernel)
 
     def masks(self, batch, training=False):
         """One window's masks: m (B, H) on h_{t-1} and M (H, 4H) on recurrent_kernel, each
@@ -139,6 +143,7 @@ class FusedLSTM(keras.layers.Layer):
             "recurrent_dropout": self.recurrent_dropout,
             "weight_drop": self.weight_drop,
             "matmul_dtype": self.matmul_dtype,
+            "kernel": self.kernel,
         }
 
 
@@ -216,21 +221,30 @@ def _backward_loop(gates, cs, c0, d_hs, d_h, d_c, recurrent_kernel, h_mask):
     return dzs.stack(), dh0, dc0
 
 
-def lstm_recurrence(xw, h0, c0, recurrent_kernel, h_mask=None, dtype: str = "float32"):
+def lstm_recurrence(
+    xw, h0, c0, recurrent_kernel, h_mask=None, dtype: str = "float32", kernel: str = "xla"
+):
     """`lstm_forward` (same arguments) with the hand-written backward through time, whose
-    d recurrent_kernel product runs in `dtype` (`charlstm.precision`).
+    d recurrent_kernel product runs in `dtype` (`charlstm.precision`); the forward and
+    backward loops XLA's (`_forward_loop`, `_backward_loop`) or, with kernel "compiled", the
+    C++ ops of `charlstm.kernel` (the same equations).
 
     Returns:
         hs (T, B, H), h_T (B, H), c_T (B, H).
     """
     h_mask = tf.ones_like(h0) if h_mask is None else h_mask
+    if kernel == "compiled":
+        ops = compiled_kernel.load().ops
+        forward_loop, backward_loop = ops.charlstm_lstm_forward, ops.charlstm_lstm_backward
+    else:
+        forward_loop, backward_loop = _forward_loop, _backward_loop
 
     @tf.custom_gradient
     def recurrence(xw, h0, c0, U, h_mask):
         # the loop's inputs are cut from any tape: its gradient is `backward`, and a tape
         # would ask the compiled loop for a forward pass that keeps its intermediates
         inputs = [tf.stop_gradient(a) for a in (xw, h0, c0, U, h_mask)]
-        hs, cs, gates = _forward_loop(*inputs)  # (T, B, H) x 2, (T, B, 4H)
+        hs, cs, gates = forward_loop(*inputs)  # (T, B, H) x 2, (T, B, 4H)
         h, c = hs[-1], cs[-1]
 
         def backward(d_hs, d_h, d_c):
@@ -238,7 +252,7 @@ def lstm_recurrence(xw, h0, c0, recurrent_kernel, h_mask=None, dtype: str = "flo
             d_hs = tf.zeros_like(hs) if d_hs is None else d_hs
             d_h = tf.zeros_like(h) if d_h is None else d_h
             d_c = tf.zeros_like(c) if d_c is None else d_c
-            dz, dh0, dc0 = _backward_loop(gates, cs, c0, d_hs, d_h, d_c, U, h_mask)
+            dz, dh0, dc0 = backward_loop(gates, cs, c0, d_hs, d_h, d_c, U, h_mask)
             h_prev = tf.concat([h0[None], hs[:-1]], axis=0) * h_mask  # (T, B, H), as U saw it
             units = U.shape[0]
             d_U = precision.matmul(  # (H, T*B) @ (T*B, 4H)

@@ -86,6 +86,8 @@ class CharModel(keras.Model):
         matmul_dtype: "float32" or "bfloat16", the dtype of the large matrix products (input
             projections, head, recurrent-kernel gradient) of the fused layers and the head
             (`charlstm.precision`).
+        kernel: "xla" or "compiled": how the fused LSTM layers run their loops
+            (`charlstm.kernel`; the other models have XLA loops only).
 
     Call:
         ids: (B, T) int32.
@@ -98,12 +100,14 @@ class CharModel(keras.Model):
     layer_prefix: str
     time_axis = 1  # of the (B, T, H) activations between layers
 
-    def __init__(self, config: ModelConfig, matmul_dtype: str = "float32", **kwargs):
+    def __init__(
+        self, config: ModelConfig, matmul_dtype: str = "float32", kernel: str = "xla", **kwargs
+    ):
         super().__init__(**kwargs)
         if config.vocab_size < 1:
             raise ValueError("ModelConfig.vocab_size must be set before building the model")
         self.config = config
-        self.matmul_dtype = matmul_dtype
+        self.matmul_dtype, self.kernel = matmul_dtype, kernel
         # N(0, 1), as PyTorch's nn.Embedding: Keras' uniform +-0.05 starts every character's
         # input projection near zero, and the model then learns far less per step (validation
         # loss on Tiny Shakespeare after 400 steps of the default model: 1.68 against 1.90)
@@ -194,6 +198,7 @@ class CharModel(keras.Model):
             **super().get_config(),
             "config": dataclasses.asdict(self.config),
             "matmul_dtype": self.matmul_dtype,
+            "kernel": self.kernel,
         }
 
     @classmethod
@@ -218,9 +223,8 @@ class CharLSTM(CharModel):
 
     def make_layer(self, name: str) -> FusedLSTM:
         config = self.config
-        return FusedLSTM(
-            config.units, config.recurrent_dropout, config.weight_drop, self.matmul_dtype, name=name
-        )
+        return FusedLSTM(config.units, config.recurrent_dropout, config.weight_drop,
+                         self.matmul_dtype, self.kernel, name=name)  # fmt: skip
 
     def call(self, ids, states: States | None = None, training: bool = False):
         x, new_states = None, []
@@ -275,16 +279,21 @@ def built(model: CharModel) -> CharModel:
 
 
 def build_model(
-    config: ModelConfig, fused: bool = True, matmul_dtype: str = "float32"
+    config: ModelConfig, fused: bool = True, matmul_dtype: str = "float32", kernel: str = "xla"
 ) -> CharModel:
     """A built model of config.cell's (`MODELS`): CharLSTM or LayerNormCharLSTM, or with
     fused=False its reference RNNCharLSTM or RNNLayerNormCharLSTM (same variable paths), its
     matrix products in `matmul_dtype` ("float32" or "bfloat16": `charlstm.precision`; the
-    references' cells stay float32; the layer-norm cell's model is float32 only)."""
+    references' cells stay float32; the layer-norm cell's model is float32 only), CharLSTM's
+    loops as `kernel` says ("xla" or "compiled": `charlstm.kernel`)."""
     if config.cell != "lstm" and matmul_dtype != "float32":
         raise ValueError(f"the {config.cell} cell runs in float32 only")
+    if kernel == "compiled" and (config.cell != "lstm" or not fused):
+        raise ValueError("the compiled kernel runs the fused lstm cell's loops only")
     fast, reference = MODELS[config.cell]
-    model = (fast if fused else reference)(config, matmul_dtype=matmul_dtype, name="char_lstm")
+    model = (fast if fused else reference)(
+        config, matmul_dtype=matmul_dtype, kernel=kernel, name="char_lstm"
+    )
     return built(model)
 
 

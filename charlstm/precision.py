@@ -113,18 +113,20 @@ def explain(precision: str, cell: str = "lstm", flags: Flags | None = None,
 def matmul(a, b, dtype: str = "float32", transpose_a: bool = False):
     """a @ b (a^T @ b with transpose_a), float32 in and out, its product in `dtype` (module
     docstring). a: (..., K) or with transpose_a (K, M); b: (K, N)."""
-    if dtype == "float32":
-        return tf.matmul(a, b, transpose_a=transpose_a)
-    a, b = tf.cast(a, dtype), tf.cast(b, dtype)
-    if a.shape.rank > 2:  # (..., K) as one (N, K) product: oneDNN's 2-D bf16 kernel
+    if dtype != "float32":
+        a, b = tf.cast(a, dtype), tf.cast(b, dtype)
+    if a.shape.rank > 2:  # (..., K) as one (N, K) product: oneDNN's 2-D kernel, not a batched one
         flat = tf.matmul(tf.reshape(a, (-1, a.shape[-1])), b)
         product = tf.reshape(flat, tf.concat([tf.shape(a)[:-1], tf.shape(b)[-1:]], axis=0))
     else:
         product = tf.matmul(a, b, transpose_a=transpose_a)
-    return tf.cast(product, tf.float32)
+    return product if dtype == "float32" else tf.cast(product, tf.float32)
 
 
-def compile_step(step, dtype: str = "float32"):
-    """`step` as a compiled TensorFlow function for products in `dtype`: one XLA computation
-    in float32; in bfloat16 a graph, so that oneDNN runs the products (module docstring)."""
-    return tf.function(step, jit_compile=dtype == "float32")
+def compile_step(step, model):
+    """`step` as a compiled TensorFlow function for `model`'s products and loops: one XLA
+    computation for float32 products and the XLA loops; a graph for bfloat16 products, so that
+    oneDNN runs them (module docstring), and for the compiled kernel (`charlstm.kernel`),
+    whose ops XLA cannot take in."""
+    xla = model.matmul_dtype == "float32" and getattr(model, "kernel", "xla") == "xla"
+    return tf.function(step, jit_compile=xla)

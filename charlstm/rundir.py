@@ -323,18 +323,20 @@ class RunDir:
         self.config = config
 
     def resume_config(
-        self, epochs: int | None = None, minutes: float | None = None, strategy: str | None = None
-    ) -> RunConfig:
+        self, epochs: int | None = None, minutes: float | None = None,
+        strategy: str | None = None, kernel: str | None = None,
+    ) -> RunConfig:  # fmt: skip
         """The config a resumed run goes on with, saved: its own, with a new epoch limit,
-        `minutes` more than the time spent so far, or another strategy, where given."""
+        `minutes` more than the time spent so far, another strategy or kernel, where given."""
         given = (("epochs", epochs), ("minutes", minutes), ("strategy", strategy))
         overrides: dict = {k: v for k, v in given if v}
         if minutes and self.checkpoints():
             overrides["minutes"] = self.latest_checkpoint().progress.elapsed_s / 60 + minutes
-        if overrides:
-            config = self.config
+        config = self.config
+        if overrides or (kernel and kernel != config.kernel):
+            train = dataclasses.replace(config.train, **overrides)
             self.save_config(
-                dataclasses.replace(config, train=dataclasses.replace(config.train, **overrides))
+                dataclasses.replace(config, train=train, kernel=kernel or config.kernel)
             )
         return self.config
 
@@ -454,9 +456,13 @@ class RunDir:
             "train again with --force, or restore the folder"
         )
 
-    def load_model(self, checkpoint: Checkpoint | None = None, matmul_dtype: str = "float32"):
+    def load_model(
+        self, checkpoint: Checkpoint | None = None, matmul_dtype: str = "float32",
+        kernel: str = "xla",
+    ):  # fmt: skip
         """Rebuild the model from config.json and assign a checkpoint's weights (default: best);
-        its products in `matmul_dtype` (`charlstm.precision`), whatever the run trained in."""
+        its products in `matmul_dtype` (`charlstm.precision`) and its loops on `kernel`
+        (`charlstm.kernel`), whatever the run trained with."""
         # TensorFlow loads only when a model is needed
         from charlstm.model import build_model, check_fits, weight_shapes
 
@@ -467,7 +473,7 @@ class RunDir:
         }
         check_layout(read_layout(checkpoint.path / MODEL), needed, str(checkpoint.path / MODEL))
         check_fits(self.config.model)
-        model = build_model(self.config.model, matmul_dtype=matmul_dtype)
+        model = build_model(self.config.model, matmul_dtype=matmul_dtype, kernel=kernel)
         assign_tensors(
             variables_by_path(model.weights),
             checkpoint.model_tensors(),

@@ -90,14 +90,12 @@ def make_train_step(
         optimizer.apply_gradients(zip(grads, model.trainable_variables))
         return value, states
 
-    return precision.compile_step(train_step, model.matmul_dtype)
+    return precision.compile_step(train_step, model)
 
 
 def make_eval_step(model: CharModel) -> Callable:
     """A compiled (x, y, states) -> (nll sum, states) for `walk`, dropout off."""
-    return precision.compile_step(
-        lambda x, y, states: nll_sum(model, x, y, states), model.matmul_dtype
-    )
+    return precision.compile_step(lambda x, y, states: nll_sum(model, x, y, states), model)
 
 
 def make_optimizer(config: TrainConfig, clip: bool = True) -> keras.optimizers.Optimizer:

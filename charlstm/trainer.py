@@ -26,7 +26,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from charlstm import events, precision
+from charlstm import events, kernel, precision
 from charlstm.config import RunConfig, SamplingConfig
 from charlstm.corpus import resolve
 from charlstm.data import Windows
@@ -60,6 +60,7 @@ def train(
     epochs: int | None = None,
     minutes: float | None = None,
     strategy: str | None = None,
+    kernel: str | None = None,
     callback: Callback | None = None,
 ) -> TrainResult:
     """Train a model into run directory `out`, or continue the run there.
@@ -78,6 +79,7 @@ def train(
         epochs, minutes: with resume, a new epoch limit, or minutes more for this run
             (the run's budget becomes the time spent so far plus `minutes`).
         strategy: with resume, where the run goes on (TrainConfig.strategy).
+        kernel: with resume, the loops it goes on with (RunConfig.kernel).
         callback: receives EncodeEvents while a large corpus file is encoded, a StartEvent,
             then StepEvent and EvalEvent objects (`charlstm.events`).
 
@@ -109,7 +111,7 @@ def train(
         if resuming:
             run = RunDir.open(home)
             with run.writing():
-                config = run.resume_config(epochs, minutes, strategy)
+                config = run.resume_config(epochs, minutes, strategy, kernel)
                 data = encode_corpus(config, run.tokenizer, encoding)
                 laid = lay_out(data.ids, data.starts, config, data.val_ids)
         else:
@@ -170,8 +172,9 @@ class Trainer:
         self.replicas = replicas = replicas or Replicas(None, settings.batch_size)
         keras.utils.set_random_seed(settings.seed)
         dtype = precision.resolve(config.precision, config.model.cell)
+        self.kernel = kernel.choose(config.kernel, dtype, config.model.cell)
         with replicas.scope():
-            self.model = build_model(config.model, matmul_dtype=dtype)
+            self.model = build_model(config.model, matmul_dtype=dtype, kernel=self.kernel)
             self.optimizer = make_optimizer(settings, clip=replicas.strategy is None)
             self.optimizer.build(self.model.trainable_variables)
         replicas.decorrelate(self.model)
@@ -265,7 +268,14 @@ class Trainer:
             resumed_step = ckpt.step
         parameters = self.model.count_params()
         self.callback(
-            events.StartEvent(self.run.path, corpus, parameters, resumed_step, self.config)
+            events.StartEvent(
+                self.run.path,
+                corpus,
+                parameters,
+                resumed_step,
+                self.config,
+                kernel.describe(self.kernel),
+            )  # fmt: skip
         )
         self.start = time.monotonic()
         # the budget is the whole run's: the time before a resume used some of it

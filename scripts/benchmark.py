@@ -1,7 +1,8 @@
 """Training and generation speed: charlstm against keras.layers.LSTM and PyTorch nn.LSTM.
 
-charlstm is timed in float32 and in bfloat16 (`charlstm.precision`), PyTorch in float32 and
-under its bfloat16 autocast; the report names the CPU and its bfloat16 flags. Every backend
+charlstm is timed in float32 and in bfloat16 (`charlstm.precision`), on the XLA loops and,
+where it builds, the compiled kernel (`charlstm.kernel`), PyTorch in float32 and under its
+bfloat16 autocast; the report names the CPU and its bfloat16 flags. Every backend
 trains the same model (Embedding(V, E) -> N x LSTM(H) -> Dense(V)) on the same windows of
 the same text with Adam, carrying the state across windows (TBPTT). Backends are timed
 interleaved, round after round, after warm-up steps, and the median chars/s is reported with
@@ -11,6 +12,7 @@ only when installed (`pip install '.[bench]'`, or `pip install torch==2.13.0` he
     python scripts/benchmark.py                    # the 2 x 256, B 64, T 100 model
     python scripts/benchmark.py --scaling --json   # + 1 x 128, 3 x 512 and batch 32 / 128
     python scripts/benchmark.py --scaling --no-variants   # the same without the regularizers
+    python scripts/benchmark.py --sizes 2x256 2x512      # those models at batch 64
     python scripts/benchmark.py --strategy mirrored   # one device against two logical CPU
                                                       # devices under tf.distribute
 """
@@ -32,6 +34,7 @@ import tensorflow as tf  # noqa: E402
 from charlstm.config import ModelConfig, SamplingConfig, TrainConfig  # noqa: E402
 from charlstm.corpus import read_text  # noqa: E402
 from charlstm.data import tbptt_windows  # noqa: E402
+from charlstm.kernel import load as load_kernel  # noqa: E402
 from charlstm.model import build_model  # noqa: E402
 from charlstm.precision import BF16_FLAGS, cpu_flags, cpu_name, resolve  # noqa: E402
 from charlstm.sample import Sampler  # noqa: E402
@@ -52,17 +55,23 @@ def forward_flops(model) -> float:
 
 class CharlstmBackend:
     """charlstm's train step, plain or with one of VARIANTS (in training mode, so the cost of
-    a regularizer shows), its products in float32 or bfloat16 (`charlstm.precision`)."""
+    a regularizer shows), its products in float32 or bfloat16 (`charlstm.precision`), its
+    loops XLA's or the compiled kernel's (`charlstm.kernel`)."""
 
-    def __init__(self, vocab, emb, units, layers, batch, seq_len, variant=None, dtype="float32"):
+    def __init__(
+        self, vocab, emb, units, layers, batch, seq_len, variant=None, dtype="float32",
+        kernel="xla",
+    ):  # fmt: skip
         self.name = "charlstm" if variant is None else f"charlstm, {variant}"
         self.name += "" if dtype == "float32" else f" {dtype}"
+        self.name += "" if kernel == "xla" else f", {kernel} kernel"
         options = {"dropout": 0.0, **VARIANTS.get(variant, {})}
         self.model = build_model(
             ModelConfig(
                 vocab_size=vocab, embedding_dim=emb, units=units, num_layers=layers, **options
             ),
             matmul_dtype=dtype,
+            kernel=kernel,
         )
         self.step_fn = make_train_step(self.model, make_optimizer(TrainConfig()))
         self.states = self.model.zero_states(batch)
@@ -318,6 +327,11 @@ def run_config(layers, units, batch, args, ids, vocab, with_generation: bool) ->
     variants = () if args.no_variants else VARIANTS
     backends = [CharlstmBackend(*shape, variant) for variant in (None, *variants)]
     backends.append(CharlstmBackend(*shape, dtype="bfloat16"))
+    if load_kernel().ops is not None:
+        backends.append(CharlstmBackend(*shape, kernel="compiled"))
+        backends.append(CharlstmBackend(*shape, "recurrent dropout 0.2", kernel="compiled"))
+    else:
+        print(f"no compiled kernel: {load_kernel().reason}", file=sys.stderr)
     backends.append(KerasLSTMBackend(*shape))
     try:
         backends += [TorchBackend(*shape), TorchBackend(*shape, autocast=True)]
@@ -361,6 +375,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--gen-length", type=int, default=2000)
     parser.add_argument("--scaling", action="store_true", help="also 1x128, 3x512, B 32/128")
+    parser.add_argument(
+        "--sizes", nargs="+", default=["2x256"], metavar="LAYERSxUNITS",
+        help="the models timed at batch 64 (the first also times generation)",
+    )  # fmt: skip
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--no-variants", action="store_true", help="skip the regularizers' rows")
     parser.add_argument(
@@ -388,7 +406,8 @@ def main() -> None:
         print(json.dumps(report, indent=2) if args.json else _strategy_table(report))
         return
     peak = matmul_peak()
-    configs = [(2, 256, 64, True)]
+    sizes = [size.split("x") for size in args.sizes]
+    configs = [(int(n), int(h), 64, i == 0) for i, (n, h) in enumerate(sizes)]
     if args.scaling:
         configs += [(1, 128, 64, False), (3, 512, 64, False), (2, 256, 32, False)]
         configs += [(2, 256, 128, False)]

@@ -26,6 +26,15 @@ def make_text(n_sentences: int = 400, seed: int = 0) -> str:
     return "\n".join(lines) + "\n"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def built_kernel():
+    """The compiled LSTM kernel built (or found) once, before any test: a test that reads a
+    command's stderr then never meets the one line of its first build."""
+    from charlstm import kernel  # noqa: PLC0415
+
+    return kernel.load()
+
+
 @pytest.fixture
 def text_file(tmp_path):
     path = tmp_path / "tiny.txt"

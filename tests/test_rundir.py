@@ -123,8 +123,10 @@ def test_a_loaded_model_equals_the_trainers_own_tensor_by_tensor(tmp_path, text_
     _, train_w, val_w = prepare_data(text_file.read_text(encoding="utf-8"), (), tokenizer, config)
     trainer = Trainer(RunDir.create(tmp_path / "run", config, tokenizer), train_w, val_w)
     trainer.fit(resume=False, corpus="tiny")
-    # in the trainer's precision (auto: bfloat16 on some CPUs), so that the outputs match too
-    loaded = RunDir.open(tmp_path / "run").load_model(matmul_dtype=trainer.model.matmul_dtype)
+    # in the trainer's precision (auto: bfloat16 on some CPUs) and kernel (auto: compiled
+    # where it builds), so that the outputs match too
+    model = trainer.model
+    loaded = RunDir.open(tmp_path / "run").load_model(None, model.matmul_dtype, model.kernel)
     ours = variables_by_path(trainer.model.weights)
     theirs = variables_by_path(loaded.weights)
     assert set(ours) == set(theirs)

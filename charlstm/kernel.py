@@ -1,0 +1,188 @@
+"""The compiled LSTM kernel: kernels/lstm.cc built on first use, loaded once, never required.
+
+`charlstm/kernels/lstm.cc` holds two TensorFlow ops for the CPU, the forward and backward
+loops of `charlstm.fused` with each step's recurrent product through MKL's cblas_sgemm. They
+are compiled with the system's C++ compiler (`$CXX`, else g++) against the installed
+TensorFlow's headers and the MKL of the Python environment (`pip install mkl mkl-include`,
+which setup.cfg installs on x86_64) into the user's cache folder (kernels/ in
+`~/.cache/charlstm` on Linux, as platformdirs names it; not $CHARLSTM_DATA, which is for
+texts), under a name made of the TensorFlow version, the source's SHA-256, the compiler
+flags and the CPU's flags. The first use builds it (about ten seconds, one log line); every
+later one loads the file. Two processes building at once take turns on a lock; the second
+finds the first's file.
+
+Where it cannot be built or loaded (no compiler, no MKL, another CPU architecture or system,
+TensorFlow without headers) `load()` says why, and the layers run the XLA loops instead, with
+the same equations.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import functools
+import glob
+import hashlib
+import logging
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from charlstm.config import KERNELS
+from charlstm.errors import CharlstmError
+
+log = logging.getLogger(__name__)
+
+SOURCE = Path(__file__).with_name("kernels") / "lstm.cc"
+_FLAGS = ["-shared", "-fPIC", "-O3", "-march=native", "-w"]
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """The compiled kernel's ops (`charlstm_lstm_forward`, `charlstm_lstm_backward`) and file,
+    or why there are none (`ops` None, `reason` set)."""
+
+    ops: Any | None
+    path: Path | None
+    reason: str
+
+
+@functools.cache
+def load() -> Loaded:
+    """The compiled kernel, built first if it is not in the cache; once per process."""
+    try:
+        path = _build()
+        import tensorflow as tf  # noqa: PLC0415
+
+        return Loaded(tf.load_op_library(str(path)), path, "")
+    except CharlstmError as err:
+        return Loaded(None, None, str(err))
+    except (OSError, RuntimeError, ValueError) as err:  # tf.load_op_library's refusals
+        return Loaded(None, None, f"the built kernel does not load ({err})")
+
+
+def choose(kernel: str, precision: str, cell: str = "lstm") -> str:
+    """ "compiled" or "xla" for a requested `kernel` (KERNELS), the resolved precision and
+    ModelConfig.cell.
+
+    auto: the compiled kernel where it loads, the cell is lstm, the products run in float32
+    and no GPU is in use; otherwise the XLA loops, with one warning line when the kernel does
+    not load. compiled: the compiled kernel, or a CharlstmError saying why it cannot run.
+    """
+    if kernel not in KERNELS:
+        raise CharlstmError(f"kernel must be one of {', '.join(KERNELS)}, got {kernel!r}")
+    if kernel == "xla":
+        return "xla"
+    import tensorflow as tf  # noqa: PLC0415
+
+    why, unbuilt = "", False
+    if cell != "lstm":
+        why = f"the compiled kernel runs the lstm cell only, not {cell}"
+    elif precision != "float32":
+        why = "the compiled kernel runs float32 products only so far"
+    elif tf.config.list_physical_devices("GPU"):
+        why = "a GPU runs the XLA/cuDNN loops"
+    else:
+        why = load().reason
+        unbuilt = bool(why)
+    if not why:
+        return "compiled"
+    if kernel == "compiled":
+        raise CharlstmError(f"--kernel compiled cannot run: {why}")
+    if unbuilt:
+        log.warning("compiled LSTM kernel unavailable (%s); running the XLA loops", why)
+    return "xla"
+
+
+def describe(kernel: str) -> str:
+    """One line saying which kernel a run uses, for the start of a command."""
+    if kernel == "compiled":
+        return f"kernel: compiled (MKL, {load().path})"
+    return "kernel: xla"
+
+
+def _build() -> Path:
+    """The kernel's shared library in the cache, built if it is not there.
+
+    Raises:
+        CharlstmError: why it cannot be built here.
+    """
+    if sys.platform != "linux" or platform.machine() not in ("x86_64", "AMD64"):
+        raise CharlstmError(
+            f"built for Linux on x86_64 only, not {sys.platform} {platform.machine()}"
+        )
+    compiler = shutil.which(os.environ.get("CXX") or "g++")
+    if compiler is None:
+        raise CharlstmError(f"no C++ compiler ({os.environ.get('CXX') or 'g++'}) on PATH")
+    include, library = _mkl()
+    import tensorflow as tf  # noqa: PLC0415
+
+    tf_include = Path(tf.sysconfig.get_include())
+    if not (tf_include / "tensorflow" / "core" / "framework" / "op.h").is_file():
+        raise CharlstmError(f"TensorFlow {tf.__version__} has no C++ headers at {tf_include}")
+    command = [compiler, *_FLAGS, *tf.sysconfig.get_compile_flags(), f"-I{include}",
+               str(SOURCE), *tf.sysconfig.get_link_flags(), str(library),
+               f"-Wl,-rpath,{library.parent}"]  # fmt: skip
+    key = hashlib.sha256(
+        "\n".join([SOURCE.read_text(), tf.__version__, *command[1:], _cpu_flags()]).encode()
+    ).hexdigest()[:16]
+    import platformdirs  # noqa: PLC0415
+
+    folder = Path(platformdirs.user_cache_dir("charlstm")) / "kernels"
+    path = folder / f"lstm-{key}.so"
+    if path.is_file():
+        return path
+    folder.mkdir(parents=True, exist_ok=True)
+    with _locked(folder / f"lstm-{key}.lock"):
+        if path.is_file():  # another process built it while this one waited
+            return path
+        started = time.monotonic()
+        fd, part = tempfile.mkstemp(dir=folder, prefix=f".lstm-{key}.", suffix=".so")
+        os.close(fd)
+        try:
+            done = subprocess.run([*command, "-o", part], capture_output=True, text=True,
+                                  check=False)  # fmt: skip
+            if done.returncode != 0:
+                errors = [line for line in done.stderr.splitlines() if "error" in line]
+                raise CharlstmError(
+                    f"the compiler failed ({(errors or done.stderr.splitlines() or ['?'])[0]})"
+                )
+            os.replace(part, path)
+        finally:
+            Path(part).unlink(missing_ok=True)
+        log.warning("built the compiled LSTM kernel in %.1f s (once): %s",
+                    time.monotonic() - started, path)  # fmt: skip
+    return path
+
+
+def _mkl() -> tuple[Path, Path]:
+    """MKL's include folder and cblas library in this Python environment (pip's mkl-include
+    and mkl put them under sys.prefix)."""
+    include = Path(sys.prefix) / "include"
+    libraries = sorted(glob.glob(str(Path(sys.prefix) / "lib" / "libmkl_rt.so*")))
+    if not (include / "mkl_cblas.h").is_file() or not libraries:
+        raise CharlstmError(f"MKL is not installed in {sys.prefix} (pip install mkl mkl-include)")
+    return include, Path(libraries[-1])
+
+
+def _cpu_flags() -> str:
+    from charlstm.precision import cpu_flags  # noqa: PLC0415
+
+    return " ".join(sorted(cpu_flags()))
+
+
+@contextlib.contextmanager
+def _locked(path: Path):
+    with path.open("a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
