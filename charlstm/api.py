@@ -607,7 +607,8 @@ def _run_info(run: RunDir) -> RunInfo:
 def _kernel_here(config: RunConfig, kernel, precision) -> str:
     dtype = precision.resolve(config.precision, config.model.cell)
     try:
-        return kernel.describe(kernel.choose(config.kernel, dtype, config.model.cell))
+        chosen = kernel.choose(config.kernel, dtype, config.model.cell, config.model.units)
+        return kernel.describe(chosen)
     except CharlstmError as err:
         return f"kernel: {err}"
 

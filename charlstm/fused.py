@@ -234,7 +234,7 @@ def lstm_recurrence(
     """
     h_mask = tf.ones_like(h0) if h_mask is None else h_mask
     if kernel == "compiled":
-        ops = compiled_kernel.load().ops
+        ops = compiled_kernel.ops()
         forward_loop, backward_loop = ops.charlstm_lstm_forward, ops.charlstm_lstm_backward
     else:
         forward_loop, backward_loop = _forward_loop, _backward_loop

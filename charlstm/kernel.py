@@ -68,13 +68,31 @@ def load() -> Loaded:
         return Loaded(None, None, f"the built kernel does not load ({err})")
 
 
-def choose(kernel: str, precision: str, cell: str = "lstm") -> str:
-    """ "compiled" or "xla" for a requested `kernel` (KERNELS), the resolved precision and
-    ModelConfig.cell.
+def ops() -> Any:
+    """The compiled kernel's ops (`load`).
 
-    auto: the compiled kernel where it loads, the cell is lstm, the products run in float32
-    and no GPU is in use; otherwise the XLA loops, with one warning line when the kernel does
-    not load. compiled: the compiled kernel, or a CharlstmError saying why it cannot run.
+    Raises:
+        CharlstmError: it cannot be built or loaded here, and why.
+    """
+    loaded = load()
+    if loaded.ops is None:
+        raise CharlstmError(f"the compiled kernel cannot run: {loaded.reason}")
+    return loaded.ops
+
+
+# auto takes the compiled kernel for layers of at most this many units: at 2 x 256 it trained
+# 1.55 x as fast as the XLA step, at 2 x 512 0.94 x (AMD EPYC Zen 3, 2 cores, docs/results.md)
+AUTO_MAX_UNITS = 256
+
+
+def choose(kernel: str, precision: str, cell: str = "lstm", units: int = 0) -> str:
+    """ "compiled" or "xla" for a requested `kernel` (KERNELS), the resolved precision,
+    ModelConfig.cell and ModelConfig.units.
+
+    auto: the compiled kernel where it loads, the cell is lstm, the products run in float32,
+    the layers have at most AUTO_MAX_UNITS units and no GPU is in use; otherwise the XLA loops,
+    with one warning line when the kernel does not load. compiled: the compiled kernel, or a
+    CharlstmError saying why it cannot run.
     """
     if kernel not in KERNELS:
         raise CharlstmError(f"kernel must be one of {', '.join(KERNELS)}, got {kernel!r}")
@@ -87,6 +105,8 @@ def choose(kernel: str, precision: str, cell: str = "lstm") -> str:
         why = f"the compiled kernel runs the lstm cell only, not {cell}"
     elif precision != "float32":
         why = "the compiled kernel runs float32 products only so far"
+    elif kernel == "auto" and units > AUTO_MAX_UNITS:
+        why = f"auto takes the XLA loops above {AUTO_MAX_UNITS} units (measured faster)"
     elif tf.config.list_physical_devices("GPU"):
         why = "a GPU runs the XLA/cuDNN loops"
     else:

@@ -172,7 +172,7 @@ class Trainer:
         self.replicas = replicas = replicas or Replicas(None, settings.batch_size)
         keras.utils.set_random_seed(settings.seed)
         dtype = precision.resolve(config.precision, config.model.cell)
-        self.kernel = kernel.choose(config.kernel, dtype, config.model.cell)
+        self.kernel = kernel.choose(config.kernel, dtype, config.model.cell, config.model.units)
         with replicas.scope():
             self.model = build_model(config.model, matmul_dtype=dtype, kernel=self.kernel)
             self.optimizer = make_optimizer(settings, clip=replicas.strategy is None)

@@ -194,3 +194,11 @@ def test_two_first_uses_at_once_build_one_kernel_both_load(ops, tmp_path):
 def test_an_unknown_kernel_is_refused():
     with pytest.raises(CharlstmError, match="kernel must be one of auto, compiled, xla"):
         kernel.choose("fast", "float32")
+
+
+def test_auto_takes_the_compiled_kernel_where_it_measured_faster(ops):
+    assert kernel.choose("auto", "float32", "lstm", 256) == "compiled"
+    assert kernel.choose("auto", "float32", "lstm", 512) == "xla"
+    assert kernel.choose("auto", "bfloat16", "lstm", 256) == "xla"
+    assert kernel.choose("auto", "float32", "layernorm", 256) == "xla"
+    assert kernel.choose("compiled", "float32", "lstm", 512) == "compiled"
