@@ -310,9 +310,10 @@ def sampling_config(**sampling) -> SamplingConfig:
     return from_dict(SamplingConfig, {k: v for k, v in sampling.items() if v is not None})
 
 
-def _inference(precision: str | None) -> InferenceConfig:
-    """InferenceConfig with `precision` (None: its default), checked."""
-    return from_dict(InferenceConfig, {} if precision is None else {"precision": precision})
+def _inference(precision: str | None, kernel: str | None = None) -> InferenceConfig:
+    """InferenceConfig with `precision` and `kernel` (None: their defaults), checked."""
+    given = {"precision": precision, "kernel": kernel}
+    return from_dict(InferenceConfig, {k: v for k, v in given.items() if v is not None})
 
 
 class LanguageModel:
@@ -325,17 +326,28 @@ class LanguageModel:
         tokenizer: the CharTokenizer.
         config: the RunConfig the run trained with.
         precision: the dtype the model's products run in here ("float32" or "bfloat16").
+        kernel: the loops its layers run in ("compiled" or "xla", `charlstm.kernel`).
+        generation_kernel: the loop generation runs in ("compiled": the generation op).
     """
 
-    def __init__(self, run_dir: str | Path, precision: str | None = None):
-        inference = _inference(precision)
+    def __init__(
+        self, run_dir: str | Path, precision: str | None = None, kernel: str | None = None
+    ):
+        inference = _inference(precision, kernel)
         self.run = RunDir.open(Path(run_dir))  # a bad run is refused before TensorFlow loads
+        from charlstm.kernel import choose  # noqa: PLC0415
         from charlstm.precision import resolve  # noqa: PLC0415 (imports TensorFlow)
 
         self.config: RunConfig = self.run.config
         self.tokenizer = self.run.tokenizer
-        self.precision = resolve(inference.precision, self.config.model.cell)
-        self.model = self.run.load_model(matmul_dtype=self.precision)
+        self.run.check_model()  # a damaged run is refused before a kernel is built for it
+        model = self.config.model
+        self.precision = resolve(inference.precision, model.cell)
+        self.kernel = choose(inference.kernel, self.precision, model.cell, model.units)
+        self.generation_kernel = choose(
+            inference.kernel, self.precision, model.cell, model.units, generation=True
+        )
+        self.model = self.run.load_model(matmul_dtype=self.precision, kernel=self.kernel)
         self._sampler: Sampler | None = None
 
     def __repr__(self) -> str:
@@ -352,7 +364,7 @@ class LanguageModel:
         if self._sampler is None:
             from charlstm.sample import Sampler  # noqa: PLC0415
 
-            self._sampler = Sampler(self.model, self.tokenizer)
+            self._sampler = Sampler(self.model, self.tokenizer, self.generation_kernel)
         return self._sampler
 
     def stream(
@@ -408,14 +420,18 @@ class LanguageModel:
         return _static_loss(self.model, self.config, self.tokenizer.encode(text))
 
 
-def load(run_dir: str | Path, precision: str | None = None) -> LanguageModel:
+def load(
+    run_dir: str | Path, precision: str | None = None, kernel: str | None = None
+) -> LanguageModel:
     """The run in `run_dir`, loaded (its best checkpoint); `precision` of the products
-    ("float32", "bfloat16" or "auto"; None: InferenceConfig's default, float32).
+    ("float32", "bfloat16" or "auto"; None: InferenceConfig's default, float32), `kernel` of
+    the loops ("auto", "compiled" or "xla"; None: auto, `charlstm.kernel.choose`).
 
     Raises:
-        CharlstmError: not a run, a damaged one, a model too big for memory, a bad precision.
+        CharlstmError: not a run, a damaged one, a model too big for memory, a bad precision,
+            a compiled kernel that cannot run here.
     """
-    return LanguageModel(run_dir, precision)
+    return LanguageModel(run_dir, precision, kernel)
 
 
 @dataclass(frozen=True)
@@ -461,6 +477,7 @@ def evaluate(
     encoding: str | None = None,
     errors: str | None = None,
     precision: str | None = None,
+    kernel: str | None = None,
 ) -> Evaluation:
     """The loss of `run_dir`'s best checkpoint on `text_file` (a file, folder, pattern or
     corpus name), as `charlstm evaluate` reports it. None: the setting's declared default.
@@ -471,7 +488,7 @@ def evaluate(
             the static loss of the same layout; the run directory is not changed.
         dynamic_lr, dynamic_decay: DynamicConfig's settings (with dynamic only).
         encoding, errors: how to read the text (RunConfig's).
-        precision: InferenceConfig's.
+        precision, kernel: InferenceConfig's.
 
     Raises:
         CharlstmError: a bad setting, run or text.
@@ -481,17 +498,21 @@ def evaluate(
     if given and not dynamic:
         raise CharlstmError(f"{', '.join(given)}: dynamic evaluation's settings; add dynamic")
     settings: DynamicConfig = from_dict(DynamicConfig, given)
-    inference = _inference(precision)
+    inference = _inference(precision, kernel)
     encoding, errors = _reading(encoding, errors)
     # neither needs TensorFlow: a bad run or text is refused at once
     run = RunDir.open(Path(run_dir))
     text = load_corpus(text_file, encoding, errors).text
+    from charlstm.kernel import choose  # noqa: PLC0415
     from charlstm.precision import resolve  # noqa: PLC0415 (imports TensorFlow)
 
-    dtype = resolve(inference.precision, run.config.model.cell)
+    cell, units = run.config.model.cell, run.config.model.units
+    dtype = resolve(inference.precision, cell)
+    run.check_model()  # a damaged run is refused before a kernel is built for it
+    loops = choose(inference.kernel, dtype, cell, units)
     ids = run.tokenizer.encode(text)
     if not dynamic:
-        loss = _static_loss(run.load_model(matmul_dtype=dtype), run.config, ids)
+        loss = _static_loss(run.load_model(matmul_dtype=dtype, kernel=loops), run.config, ids)
         return Evaluation(str(run_dir), str(text_file), dtype, loss)
     from charlstm.data import eval_windows  # noqa: PLC0415
     from charlstm.evaluate import dynamic_evaluate, evaluate_windows  # noqa: PLC0415
@@ -499,7 +520,7 @@ def evaluate(
     # one stream: each window is predicted by weights that have read only the text before it
     windows = eval_windows(ids, 1, run.config.train.seq_len)
     # a fresh copy in memory: dynamic evaluation changes its weights
-    model = run.load_model(matmul_dtype=dtype)
+    model = run.load_model(matmul_dtype=dtype, kernel=loops)
     static = evaluate_windows(model, windows)
     adapted = dynamic_evaluate(model, windows, settings)
     return Evaluation(str(run_dir), str(text_file), dtype, static, adapted, settings)

@@ -361,7 +361,7 @@ def _converse(lm: api.LanguageModel, conversation, length: int) -> None:
               help="Address to listen on; 0.0.0.0 opens it to the network.")  # fmt: skip
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
 @_options(options(InferenceConfig))
-def serve(run_dir, host, port, precision) -> None:
+def serve(run_dir, host, port, precision, kernel) -> None:
     """Play with RUN_DIR's model in the browser: a page to generate from (prime, length,
     temperature, top-k, top-p, seed; the text streams in) and its JSON API (POST /generate,
     POST /generate/stream, GET /info). Ctrl-C stops it."""
@@ -370,7 +370,7 @@ def serve(run_dir, host, port, precision) -> None:
     from charlstm.serve import serve as serve_run  # noqa: PLC0415
 
     click.echo(f"serving {run_dir} on http://{host}:{port}/ (Ctrl-C stops)", err=True)
-    serve_run(run_dir, host, port, precision)
+    serve_run(run_dir, host, port, precision, kernel)
 
 
 @cli.command()
@@ -403,7 +403,7 @@ def plot(run_dir, out) -> None:
     help="With --interactive: each line continues the text so far instead of starting afresh.",
 )
 def generate(
-    run_dir, prime, length, num_samples, interactive, precision, keep_state, **settings
+    run_dir, prime, length, num_samples, interactive, precision, kernel, keep_state, **settings
 ) -> None:
     """Generate text from the best checkpoint in RUN_DIR; the text streams to stdout."""
     # a non-finite value is refused before TensorFlow loads
@@ -412,7 +412,7 @@ def generate(
         raise click.UsageError("--keep-state is for --interactive")
     if interactive and (num_samples != 1 or prime):
         raise click.UsageError("--interactive reads its primes from the terminal, one sample")
-    lm = api.load(run_dir, precision)  # a bad run is refused before TensorFlow loads
+    lm = api.load(run_dir, precision, kernel)  # a bad run is refused before TensorFlow loads
     given = dataclasses.asdict(sampling)
     if interactive:
         _converse(lm, lm.conversation(keep_state, **given), length)
@@ -443,7 +443,9 @@ def generate(
     "print the static and the dynamic loss; the run directory is not changed.",
 )
 @_options(options(DynamicConfig) + options(InferenceConfig))
-def evaluate(run_dir, text_file, as_json, encoding, errors, dynamic, precision, **settings) -> None:
+def evaluate(
+    run_dir, text_file, as_json, encoding, errors, dynamic, precision, kernel, **settings
+) -> None:
     """Loss of RUN_DIR's best checkpoint on TEXT_FILE (or a corpus name): nats/char,
     bits/char, perplexity.
 
@@ -456,7 +458,7 @@ def evaluate(run_dir, text_file, as_json, encoding, errors, dynamic, precision, 
         raise click.UsageError(f"{names}: dynamic evaluation's settings; add --dynamic")
     found = api.evaluate(
         run_dir, text_file, dynamic=dynamic, encoding=encoding, errors=errors,
-        precision=precision, **given,
+        precision=precision, kernel=kernel, **given,
     )  # fmt: skip
     if as_json:
         click.echo(json.dumps(found.to_dict()))

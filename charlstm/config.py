@@ -272,7 +272,8 @@ class RunConfig(Settings):
     kernel: str = setting(
         "auto",
         "how the LSTM layers run their loops: compiled (C++ over MKL, built on first use), "
-        "xla, or auto (compiled where it builds, the products are float32 and no GPU is used)",
+        "xla, or auto (compiled where it builds, for float32 products, up to 256 units, "
+        "without a GPU)",
         choices=KERNELS,
     )
 
@@ -418,6 +419,13 @@ class InferenceConfig(Settings):
         "bfloat16 on GPUs with bfloat16 tensor cores and on CPUs with AVX512-BF16 or AMX; "
         "the layernorm cell: float32 only)",
         choices=PRECISIONS,
+    )
+    kernel: str = setting(
+        "auto",
+        "loops the model runs in: compiled (C++ over MKL, built on first use) or xla (auto: "
+        "compiled where it builds, for float32 lstm models, to generate at any size and to "
+        "score up to 256 units; else xla)",
+        choices=KERNELS,
     )
 
 

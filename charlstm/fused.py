@@ -37,6 +37,8 @@ and LN(c_t) through the cell's own `layernorm_lstm_update`; its backward is auto
 
 from __future__ import annotations
 
+import functools
+
 import keras
 import tensorflow as tf
 
@@ -226,16 +228,18 @@ def lstm_recurrence(
 ):
     """`lstm_forward` (same arguments) with the hand-written backward through time, whose
     d recurrent_kernel product runs in `dtype` (`charlstm.precision`); the forward and
-    backward loops XLA's (`_forward_loop`, `_backward_loop`) or, with kernel "compiled", the
-    C++ ops of `charlstm.kernel` (the same equations).
+    backward loops XLA's (`_forward_loop`, `_backward_loop`, their products float32) or, with
+    kernel "compiled", the C++ ops of `charlstm.kernel` (the same equations, their per-step
+    products in `dtype` too: bfloat16 factors, float32 sums).
 
     Returns:
         hs (T, B, H), h_T (B, H), c_T (B, H).
     """
     h_mask = tf.ones_like(h0) if h_mask is None else h_mask
     if kernel == "compiled":
-        ops = compiled_kernel.ops()
-        forward_loop, backward_loop = ops.charlstm_lstm_forward, ops.charlstm_lstm_backward
+        ops, bf16 = compiled_kernel.ops(), dtype == "bfloat16"
+        forward_loop = functools.partial(ops.charlstm_lstm_forward, bf16=bf16)
+        backward_loop = functools.partial(ops.charlstm_lstm_backward, bf16=bf16)
     else:
         forward_loop, backward_loop = _forward_loop, _backward_loop
 

@@ -40,7 +40,7 @@ from charlstm.errors import CharlstmError
 
 log = logging.getLogger(__name__)
 
-SOURCE = Path(__file__).with_name("kernels") / "lstm.cc"
+SOURCES = [Path(__file__).with_name("kernels") / name for name in ("lstm.cc", "generate.cc")]
 _FLAGS = ["-shared", "-fPIC", "-O3", "-march=native", "-w"]
 
 
@@ -85,14 +85,19 @@ def ops() -> Any:
 AUTO_MAX_UNITS = 256
 
 
-def choose(kernel: str, precision: str, cell: str = "lstm", units: int = 0) -> str:
+def choose(
+    kernel: str, precision: str, cell: str = "lstm", units: int = 0, generation: bool = False
+) -> str:
     """ "compiled" or "xla" for a requested `kernel` (KERNELS), the resolved precision,
-    ModelConfig.cell and ModelConfig.units.
+    ModelConfig.cell and ModelConfig.units; generation: for the sampling loop (the generation
+    op) rather than the layers' window loops.
 
     auto: the compiled kernel where it loads, the cell is lstm, the products run in float32,
-    the layers have at most AUTO_MAX_UNITS units and no GPU is in use; otherwise the XLA loops,
-    with one warning line when the kernel does not load. compiled: the compiled kernel, or a
-    CharlstmError saying why it cannot run.
+    the layers have at most AUTO_MAX_UNITS units (window loops only: the generation op ran
+    faster than XLA's loop at every size measured) and no GPU is in use; otherwise the XLA loops,
+    with one warning line when the kernel does not load. compiled: the compiled kernel (its
+    window loops also in bfloat16; generation in float32 only), or a CharlstmError saying why
+    it cannot run.
     """
     if kernel not in KERNELS:
         raise CharlstmError(f"kernel must be one of {', '.join(KERNELS)}, got {kernel!r}")
@@ -103,9 +108,11 @@ def choose(kernel: str, precision: str, cell: str = "lstm", units: int = 0) -> s
     why, unbuilt = "", False
     if cell != "lstm":
         why = f"the compiled kernel runs the lstm cell only, not {cell}"
-    elif precision != "float32":
-        why = "the compiled kernel runs float32 products only so far"
-    elif kernel == "auto" and units > AUTO_MAX_UNITS:
+    elif precision != "float32" and generation:
+        why = "the compiled generation loop runs float32 products only"
+    elif precision != "float32" and kernel == "auto":
+        why = "auto takes the compiled kernel for float32 products only"
+    elif kernel == "auto" and units > AUTO_MAX_UNITS and not generation:
         why = f"auto takes the XLA loops above {AUTO_MAX_UNITS} units (measured faster)"
     elif tf.config.list_physical_devices("GPU"):
         why = "a GPU runs the XLA/cuDNN loops"
@@ -117,8 +124,14 @@ def choose(kernel: str, precision: str, cell: str = "lstm", units: int = 0) -> s
     if kernel == "compiled":
         raise CharlstmError(f"--kernel compiled cannot run: {why}")
     if unbuilt:
-        log.warning("compiled LSTM kernel unavailable (%s); running the XLA loops", why)
+        _warn_unavailable(why)
     return "xla"
+
+
+@functools.cache
+def _warn_unavailable(why: str) -> None:
+    """One warning line per process, however many loops fall back."""
+    log.warning("compiled LSTM kernel unavailable (%s); running the XLA loops", why)
 
 
 def describe(kernel: str) -> str:
@@ -148,10 +161,17 @@ def _build() -> Path:
     if not (tf_include / "tensorflow" / "core" / "framework" / "op.h").is_file():
         raise CharlstmError(f"TensorFlow {tf.__version__} has no C++ headers at {tf_include}")
     command = [compiler, *_FLAGS, *tf.sysconfig.get_compile_flags(), f"-I{include}",
-               str(SOURCE), *tf.sysconfig.get_link_flags(), str(library),
+               *map(str, SOURCES), *tf.sysconfig.get_link_flags(), str(library),
                f"-Wl,-rpath,{library.parent}"]  # fmt: skip
     key = hashlib.sha256(
-        "\n".join([SOURCE.read_text(), tf.__version__, *command[1:], _cpu_flags()]).encode()
+        "\n".join(
+            [
+                *(source.read_text() for source in SOURCES),
+                tf.__version__,
+                *command[1:],
+                _cpu_flags(),
+            ]
+        ).encode()
     ).hexdigest()[:16]
     import platformdirs  # noqa: PLC0415
 

@@ -456,6 +456,23 @@ class RunDir:
             "train again with --force, or restore the folder"
         )
 
+    def check_model(self, checkpoint: Checkpoint | None = None) -> Checkpoint:
+        """The checkpoint (default: best), once its weights file holds the tensors config.json
+        names and the model fits in memory; nothing is allocated.
+
+        Raises:
+            CharlstmError: a damaged weights file, or a model too big for the memory.
+        """
+        from charlstm.model import check_fits, weight_shapes
+
+        checkpoint = checkpoint or self.best_checkpoint()
+        needed = {
+            name: ("float32", shape) for name, shape in weight_shapes(self.config.model).items()
+        }
+        check_layout(read_layout(checkpoint.path / MODEL), needed, str(checkpoint.path / MODEL))
+        check_fits(self.config.model)
+        return checkpoint
+
     def load_model(
         self, checkpoint: Checkpoint | None = None, matmul_dtype: str = "float32",
         kernel: str = "xla",
@@ -464,15 +481,9 @@ class RunDir:
         its products in `matmul_dtype` (`charlstm.precision`) and its loops on `kernel`
         (`charlstm.kernel`), whatever the run trained with."""
         # TensorFlow loads only when a model is needed
-        from charlstm.model import build_model, check_fits, weight_shapes
+        from charlstm.model import build_model
 
-        checkpoint = checkpoint or self.best_checkpoint()
-        # a config.json naming a huge model is refused before anything is allocated
-        needed = {
-            name: ("float32", shape) for name, shape in weight_shapes(self.config.model).items()
-        }
-        check_layout(read_layout(checkpoint.path / MODEL), needed, str(checkpoint.path / MODEL))
-        check_fits(self.config.model)
+        checkpoint = self.check_model(checkpoint)
         model = build_model(self.config.model, matmul_dtype=matmul_dtype, kernel=kernel)
         assign_tensors(
             variables_by_path(model.weights),

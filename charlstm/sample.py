@@ -157,16 +157,85 @@ def draw_steps(
     return tf.transpose(out.stack()), last, states
 
 
+def uniforms(batch, seed, t0, capacity: int):
+    """The uniform numbers `draw` takes at steps t0 .. t0 + capacity - 1: (capacity, B)
+    float32, row i `tf.random.stateless_uniform` (B,) seeded with (seed, t0 + i). Run under
+    XLA, as the XLA sampler's loop is, so both draw the same numbers."""
+    pair = lambda i: tf.stack([tf.cast(seed, tf.int32), tf.cast(t0 + i, tf.int32)])  # noqa: E731
+    return tf.map_fn(
+        lambda i: tf.random.stateless_uniform([batch], seed=pair(i)),
+        tf.range(capacity),
+        fn_output_signature=tf.float32,
+    )
+
+
+_uniforms = tf.function(uniforms, jit_compile=True, reduce_retracing=True)
+
+
+def generation_weights(model: CharModel, never) -> tuple:
+    """A CharLSTM's weights as the compiled generation op takes them: the first layer's input
+    projection as the (V, 4H) table Embedding @ kernel + bias, every layer's recurrent kernel
+    (N, H, 4H), the upper layers' kernels (N-1, H, 4H) and biases (N-1, 4H), the head's kernel
+    (H, V) (tied: Embedding^T) and its bias plus `never` (V,)."""
+    cells = [rnn.cell for rnn in model.rnns]
+    embeddings = tf.convert_to_tensor(model.embedding.embeddings)
+    H = model.config.units
+
+    def stacked(weights, shape):  # (N', ...) from N' Keras variables of `shape`
+        if not weights:
+            return tf.zeros((0, *shape))
+        return tf.stack([tf.convert_to_tensor(w) for w in weights])
+
+    upper = cells[1:]
+    head = tf.transpose(embeddings) if model.config.tie_embeddings else model.head.kernel
+    return (
+        tf.matmul(embeddings, cells[0].kernel) + cells[0].bias,
+        stacked([cell.recurrent_kernel for cell in cells], (H, 4 * H)),
+        stacked([cell.kernel for cell in upper], (H, 4 * H)),
+        stacked([cell.bias for cell in upper], (4 * H,)),
+        tf.convert_to_tensor(head),
+        model.head.bias + never,
+    )
+
+
+def compiled_draw_steps(
+    weights: tuple, last, states: States, t0, steps, temperature, top_k, top_p, seed,
+    capacity: int,
+):  # fmt: skip
+    """`draw_steps` with its loop in the compiled kernel's generation op (`charlstm.kernel`),
+    over `generation_weights`: the same ids for a seed wherever rounding leaves a draw alone
+    (greedy ones always). The uniform numbers of the draws come from `uniforms`, made by XLA as
+    the XLA loop makes them.
+
+    Call it eagerly: inside a graph, TensorFlow's own threads compete with the op's for the
+    cores, and it ran at half the speed.
+    """
+    from charlstm.kernel import ops  # noqa: PLC0415
+
+    numbers = _uniforms(last.shape[0], seed, t0, capacity)
+    ids, last, h, c = ops().charlstm_generate(
+        *weights, tf.stack([s[0] for s in states]), tf.stack([s[1] for s in states]), last,
+        numbers, temperature, top_k, top_p, steps,
+    )  # fmt: skip
+    return ids, last, [[h[i], c[i]] for i in range(len(states))]
+
+
 class Sampler:
     """A model's compiled generation loops, built once and reused across calls and settings.
+
+    The draws run in the compiled kernel's generation op (`compiled_draw_steps`) or in one
+    XLA loop (`draw_steps`), as `kernel` says.
 
     Args:
         model: a CharModel (its `step` and `zero_states`).
         tokenizer: the run's tokenizer.
+        kernel: "compiled" (a CharLSTM's draws in the generation op) or "xla"; None: the
+            model's `kernel`.
     """
 
-    def __init__(self, model: CharModel, tokenizer: CharTokenizer):
+    def __init__(self, model: CharModel, tokenizer: CharTokenizer, kernel: str | None = None):
         self.model, self.tokenizer = model, tokenizer
+        self.kernel = kernel or model.kernel
         self._never = tf.constant(never_drawn(tokenizer))
         any_batch = tf.nest.map_structure(  # states of any batch size
             lambda s: tf.TensorSpec((None, *s.shape[1:]), s.dtype), model.zero_states(1)
@@ -238,14 +307,20 @@ class Sampler:
             tf.constant(sampling.top_k, tf.int32),
             tf.constant(sampling.top_p, tf.float32),
             tf.constant(sampling.seed, tf.int32),
-            sampling.top_k > 0 or sampling.top_p < 1,
         )
+        filtering = sampling.top_k > 0 or sampling.top_p < 1
+        weights = None
+        if self.kernel == "compiled":
+            weights = generation_weights(self.model, self._never)
         for t in range(0, length, chunk):
             n = min(chunk, length - t)
-            ids, last, states = self.sample(
-                last, states, tf.constant(t0 + t, tf.int32), tf.constant(n, tf.int32), *settings,
-                chunk,
-            )  # fmt: skip
+            where = (tf.constant(t0 + t, tf.int32), tf.constant(n, tf.int32))
+            if weights is None:
+                ids, last, states = self.sample(last, states, *where, *settings, filtering, chunk)
+            else:
+                ids, last, states = compiled_draw_steps(
+                    weights, last, states, *where, *settings, chunk
+                )
             yield ids.numpy()[:, :n], (states, last)
 
 

@@ -128,13 +128,14 @@ def make_app(lm: api.LanguageModel):
 
 
 def serve(
-    run_dir: str, host: str = "127.0.0.1", port: int = 8000, precision: str | None = None
-) -> None:
-    """Load the run (`charlstm.api.load`, products in `precision`) and serve it with uvicorn
-    until interrupted."""
+    run_dir: str, host: str = "127.0.0.1", port: int = 8000, precision: str | None = None,
+    kernel: str | None = None,
+) -> None:  # fmt: skip
+    """Load the run (`charlstm.api.load`, products in `precision`, loops on `kernel`) and
+    serve it with uvicorn until interrupted."""
     import uvicorn  # noqa: PLC0415
 
-    lm = api.load(run_dir, precision)
+    lm = api.load(run_dir, precision, kernel)
     # compile the loops the page uses before the first visitor waits for them: one for each
     # chunk size (a request of any length, seed or temperature reuses it)
     lm.generate("", 1)

@@ -162,6 +162,7 @@ class KerasLSTMBackend:
 TORCH = "torch nn.LSTM"
 TORCH_BF16 = "torch nn.LSTM bf16 autocast"
 CHARLSTM_BF16 = "charlstm bfloat16"
+COMPILED = "charlstm, compiled kernel"
 
 
 class TorchBackend:
@@ -235,9 +236,12 @@ GENERATION_SETTINGS = {
 }
 
 
-def time_generation(model, tokenizer, streams: int, length: int, rounds: int, settings) -> float:
-    """Median chars/s (all streams together) of `Sampler.generate`, SamplingConfig(**settings)."""
-    sampler = Sampler(model, tokenizer)
+def time_generation(
+    model, tokenizer, streams: int, length: int, rounds: int, settings, loop: str
+) -> float:
+    """Median chars/s (all streams together) of `Sampler.generate`, SamplingConfig(**settings),
+    its draws in `loop` ("xla" or "compiled", `charlstm.kernel`)."""
+    sampler = Sampler(model, tokenizer, loop)
     warmup = SamplingConfig(**settings)
     for _ in sampler.generate("\n", length, warmup, streams, chunk=length):
         pass  # compile
@@ -353,14 +357,18 @@ def run_config(layers, units, batch, args, ids, vocab, with_generation: bool) ->
     if with_generation:
         model = backends[0].model
         tokenizer = CharTokenizer.build("\n" + "".join(map(chr, range(32, 32 + vocab - 2))))
+        loops = ["xla"] + (["compiled"] if load_kernel().ops is not None else [])
         result["generate_chars_per_s"] = {
-            name: {
-                streams: time_generation(
-                    model, tokenizer, streams, args.gen_length, args.rounds, settings
-                )
-                for streams in (1, 64)
+            loop: {
+                name: {
+                    streams: time_generation(
+                        model, tokenizer, streams, args.gen_length, args.rounds, settings, loop
+                    )
+                    for streams in (1, 64)
+                }
+                for name, settings in GENERATION_SETTINGS.items()
             }
-            for name, settings in GENERATION_SETTINGS.items()
+            for loop in loops
         }
     return result
 
@@ -377,7 +385,7 @@ def main() -> None:
     parser.add_argument("--scaling", action="store_true", help="also 1x128, 3x512, B 32/128")
     parser.add_argument(
         "--sizes", nargs="+", default=["2x256"], metavar="LAYERSxUNITS",
-        help="the models timed at batch 64 (the first also times generation)",
+        help="the models timed at batch 64, training and generation",
     )  # fmt: skip
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--no-variants", action="store_true", help="skip the regularizers' rows")
@@ -407,7 +415,7 @@ def main() -> None:
         return
     peak = matmul_peak()
     sizes = [size.split("x") for size in args.sizes]
-    configs = [(int(n), int(h), 64, i == 0) for i, (n, h) in enumerate(sizes)]
+    configs = [(int(n), int(h), 64, True) for n, h in sizes]
     if args.scaling:
         configs += [(1, 128, 64, False), (3, 512, 64, False), (2, 256, 32, False)]
         configs += [(2, 256, 128, False)]
@@ -474,10 +482,10 @@ def _table(report) -> str:
         "",
         "training chars/s; ratios are charlstm float32 (f32) and bfloat16 (bf16) against each",
         "",
-        "| model | B | charlstm f32 | charlstm bf16 | keras.layers.LSTM | torch f32 | torch bf16 "
-        "autocast | f32 vs torch f32 | bf16 vs torch f32 | bf16 vs torch bf16 | f32 vs keras "
-        "| peak |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| model | B | charlstm f32 | charlstm bf16 | charlstm compiled | keras.layers.LSTM | "
+        "torch f32 | torch bf16 autocast | f32 vs torch f32 | compiled vs torch f32 | "
+        "bf16 vs torch bf16 | compiled vs torch bf16 | f32 vs keras | peak |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
 
     def cell(rate):
@@ -488,12 +496,13 @@ def _table(report) -> str:
 
     for r in report["results"]:
         rates = r["train_chars_per_s"]
-        f32, bf16 = rates["charlstm"], rates[CHARLSTM_BF16]
+        f32, bf16, compiled = rates["charlstm"], rates[CHARLSTM_BF16], rates.get(COMPILED)
         keras_rate, t32, t16 = rates["keras.layers.LSTM"], rates.get(TORCH), rates.get(TORCH_BF16)
         lines.append(
             f"| {r['layers']} x {r['units']} | {r['batch_size']} | {cell(f32)} | {cell(bf16)} | "
-            f"{cell(keras_rate)} | {cell(t32)} | {cell(t16)} | {ratio(f32, t32)} | "
-            f"{ratio(bf16, t32)} | {ratio(bf16, t16)} | {ratio(f32, keras_rate)} | "
+            f"{cell(compiled)} | {cell(keras_rate)} | {cell(t32)} | {cell(t16)} | "
+            f"{ratio(f32, t32)} | {ratio(compiled, t32)} | {ratio(bf16, t16)} | "
+            f"{ratio(compiled, t16)} | {ratio(f32, keras_rate)} | "
             f"{r['fraction_of_matmul_peak']:.0%} |"
         )
     lines.append("")
@@ -524,11 +533,13 @@ def _table(report) -> str:
                 f"bounds: 1 stream {read:,.0f} chars/s (reading the weights once per character), "
                 f"64 streams {bound:,.0f} (the matmul peak):"
             )
-            for name, g in r["generate_chars_per_s"].items():
-                lines.append(
-                    f"- {name}: 1 stream {g[1]:,.0f} chars/s ({g[1] / read:.0%}), "
-                    f"64 streams {g[64]:,.0f} chars/s in total ({g[64] / bound:.0%})"
-                )
+            for loop, by_setting in r["generate_chars_per_s"].items():
+                for name, g in by_setting.items():
+                    lines.append(
+                        f"- {loop} loop, {name}: 1 stream {g[1]:,.0f} chars/s "
+                        f"({g[1] / read:.0%}), 64 streams {g[64]:,.0f} chars/s in total "
+                        f"({g[64] / bound:.0%})"
+                    )
     return "\n".join(lines)
 
 

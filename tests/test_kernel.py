@@ -21,7 +21,8 @@ from charlstm.config import ModelConfig
 from charlstm.errors import CharlstmError
 from charlstm.model import build_model
 from charlstm.rundir import RunDir
-from charlstm.sample import Sampler
+from charlstm.sample import Sampler, compiled_draw_steps, draw_steps, generation_weights
+from charlstm.tokenizer import CharTokenizer
 from charlstm.trainer import train
 from tests.conftest import TINY_TRAIN_ARGS, require, tiny_config
 from tests.test_cli import run_charlstm
@@ -54,6 +55,32 @@ def test_the_compiled_loops_equal_the_xla_loops(ops):
     got = ops.charlstm_lstm_backward(gates, cs, c0, d_hs, d_h, d_c, U, mask)
     for name, a, b in zip(("dz", "dh0", "dc0"), want, got):
         np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6, err_msg=name)
+
+
+def _cosine(a, b) -> float:
+    a, b = np.ravel(a), np.ravel(b)
+    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
+def test_the_bfloat16_loops_stay_within_bfloat16_rounding_of_the_float32_ones(ops):
+    rng = np.random.default_rng(5)
+    T, B, H = 12, 4, 24
+    xw, h0, c0 = _random(rng, (T, B, 4 * H)), _random(rng, (B, H), 0.5), _random(rng, (B, H))
+    U = _random(rng, (H, 4 * H), 0.3)
+    mask = tf.constant((rng.random((B, H)) > 0.2).astype(np.float32) / 0.8)
+    want = ops.charlstm_lstm_forward(xw, h0, c0, U, mask)
+    got = ops.charlstm_lstm_forward(xw, h0, c0, U, mask, bf16=True)
+    for name, a, b in zip(("hs", "cs", "gates"), want, got):
+        np.testing.assert_allclose(b, a, atol=0.05, err_msg=name)
+        assert not np.array_equal(a, b)  # the products did run in bfloat16
+        assert _cosine(a, b) > 0.999, name
+    hs, cs, gates = want
+    d_hs, d_h, d_c = _random(rng, (T, B, H)), _random(rng, (B, H)), _random(rng, (B, H))
+    want = ops.charlstm_lstm_backward(gates, cs, c0, d_hs, d_h, d_c, U, mask)
+    got = ops.charlstm_lstm_backward(gates, cs, c0, d_hs, d_h, d_c, U, mask, bf16=True)
+    for name, a, b in zip(("dz", "dh0", "dc0"), want, got):
+        assert _cosine(a, b) > 0.999, name
+        assert not np.array_equal(a, b)
 
 
 def test_the_ops_refuse_shapes_that_disagree(ops):
@@ -94,6 +121,37 @@ def test_a_model_on_the_compiled_kernel_has_the_xla_models_loss_and_gradients(op
         np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-7)
 
 
+@pytest.mark.parametrize(
+    "regularizers",
+    [{}, {"recurrent_dropout": 0.25, "weight_drop": 0.3, "dropout": 0.1}],
+    ids=["plain", "the presets' dropouts"],
+)
+def test_a_bfloat16_model_on_the_compiled_kernel_has_the_float32_loss_and_gradients_nearly(
+    ops, regularizers
+):
+    """Loss within 1 %, every gradient's cosine with the float32 model's at least 0.99."""
+    config = ModelConfig(vocab_size=11, embedding_dim=6, units=16, num_layers=2, **regularizers)
+    rng = np.random.default_rng(1)
+    ids = tf.constant(rng.integers(0, 11, (4, 20)), tf.int32)
+    targets = tf.constant(rng.integers(0, 11, (4, 20)), tf.int32)
+    found = {}
+    for name, dtype in (("xla", "float32"), ("compiled", "bfloat16")):
+        keras.utils.set_random_seed(5)
+        model = build_model(config, matmul_dtype=dtype, kernel=name)
+        keras.utils.set_random_seed(7)
+        with tf.GradientTape() as tape:
+            logits, _ = model(ids, training=True)
+            loss = tf.reduce_mean(
+                keras.losses.sparse_categorical_crossentropy(targets, logits, from_logits=True)
+            )
+        grads = tape.gradient(loss, model.trainable_variables)
+        found[name] = (float(loss), grads, [v.path for v in model.trainable_variables])
+    (loss, grads, paths), (b_loss, b_grads, _) = found["xla"], found["compiled"]
+    assert abs(b_loss - loss) < 0.01 * loss
+    for path, a, b in zip(paths, grads, b_grads):
+        assert _cosine(a, b) >= 0.99, path
+
+
 def _losses(events) -> list[float]:
     from charlstm.events import StepEvent  # noqa: PLC0415
 
@@ -117,8 +175,12 @@ def test_training_on_either_kernel_gives_the_same_losses_and_the_run_moves_betwe
     np.testing.assert_allclose(found["compiled"], found["xla"], rtol=1e-4)
     # a run trained on the compiled kernel loads (XLA loops) and samples as the other
     runs = [RunDir.open(tmp_path / name) for name in ("xla", "compiled")]
-    texts = ["".join(Sampler(run.load_model(), run.tokenizer).generate("a", 40)) for run in runs]
-    assert texts[0] == texts[1]
+    texts = [
+        "".join(Sampler(run.load_model(), run.tokenizer, loop).generate("a", 40))
+        for run in runs
+        for loop in ("xla", "compiled")
+    ]
+    assert len(set(texts)) == 1, texts
     # and resumes on the other kernel, where the steps go on
     resumed = train(tmp_path / "compiled", resume=True, epochs=2, kernel="xla")
     assert resumed.step > len(found["xla"])
@@ -153,12 +215,31 @@ def test_where_it_cannot_build_one_line_says_why_and_the_xla_loops_give_the_same
     errors = [line for line in asked.stderr.splitlines() if line.startswith("Error")]
     assert len(errors) == 1 and "--kernel compiled cannot run: no C++ compiler" in errors[0]
     assert "Traceback" not in asked.stderr
+    # generation too: one line, and the XLA loop's text
+    texts = {}
+    for loops, env in (("auto", broken), ("xla", None)):
+        done = run_charlstm("generate", tmp_path / "auto", "--length", "60", "--kernel", loops,
+                            env=env)  # fmt: skip
+        assert done.returncode == 0, done.stderr[-3000:]
+        warned = [line for line in done.stderr.splitlines() if "kernel unavailable" in line]
+        assert len(warned) == (1 if env else 0), done.stderr
+        texts[loops] = done.stdout
+    assert texts["auto"] == texts["xla"] and len(texts["xla"]) >= 60
+    asked = run_charlstm("generate", tmp_path / "auto", "--kernel", "compiled", env=broken)
+    assert asked.returncode == 1 and asked.stdout == "" and "Traceback" not in asked.stderr
+    assert "--kernel compiled cannot run: no C++ compiler" in asked.stderr.splitlines()[-1]
 
 
 def test_the_start_of_a_run_names_the_compiled_kernel(ops, tmp_path, text_file):
     done = _train_command(tmp_path, "run", "--epochs", "1")
     assert done.returncode == 0, done.stderr[-3000:]
     assert f"kernel: compiled (MKL, {kernel.load().path})" in done.stderr.splitlines()
+    # the installed command generates the same text on either kernel
+    texts = [
+        run_charlstm("generate", tmp_path / "run", "--length", "80", "--kernel", loops).stdout
+        for loops in ("compiled", "xla")
+    ]
+    assert texts[0] == texts[1] and len(texts[0]) >= 80
 
 
 _BUILD = (
@@ -199,6 +280,84 @@ def test_an_unknown_kernel_is_refused():
 def test_auto_takes_the_compiled_kernel_where_it_measured_faster(ops):
     assert kernel.choose("auto", "float32", "lstm", 256) == "compiled"
     assert kernel.choose("auto", "float32", "lstm", 512) == "xla"
+    assert kernel.choose("auto", "float32", "lstm", 512, generation=True) == "compiled"
+    assert kernel.choose("auto", "bfloat16", "lstm", 256) == "xla"
+    assert kernel.choose("compiled", "bfloat16", "lstm", 256) == "compiled"
+    assert kernel.choose("auto", "bfloat16", "lstm", 256, generation=True) == "xla"
+    with pytest.raises(CharlstmError, match="generation loop runs float32 products only"):
+        kernel.choose("compiled", "bfloat16", "lstm", 256, generation=True)
+    assert kernel.choose("auto", "float32", "lstm", 512) == "xla"
     assert kernel.choose("auto", "bfloat16", "lstm", 256) == "xla"
     assert kernel.choose("auto", "float32", "layernorm", 256) == "xla"
     assert kernel.choose("compiled", "float32", "lstm", 512) == "compiled"
+
+
+# (temperature, top_k, top_p): greedy, plain, top-k, top-p, both, a k beyond the vocabulary
+_SETTINGS = [(0.0, 0, 1.0), (1.0, 0, 1.0), (0.7, 3, 1.0), (1.3, 0, 0.6), (0.8, 4, 0.9),
+             (1.0, 50, 0.95)]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "layers, units, streams, tied",
+    [(1, 32, 1, False), (2, 40, 1, True), (3, 32, 5, False), (2, 16, 2, False)],
+)
+def test_the_generation_op_draws_what_the_xla_loop_draws(ops, layers, units, streams, tied):
+    """Ids equal for every setting, states to rounding; 40 units cut unevenly between two
+    threads, 16 run on one; a character made never drawn is never drawn."""
+    V = 13
+    config = ModelConfig(vocab_size=V, embedding_dim=units if tied else 6, units=units,
+                         num_layers=layers, tie_embeddings=tied)  # fmt: skip
+    keras.utils.set_random_seed(3)
+    model = build_model(config)
+    rng = np.random.default_rng(4)
+    for w in model.weights:  # larger than the initial weights: sharper, varied distributions
+        w.assign(rng.normal(0.0, 0.6, w.shape).astype(np.float32))
+    never = tf.constant(np.where(np.arange(V) == 2, -np.inf, 0.0).astype(np.float32))
+    states = [[_random(rng, (streams, units), 0.5) for _ in range(2)] for _ in range(layers)]
+    last = tf.constant(rng.integers(0, V, streams), tf.int32)
+    weights = generation_weights(model, never)
+    steps, capacity = 50, 64
+    for temperature, top_k, top_p in _SETTINGS:
+        settings = [tf.constant(v) for v in (temperature, top_k, top_p, 9)]
+        where = (tf.constant(5), tf.constant(steps))
+        want = tf.function(draw_steps, jit_compile=True)(
+            model, never, last, states, *where, *settings, top_k > 0 or top_p < 1, capacity
+        )
+        got = compiled_draw_steps(weights, last, states, *where, *settings, capacity)
+        setting = f"temperature {temperature}, top-k {top_k}, top-p {top_p}"
+        np.testing.assert_array_equal(got[0], want[0], err_msg=setting)
+        np.testing.assert_array_equal(got[1], want[1], err_msg=setting)
+        for a, b in zip(tf.nest.flatten(want[2]), tf.nest.flatten(got[2])):
+            np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-5, err_msg=setting)
+        ids = got[0].numpy()
+        assert not (ids[:, :steps] == 2).any() and (ids[:, steps:] == 0).all()
+        assert len(np.unique(ids[:, :steps])) > (1 if temperature == 0 else 3), setting
+
+
+def test_the_compiled_sampler_writes_the_xla_samplers_text_in_any_chunks(ops):
+    tokenizer = CharTokenizer.build("the quick brown fox jumps over the lazy dog.\n")
+    config = ModelConfig(vocab_size=tokenizer.vocab_size, embedding_dim=8, units=32,
+                         num_layers=2)  # fmt: skip
+    keras.utils.set_random_seed(2)
+    model = build_model(config)
+    for w in model.weights:
+        w.assign(w * 3.0)
+    from charlstm.config import SamplingConfig  # noqa: PLC0415
+
+    sampling = SamplingConfig(temperature=0.9, top_k=10, top_p=0.95, seed=5)
+    want = "".join(Sampler(model, tokenizer, "xla").generate("the ", 300, sampling))
+    compiled = Sampler(model, tokenizer, "compiled")
+    for chunk in (7, 256):
+        assert "".join(compiled.generate("the ", 300, sampling, chunk=chunk)) == want
+    several = list(compiled.generate("fox", 120, sampling, num_samples=3, chunk=50))
+    expected = list(Sampler(model, tokenizer, "xla").generate("fox", 120, sampling, 3, 50))
+    assert several == expected
+
+
+def test_the_generation_op_refuses_an_id_outside_the_vocabulary(ops):
+    config = ModelConfig(vocab_size=5, embedding_dim=4, units=8, num_layers=1)
+    model = build_model(config)
+    weights = generation_weights(model, tf.zeros(5))
+    states = model.zero_states(1)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="outside the vocabulary"):
+        compiled_draw_steps(weights, tf.constant([5]), states, 0, 3, 1.0, 0, 1.0, 0, 4)

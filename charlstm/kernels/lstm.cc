@@ -1,5 +1,7 @@
-// The LSTM recurrence of charlstm.fused as two TensorFlow ops for the CPU, float32, with the
-// recurrent product of every step through MKL's cblas_sgemm.
+// The LSTM recurrence of charlstm.fused as two TensorFlow ops for the CPU, with the recurrent
+// product of every step through MKL: cblas_sgemm in float32, or with the attribute bf16
+// cblas_gemm_bf16bf16f32 (both factors rounded to bfloat16, the products accumulated in
+// float32; AMX or AVX512-BF16 where the CPU has them). Gates and cell state stay float32.
 //
 // CharlstmLstmForward(xw (T, B, 4H), h0 (B, H), c0 (B, H), U (H, 4H), m (B, H))
 //     -> hs (T, B, H), cs (T, B, H), gates (T, B, 4H)
@@ -7,6 +9,7 @@
 //     z_t = xw[t] + (h_{t-1} * m) @ U                       z_t = [z_i | z_f | z_g | z_o]
 //     i, f, o = sigmoid(z_i, z_f, z_o) = tanh(z / 2) / 2 + 1 / 2;   g = tanh(z_g)
 //     c_t = f * c_{t-1} + i * g;   h_t = o * tanh(c_t);   gates[t] = [i | f | g | o]
+//   (bf16: h_{t-1} * m and U rounded to bfloat16 for the product)
 //
 // CharlstmLstmBackward(gates, cs, c0, d_hs (T, B, H), d_h, d_c (B, H), U, m)
 //     -> dz (T, B, 4H), dh0 (B, H), dc0 (B, H)
@@ -15,6 +18,7 @@
 //     dz_i = dc * g * i * (1 - i);   dz_f = dc * c_{t-1} * f * (1 - f)
 //     dz_g = dc * i * (1 - g^2);     dz_o = dh * tanh(c_t) * o * (1 - o)
 //     dh_next = (dz_t @ U^T) * m;    dc_next = dc * f
+//   (bf16: dz_t and U rounded to bfloat16 for the product)
 //
 // The same equations as charlstm.cell.lstm_update and charlstm.fused._backward_loop; tanh is
 // Eigen's vectorized one (the rational approximation XLA's CPU backend uses too). The streams
@@ -24,7 +28,9 @@
 #include <mkl.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <cstring>
+#include <vector>
 
 #include "tensorflow/core/framework/op.h"
 #include "tensorflow/core/framework/op_kernel.h"
@@ -90,22 +96,74 @@ void for_each_shard(OpKernelContext* context, int64_t batch, Work work) {
 // library loads, before any MKL call (no other part of the process uses this MKL).
 const int kSequentialMkl = mkl_set_threading_layer(MKL_THREADING_SEQUENTIAL);
 
-// B = U (transposed: U^T) packed for products with `rows` rows, in an MKL buffer.
-struct Packed {
-  Packed(const float* u, int64_t units, int64_t rows, bool transposed) {
-    const int64_t n = transposed ? units : 4 * units, k = transposed ? 4 * units : units;
-    data = static_cast<float*>(
-        mkl_malloc(cblas_sgemm_pack_get_size(CblasBMatrix, rows, n, k), 64));
-    cblas_sgemm_pack(CblasRowMajor, CblasBMatrix, transposed ? CblasTrans : CblasNoTrans, rows,
-                     n, k, 1.0f, u, 4 * units, data);
+// x rounded to the nearest bfloat16 (ties to even); a NaN stays a NaN.
+inline MKL_BF16 to_bf16(float x) {
+  uint32_t bits;
+  std::memcpy(&bits, &x, 4);
+  const uint32_t rounded = (bits + 0x7FFFu + ((bits >> 16) & 1u)) >> 16;
+  return static_cast<MKL_BF16>((bits & 0x7FFFFFFFu) > 0x7F800000u ? (bits >> 16) | 0x40u
+                                                                  : rounded);
+}
+
+void to_bf16(const float* x, MKL_BF16* out, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) out[i] = to_bf16(x[i]);
+}
+
+// B = U (transposed: U^T) packed for products with `rows` rows, in an MKL buffer: float32, or
+// bfloat16 from u16 (U rounded to bfloat16) where that is given.
+class Packed {
+ public:
+  Packed(const float* u, const MKL_BF16* u16, int64_t units, int64_t rows, bool transposed)
+      : n_(transposed ? units : 4 * units), k_(transposed ? 4 * units : units),
+        bf16_(u16 != nullptr) {
+    const auto trans = transposed ? CblasTrans : CblasNoTrans;
+    if (bf16_) {
+      data_ = mkl_malloc(cblas_gemm_bf16bf16f32_pack_get_size(CblasBMatrix, rows, n_, k_), 64);
+      cblas_gemm_bf16bf16f32_pack(CblasRowMajor, CblasBMatrix, trans, rows, n_, k_, u16,
+                                  4 * units, static_cast<MKL_BF16*>(data_));
+      scratch_.resize(rows * k_);
+    } else {
+      data_ = mkl_malloc(cblas_sgemm_pack_get_size(CblasBMatrix, rows, n_, k_), 64);
+      cblas_sgemm_pack(CblasRowMajor, CblasBMatrix, trans, rows, n_, k_, 1.0f, u, 4 * units,
+                       static_cast<float*>(data_));
+    }
   }
-  ~Packed() { mkl_free(data); }
-  float* data;
+  ~Packed() { mkl_free(data_); }
+  Packed(const Packed&) = delete;
+  Packed& operator=(const Packed&) = delete;
+
+  // c (rows, n) = beta * c + a (rows, k) @ B
+  void multiply(const float* a, int64_t rows, float beta, float* c) {
+    if (bf16_) {
+      to_bf16(a, scratch_.data(), rows * k_);
+      cblas_gemm_bf16bf16f32_compute(CblasRowMajor, CblasNoTrans, CblasPacked, rows, n_, k_,
+                                     1.0f, scratch_.data(), k_,
+                                     static_cast<const MKL_BF16*>(data_), n_, beta, c, n_);
+    } else {
+      cblas_sgemm_compute(CblasRowMajor, CblasNoTrans, CblasPacked, rows, n_, k_, a, k_,
+                          static_cast<const float*>(data_), n_, beta, c, n_);
+    }
+  }
+
+ private:
+  const int64_t n_, k_;
+  const bool bf16_;
+  void* data_;
+  std::vector<MKL_BF16> scratch_;
 };
+
+// U rounded to bfloat16 once per op where the attribute bf16 is set; else empty.
+std::vector<MKL_BF16> rounded(const Tensor& u, bool bf16) {
+  std::vector<MKL_BF16> out(bf16 ? u.NumElements() : 0);
+  if (bf16) to_bf16(u.flat<float>().data(), out.data(), u.NumElements());
+  return out;
+}
 
 class ForwardOp : public OpKernel {
  public:
-  explicit ForwardOp(OpKernelConstruction* context) : OpKernel(context) {}
+  explicit ForwardOp(OpKernelConstruction* context) : OpKernel(context) {
+    OP_REQUIRES_OK(context, context->GetAttr("bf16", &bf16_));
+  }
 
   void Compute(OpKernelContext* context) override {
     const Tensor &xw = context->input(0), &h0 = context->input(1), &c0 = context->input(2),
@@ -128,10 +186,11 @@ class ForwardOp : public OpKernel {
     float* z_all = gates->flat<float>().data();
     float* c_all = cs->flat<float>().data();
     float* h_all = hs->flat<float>().data();
+    const std::vector<MKL_BF16> u16 = rounded(u, bf16_);
     for_each_shard(context, batch, [&](int64_t b0, int64_t b1) {
       const int64_t rows = b1 - b0;
       if (rows == 0) return;
-      Packed packed(U, H, rows, /*transposed=*/false);
+      Packed packed(U, bf16_ ? u16.data() : nullptr, H, rows, /*transposed=*/false);
       const float* h_prev = h0.flat<float>().data() + b0 * H;
       const float* c_prev = c0.flat<float>().data() + b0 * H;
       float* hm_rows = hm + b0 * H;
@@ -141,8 +200,7 @@ class ForwardOp : public OpKernel {
         float* h = h_all + t * n + b0 * H;
         std::memcpy(z, x + t * 4 * n + b0 * 4 * H, rows * 4 * H * sizeof(float));
         Row(hm_rows, rows * H) = ConstRow(h_prev, rows * H) * ConstRow(m + b0 * H, rows * H);
-        cblas_sgemm_compute(CblasRowMajor, CblasNoTrans, CblasPacked, rows, 4 * H, H, hm_rows,
-                            H, packed.data, 4 * H, 1.0f, z, 4 * H);
+        packed.multiply(hm_rows, rows, 1.0f, z);
         activate(z, rows, H);
         for (int64_t b = 0; b < rows; ++b) {
           const float* a = z + b * 4 * H;
@@ -156,11 +214,16 @@ class ForwardOp : public OpKernel {
       }
     });
   }
+
+ private:
+  bool bf16_;
 };
 
 class BackwardOp : public OpKernel {
  public:
-  explicit BackwardOp(OpKernelConstruction* context) : OpKernel(context) {}
+  explicit BackwardOp(OpKernelConstruction* context) : OpKernel(context) {
+    OP_REQUIRES_OK(context, context->GetAttr("bf16", &bf16_));
+  }
 
   void Compute(OpKernelContext* context) override {
     const Tensor &gates = context->input(0), &cs = context->input(1), &c0 = context->input(2),
@@ -185,10 +248,11 @@ class BackwardOp : public OpKernel {
 
     const float* U = u.flat<float>().data();
     const float* m = mask.flat<float>().data();
+    const std::vector<MKL_BF16> u16 = rounded(u, bf16_);
     for_each_shard(context, batch, [&](int64_t b0, int64_t b1) {
       const int64_t rows = b1 - b0, r = rows * H;
       if (rows == 0) return;
-      Packed packed(U, H, rows, /*transposed=*/true);
+      Packed packed(U, bf16_ ? u16.data() : nullptr, H, rows, /*transposed=*/true);
       float* dh = work.flat<float>().data() + b0 * H;
       float* dc = dh + n;
       float* tanh_c = dc + n;
@@ -217,12 +281,14 @@ class BackwardOp : public OpKernel {
           Row(dz_b + 3 * H, H) = dh_b * tc * o * (1.0f - o);
           dc_next_b = dc_b * f;
         }
-        cblas_sgemm_compute(CblasRowMajor, CblasNoTrans, CblasPacked, rows, H, 4 * H, dz,
-                            4 * H, packed.data, H, 0.0f, dh_next, H);
+        packed.multiply(dz, rows, 0.0f, dh_next);
         Row(dh_next, r) *= ConstRow(m_rows, r);
       }
     });
   }
+
+ private:
+  bool bf16_;
 };
 
 Status forward_shapes(InferenceContext* c) {
@@ -254,6 +320,7 @@ REGISTER_OP("CharlstmLstmForward")
     .Output("hs: float")
     .Output("cs: float")
     .Output("gates: float")
+    .Attr("bf16: bool = false")
     .SetShapeFn(forward_shapes);
 
 REGISTER_OP("CharlstmLstmBackward")
@@ -268,6 +335,7 @@ REGISTER_OP("CharlstmLstmBackward")
     .Output("dz: float")
     .Output("dh0: float")
     .Output("dc0: float")
+    .Attr("bf16: bool = false")
     .SetShapeFn(backward_shapes);
 
 REGISTER_KERNEL_BUILDER(Name("CharlstmLstmForward").Device(DEVICE_CPU), ForwardOp);
