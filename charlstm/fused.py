@@ -155,7 +155,7 @@ def project(inputs, cell: LSTMCell, dtype: str = "float32"):
     return precision.matmul(inputs, cell.kernel, dtype) + cell.bias
 
 
-def lstm_forward(xw, h0, c0, recurrent_kernel, h_mask=None):
+def lstm_forward(xw, h0, c0, recurrent_kernel, h_mask=None, dtype: str = "float32"):
     """The forward loop over T projected inputs, keeping what the backward pass needs.
 
         z_t = xw[t] + (h_{t-1} * h_mask) @ recurrent_kernel;  h_t, c_t = lstm_update(z_t, c_{t-1})
@@ -168,6 +168,7 @@ def lstm_forward(xw, h0, c0, recurrent_kernel, h_mask=None):
         h0, c0: (B, H), the initial state.
         recurrent_kernel: (H, 4H).
         h_mask: (B, H) recurrent dropout mask, the same at every step; None for none.
+        dtype: of the per-step products (`charlstm.precision.matmul`).
 
     Returns:
         hs, cs (T, B, H): h_t and c_t after every step; gates (T, B, 4H): [i | f | g | o].
@@ -176,7 +177,7 @@ def lstm_forward(xw, h0, c0, recurrent_kernel, h_mask=None):
     h_mask = tf.ones_like(h0) if h_mask is None else h_mask
 
     def forward(t, h, c, hs, cs, gates):
-        h, c, a = lstm_update(xw[t] + tf.matmul(h * h_mask, recurrent_kernel), c)
+        h, c, a = lstm_update(xw[t] + precision.matmul(h * h_mask, recurrent_kernel, dtype), c)
         return t + 1, h, c, hs.write(t, h), cs.write(t, c), gates.write(t, a)
 
     arrays = [tf.TensorArray(xw.dtype, size=steps) for _ in range(3)]
@@ -193,8 +194,9 @@ _forward_loop = tf.function(lstm_forward, jit_compile=True, autograph=False)
 
 
 @tf.function(jit_compile=True, autograph=False)
-def _backward_loop(gates, cs, c0, d_hs, d_h, d_c, recurrent_kernel, h_mask):
-    """The reverse loop: every dz_t (T, B, 4H), and dh_0, dc_0 (B, H)."""
+def _backward_loop(gates, cs, c0, d_hs, d_h, d_c, recurrent_kernel, h_mask, dtype="float32"):
+    """The reverse loop: every dz_t (T, B, 4H), and dh_0, dc_0 (B, H); its per-step products
+    dz_t @ U^T in `dtype`."""
     steps = gates.shape[0]
     c_prev = tf.concat([c0[None], cs[:-1]], axis=0)  # (T, B, H)
     U_t = tf.transpose(recurrent_kernel)
@@ -214,7 +216,7 @@ def _backward_loop(gates, cs, c0, d_hs, d_h, d_c, recurrent_kernel, h_mask):
             ],
             axis=-1,
         )
-        return k + 1, tf.matmul(dz, U_t) * h_mask, dc * f, dzs.write(t, dz)
+        return k + 1, precision.matmul(dz, U_t, dtype) * h_mask, dc * f, dzs.write(t, dz)
 
     dzs = tf.TensorArray(gates.dtype, size=steps)
     _, dh0, dc0, dzs = tf.while_loop(
@@ -224,13 +226,15 @@ def _backward_loop(gates, cs, c0, d_hs, d_h, d_c, recurrent_kernel, h_mask):
 
 
 def lstm_recurrence(
-    xw, h0, c0, recurrent_kernel, h_mask=None, dtype: str = "float32", kernel: str = "xla"
-):
+    xw, h0, c0, recurrent_kernel, h_mask=None, dtype: str = "float32", kernel: str = "xla",
+    loop_dtype: str | None = None,
+):  # fmt: skip
     """`lstm_forward` (same arguments) with the hand-written backward through time, whose
     d recurrent_kernel product runs in `dtype` (`charlstm.precision`); the forward and
-    backward loops XLA's (`_forward_loop`, `_backward_loop`, their products float32) or, with
-    kernel "compiled", the C++ ops of `charlstm.kernel` (the same equations, their per-step
-    products in `dtype` too: bfloat16 factors, float32 sums).
+    backward loops XLA's (`_forward_loop`, `_backward_loop`) or, with kernel "compiled", the
+    C++ ops of `charlstm.kernel` (the same equations, their per-step products in `dtype` too:
+    bfloat16 factors, float32 sums). The XLA loops' per-step products run in `loop_dtype`
+    (None: `precision.xla_loop_dtype(dtype)`, bfloat16 only where XLA runs it natively).
 
     Returns:
         hs (T, B, H), h_T (B, H), c_T (B, H).
@@ -241,7 +245,9 @@ def lstm_recurrence(
         forward_loop = functools.partial(ops.charlstm_lstm_forward, bf16=bf16)
         backward_loop = functools.partial(ops.charlstm_lstm_backward, bf16=bf16)
     else:
-        forward_loop, backward_loop = _forward_loop, _backward_loop
+        loop_dtype = loop_dtype or precision.xla_loop_dtype(dtype)
+        forward_loop = functools.partial(_forward_loop, dtype=loop_dtype)
+        backward_loop = functools.partial(_backward_loop, dtype=loop_dtype)
 
     @tf.custom_gradient
     def recurrence(xw, h0, c0, U, h_mask):

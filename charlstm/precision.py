@@ -14,14 +14,23 @@ On a GPU "auto" asks the GPU instead of the CPU: bfloat16 where it has bfloat16 
 (compute capability 8.0 on), the split Keras' "mixed_bfloat16" policy makes (float32
 variables, bfloat16 products); the step is compiled as on a CPU. Not yet run on a GPU.
 
-XLA on CPU emulates bfloat16 dots (slower than its float32 ones), so a bfloat16 step runs as a
-TensorFlow graph, where oneDNN does the products natively, with the recurrent loops alone
-compiled by XLA (`charlstm.fused`); a float32 step is one XLA computation (`jit_compile`).
+XLA on CPU has emulated bfloat16 dots (slower than its float32 ones), so a bfloat16 step runs
+as a TensorFlow graph, where oneDNN does the products natively, with the recurrent loops alone
+compiled by XLA (`charlstm.fused`); a float32 step is one XLA computation (`jit_compile`). The
+loops' per-step products run in float32 unless this TensorFlow's XLA runs bfloat16 ones
+natively on this CPU, which a one-time probe finds out (`xla_loop_dtype`).
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import json
+import logging
+import os
 import platform
+import tempfile
+import time
 from pathlib import Path
 
 import tensorflow as tf
@@ -32,6 +41,12 @@ from charlstm.config import PRECISIONS
 BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 # NVIDIA GPUs have bfloat16 tensor cores from Ampere (compute capability 8.0) on
 GPU_BF16_CAPABILITY = (8, 0)
+
+# XLA's bfloat16 loop products count as native where they run at least this much faster than
+# its float32 ones (TensorFlow 2.21's ran 0.77 x as fast on an AMX Xeon, tf-nightly 2.22's 1.55 x)
+NATIVE_BF16_SPEEDUP = 1.2
+
+log = logging.getLogger(__name__)
 
 Flags = frozenset[str]  # CPU flags, as /proc/cpuinfo spells them
 Capabilities = tuple[tuple[int, int], ...]  # each GPU's CUDA compute capability
@@ -121,6 +136,84 @@ def matmul(a, b, dtype: str = "float32", transpose_a: bool = False):
     else:
         product = tf.matmul(a, b, transpose_a=transpose_a)
     return product if dtype == "float32" else tf.cast(product, tf.float32)
+
+
+def xla_loop_rates(batch: int = 64, units: int = 256, steps: int = 100) -> dict[str, float]:
+    """GFLOP/s of one XLA computation looping over `steps` chained products (B, H) @ (H, 4H)
+    and a tanh, as the recurrence runs them, with float32 and with bfloat16 operands (float32
+    out), each the best of three timings: {"float32": ..., "bfloat16": ...}."""
+
+    def loop(dtype: str):
+        @tf.function(jit_compile=True)
+        def run(h, U):
+            def body(t, h):
+                return t + 1, tf.tanh(matmul(h, U, dtype)[:, :units])
+
+            return tf.while_loop(lambda t, h: t < steps, body, (0, h), maximum_iterations=steps)[1]
+
+        return run
+
+    h, U = tf.random.normal((batch, units)), tf.random.normal((units, 4 * units)) * 0.05
+    rates = {}
+    for dtype in ("float32", "bfloat16"):
+        run = loop(dtype)
+        run(h, U).numpy()  # compile
+        best = float("inf")
+        for _ in range(3):
+            start = time.perf_counter()
+            for _ in range(5):
+                out = run(h, U)
+            out.numpy()
+            best = min(best, (time.perf_counter() - start) / 5)
+        rates[dtype] = 2 * batch * units * 4 * units * steps / best / 1e9
+    return rates
+
+
+def xla_bf16_native(flags: Flags | None = None, folder: Path | None = None) -> bool:
+    """Whether this TensorFlow's XLA runs the loops' bfloat16 products at least
+    NATIVE_BF16_SPEEDUP x as fast as float32 ones on this CPU.
+
+    False without probing where the CPU has none of BF16_FLAGS (`flags`, default: this CPU's).
+    Else the first call times `xla_loop_rates` (a few seconds, one log line) and keeps the
+    rates and the answer in `folder` (default: the user's cache folder, probes/ in
+    ~/.cache/charlstm on Linux), in a file named by the TensorFlow version and the CPU's flags;
+    later calls read it.
+    """
+    flags = cpu_flags() if flags is None else flags
+    if not any(flag in flags for flag in BF16_FLAGS):
+        return False
+    if folder is None:
+        import platformdirs  # noqa: PLC0415
+
+        folder = Path(platformdirs.user_cache_dir("charlstm")) / "probes"
+    key = hashlib.sha256(" ".join([tf.__version__, *sorted(flags)]).encode()).hexdigest()[:16]
+    path = folder / f"xla-bf16-{key}.json"
+    try:
+        return bool(json.loads(path.read_text())["native"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass  # not probed yet here, or a damaged record: probe again
+    rates = xla_loop_rates()
+    native = rates["bfloat16"] >= NATIVE_BF16_SPEEDUP * rates["float32"]
+    log.warning(
+        "probed XLA's loop products once: bfloat16 %.0f GFLOP/s, float32 %.0f; the XLA loops "
+        "take %s products", rates["bfloat16"], rates["float32"],
+        "bfloat16" if native else "float32",
+    )  # fmt: skip
+    record = {"tensorflow": tf.__version__, "gflops": rates, "native": native}
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, part = tempfile.mkstemp(dir=folder, prefix=".xla-bf16-", suffix=".json")
+    with os.fdopen(fd, "w") as f:
+        json.dump(record, f)
+    os.replace(part, path)
+    return native
+
+
+@functools.cache
+def xla_loop_dtype(precision: str) -> str:
+    """The dtype of the XLA loops' per-step products for a resolved `precision`: bfloat16
+    where the products are bfloat16 and XLA runs them natively here (`xla_bf16_native`),
+    else float32. Once per process."""
+    return "bfloat16" if precision == "bfloat16" and xla_bf16_native() else "float32"
 
 
 def compile_step(step, model):

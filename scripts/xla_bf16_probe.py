@@ -1,9 +1,10 @@
 """Does XLA run bfloat16 products natively on this CPU? Rerun after a TensorFlow upgrade.
 
-charlstm's bfloat16 step keeps its recurrent loops in XLA, in float32, because XLA on CPU has
-run bfloat16 dots no faster than float32 ones (docs/results.md, bfloat16), while oneDNN outside
-XLA runs them 2-5 x faster on a CPU with AVX512-BF16 or AMX. If this probe one day shows XLA's
-bfloat16 loop product well above its float32 one, the loops can take bfloat16 products too.
+XLA on CPU in TensorFlow 2.21 runs bfloat16 dots no faster than float32 ones (docs/results.md,
+bfloat16), while oneDNN outside XLA runs them 2-5 x faster on a CPU with AVX512-BF16 or AMX.
+charlstm runs the loop part of this probe once per TensorFlow version and CPU
+(`charlstm.precision.xla_bf16_native`) and gives its XLA loops bfloat16 products where XLA runs
+them natively; this script shows every route XLA has to a bfloat16 dot.
 
 For each XLA_FLAGS setting (each in a fresh process: XLA reads them once), it times in GFLOP/s:
 a loop of 100 chained (64, 256) @ (256, 1024) products + tanh, as the recurrence runs them,
@@ -37,42 +38,27 @@ def rates() -> dict[str, float]:
     """GFLOP/s of the loop and the big product, float32 and bfloat16, in this process."""
     import tensorflow as tf
 
-    def loop(dtype):
-        @tf.function(jit_compile=True)
-        def run(h, U):
-            U = tf.cast(U, dtype)
+    from charlstm.precision import matmul, xla_loop_rates
 
-            def body(t, h):
-                return t + 1, tf.tanh(tf.cast(tf.matmul(tf.cast(h, dtype), U), tf.float32)[:, :H])
+    projection = tf.function(lambda a, b, dtype: matmul(a, b, dtype), jit_compile=True)
 
-            return tf.while_loop(lambda t, h: t < T, body, (0, h), maximum_iterations=T)[1]
-
-        return run
-
-    def product(dtype):
-        @tf.function(jit_compile=True)
-        def run(a, b):
-            return tf.cast(tf.matmul(tf.cast(a, dtype), tf.cast(b, dtype)), tf.float32)
-
-        return run
-
-    def gflops(fn, args, flops, repeats=20):
-        fn(*args).numpy()  # compile
+    def gflops(dtype, repeats=20):
+        a, b = tf.random.normal((6400, H)), tf.random.normal((H, 4 * H))
+        projection(a, b, dtype).numpy()  # compile
         best = float("inf")
         for _ in range(3):
             start = time.perf_counter()
             for _ in range(repeats):
-                out = fn(*args)
+                out = projection(a, b, dtype)
             out.numpy()
             best = min(best, (time.perf_counter() - start) / repeats)
-        return round(flops / best / 1e9, 1)
+        return round(2 * 6400 * H * 4 * H / best / 1e9, 1)
 
-    h, U = tf.random.normal((B, H)), tf.random.normal((H, 4 * H)) * 0.05
-    a, b = tf.random.normal((6400, H)), tf.random.normal((H, 4 * H))
+    loop = xla_loop_rates(B, H, T)
     out = {}
     for dtype in ("float32", "bfloat16"):
-        out[f"loop {dtype}"] = gflops(loop(dtype), (h, U), 2 * B * H * 4 * H * T)
-        out[f"projection {dtype}"] = gflops(product(dtype), (a, b), 2 * 6400 * H * 4 * H)
+        out[f"loop {dtype}"] = round(loop[dtype], 1)
+        out[f"projection {dtype}"] = gflops(dtype)
     return out
 
 

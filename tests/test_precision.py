@@ -5,6 +5,7 @@ the CPU lacks it, so every test here runs on any CPU."""
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import numpy as np
 import pytest
@@ -12,8 +13,16 @@ import tensorflow as tf
 
 from charlstm.config import ModelConfig, TrainConfig
 from charlstm.events import StepEvent
+from charlstm.fused import lstm_recurrence
 from charlstm.model import build_model
-from charlstm.precision import explain, gpu_capabilities, matmul, resolve
+from charlstm.precision import (
+    NATIVE_BF16_SPEEDUP,
+    explain,
+    gpu_capabilities,
+    matmul,
+    resolve,
+    xla_bf16_native,
+)
 from charlstm.steps import make_optimizer, make_train_step, nll_sum
 from charlstm.trainer import train
 from tests.conftest import tiny_config
@@ -182,3 +191,52 @@ def test_generate_samples_in_the_precision_asked_for(trained_run):
                         "--seed", str(seed), "--precision", "bfloat16")  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert done.stdout.removesuffix("\n") == sampled("bfloat16", seed)
+
+
+def _cosine(a, b) -> float:
+    a, b = np.ravel(a), np.ravel(b)
+    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
+def test_the_xla_loops_with_bfloat16_products_follow_the_float32_ones():
+    rng = np.random.default_rng(2)
+    t, b, h = 10, 3, 16
+
+    def normal(*shape, scale=1.0):
+        return tf.constant(rng.normal(0.0, scale, shape).astype(np.float32))
+
+    xw, h0, c0, U = normal(t, b, 4 * h), normal(b, h), normal(b, h), normal(h, 4 * h, scale=0.3)
+    found = {}
+    for dtype in ("float32", "bfloat16"):
+        with tf.GradientTape() as tape:
+            tape.watch([xw, h0, c0, U])
+            hs, h_t, c_t = lstm_recurrence(xw, h0, c0, U, loop_dtype=dtype)
+            loss = tf.reduce_sum(hs * hs) + tf.reduce_sum(c_t)
+        found[dtype] = (hs, tape.gradient(loss, [xw, h0, c0, U]))
+    (hs, grads), (b_hs, b_grads) = found["float32"], found["bfloat16"]
+    assert not np.array_equal(hs, b_hs)  # the loop's products did run in bfloat16
+    assert _cosine(hs, b_hs) > 0.999
+    for name, a, g in zip(("xw", "h0", "c0", "U"), grads, b_grads):
+        assert _cosine(a, g) >= 0.99, name
+
+
+def test_the_bfloat16_probe_runs_once_per_tensorflow_and_cpu_and_is_read_back(tmp_path):
+    """The probe itself runs on any CPU (given flags that claim bfloat16 products); its record
+    is what later calls read, and a damaged record is probed again."""
+    assert xla_bf16_native(frozenset({"avx2"}), tmp_path) is False  # nothing to probe
+    assert not list(tmp_path.iterdir())
+    flags = frozenset({"avx512f", "amx_bf16"})
+    native = xla_bf16_native(flags, tmp_path)
+    [record] = tmp_path.glob("xla-bf16-*.json")
+    saved = json.loads(record.read_text())
+    rates = saved["gflops"]
+    assert rates["float32"] > 0 and rates["bfloat16"] > 0 and saved["tensorflow"] == tf.__version__
+    assert (
+        native is saved["native"] is (rates["bfloat16"] >= NATIVE_BF16_SPEEDUP * rates["float32"])
+    )
+    record.write_text(json.dumps({**saved, "native": not native}))
+    assert xla_bf16_native(flags, tmp_path) is (not native)  # read, not probed again
+    record.write_text("{")
+    again = xla_bf16_native(flags, tmp_path)  # probed again (timings may fall either side)
+    assert again is json.loads(record.read_text())["native"]
+    assert [p.name for p in tmp_path.iterdir()] == [record.name]  # no temporary left
