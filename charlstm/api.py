@@ -30,7 +30,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import inspect
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -373,10 +373,12 @@ class LanguageModel:
         length: int = GENERATE_LENGTH,
         num_samples: int | None = None,
         chunk: int = 256,
+        stop: Sequence[str] = (),
         **sampling,
     ) -> Iterator[str] | Iterator[tuple[str, ...]]:
         """The text after `prime`, in pieces of `chunk` characters as they are drawn
         (`Sampler.generate`); with num_samples, tuples of the next piece of each sample.
+        stop: each sample ends just after the first of these texts it draws (kept).
         `sampling`: SamplingConfig's fields (temperature, top_k, top_p, seed). The same seed
         gives the same text whatever the chunk.
 
@@ -385,18 +387,20 @@ class LanguageModel:
                 too many samples for memory when the first piece is asked for.
         """
         config = sampling_config(**sampling)
-        return self.sampler.generate(prime, length, config, num_samples, chunk)
+        return self.sampler.generate(prime, length, config, num_samples, chunk, stop)
 
     def generate(
         self,
         prime: str = "",
         length: int = GENERATE_LENGTH,
         num_samples: int | None = None,
+        stop: Sequence[str] = (),
         **sampling,
     ) -> str | list[str]:
         """`length` characters after `prime` (without it); with num_samples, a list of that many
-        drawn at once. The same seed gives the same text."""
-        pieces = self.stream(prime, length, num_samples, **sampling)
+        drawn at once; each ending just after the first of the `stop` texts it draws (kept).
+        The same seed gives the same text."""
+        pieces = self.stream(prime, length, num_samples, stop=stop, **sampling)
         if num_samples is None:
             return "".join(cast(Iterator[str], pieces))
         return ["".join(parts) for parts in zip(*cast(Iterator[tuple[str, ...]], pieces))]

@@ -391,6 +391,12 @@ def plot(run_dir, out) -> None:
 @_options(options(SamplingConfig))
 @click.option("--num-samples", default=1, show_default=True, help="Samples drawn in one batch.")
 @click.option(
+    "--stop",
+    multiple=True,
+    help="End each sample just after the first time it draws this text (kept; repeatable: "
+    "the first of several). Not looked for in the prime.",
+)
+@click.option(
     "--interactive",
     is_flag=True,
     help="Read a prime per line from the terminal and answer each with --length characters; "
@@ -403,22 +409,25 @@ def plot(run_dir, out) -> None:
     help="With --interactive: each line continues the text so far instead of starting afresh.",
 )
 def generate(
-    run_dir, prime, length, num_samples, interactive, precision, kernel, keep_state, **settings
-) -> None:
+    run_dir, prime, length, num_samples, stop, interactive, precision, kernel, keep_state,
+    **settings,
+) -> None:  # fmt: skip
     """Generate text from the best checkpoint in RUN_DIR; the text streams to stdout."""
     # a non-finite value is refused before TensorFlow loads
     sampling = api.sampling_config(**settings)
     if keep_state and not interactive:
         raise click.UsageError("--keep-state is for --interactive")
-    if interactive and (num_samples != 1 or prime):
-        raise click.UsageError("--interactive reads its primes from the terminal, one sample")
+    if interactive and (num_samples != 1 or prime or stop):
+        raise click.UsageError(
+            "--interactive reads its primes from the terminal, one sample, no --stop"
+        )
     lm = api.load(run_dir, precision, kernel)  # a bad run is refused before TensorFlow loads
     given = dataclasses.asdict(sampling)
     if interactive:
         _converse(lm, lm.conversation(keep_state, **given), length)
         return
     if num_samples == 1:
-        pieces = lm.stream(prime, length, **given)
+        pieces = lm.stream(prime, length, stop=stop, **given)
         # the generator checks its arguments when first asked for a piece: ask before printing
         # the prime, so that a refused --length leaves stdout empty
         click.echo(prime + next(pieces), nl=False)
@@ -426,7 +435,7 @@ def generate(
             click.echo(piece, nl=False)
         click.echo()
         return
-    for i, sample in enumerate(lm.generate(prime, length, num_samples, **given)):
+    for i, sample in enumerate(lm.generate(prime, length, num_samples, stop, **given)):
         click.echo(f"--- sample {i + 1} ---", err=True)
         click.echo(prime + sample)
 

@@ -9,7 +9,7 @@ Randomness is one `tf.random.stateless_uniform` number per stream and step, seed
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -220,6 +220,34 @@ def compiled_draw_steps(
     return ids, last, [[h[i], c[i]] for i in range(len(states))]
 
 
+class StopAt:
+    """Ends a text handed out piece by piece just after the first occurrence of any of `stops`
+    (the stop is kept). Occurrences are looked for in the pieces only, across their edges.
+
+    Args:
+        stops: the texts to stop at; empty ones are ignored, none stops nothing.
+    """
+
+    def __init__(self, stops: Sequence[str] = ()):
+        self.stops = tuple(stop for stop in stops if stop)
+        self.keep = max((len(stop) for stop in self.stops), default=1) - 1
+        self.tail = ""  # the last `keep` characters handed out: a stop may start in them
+        self.done = False
+
+    def cut(self, piece: str) -> str:
+        """What of `piece` to hand out: all of it, up to and with a stop (then `done`), or
+        nothing once done."""
+        if self.done or not self.stops:
+            return "" if self.done else piece
+        text = self.tail + piece
+        ends = [text.find(stop) + len(stop) for stop in self.stops if stop in text]
+        if ends:  # the earliest to be complete; none lies within the tail, checked before
+            self.done = True
+            return text[len(self.tail) : min(ends)]
+        self.tail = text[len(text) - self.keep :] if self.keep else ""
+        return piece
+
+
 class Sampler:
     """A model's compiled generation loops, built once and reused across calls and settings.
 
@@ -275,20 +303,26 @@ class Sampler:
         sampling: SamplingConfig | None = None,
         num_samples: int | None = None,
         chunk: int = 256,
+        stop: Sequence[str] = (),
     ) -> Iterator[str] | Iterator[tuple[str, ...]]:
         """Sample `length` characters after `prime`, handed out as each chunk is ready.
 
         Yields the next piece of the text (without the prime); with num_samples, a tuple of
         the next piece of each of that many samples, drawn at once as a batch. An empty prime
-        starts as if after a newline.
+        starts as if after a newline. stop: each sample ends just after the first of these
+        texts it draws (kept; `StopAt`), at most `length` characters; drawing ends when every
+        sample has.
         """
         sampling = sampling or SamplingConfig()
         self.check_request(length, num_samples)
         context = prime or empty_prime(self.tokenizer)
         position = self.prime(self.tokenizer.encode(context), num_samples or 1)
+        stops = [StopAt(stop) for _ in range(num_samples or 1)]
         for ids, _ in self._draw(position, 0, length, sampling, chunk):
-            pieces = tuple(self.tokenizer.decode(row) for row in ids)
+            pieces = tuple(s.cut(self.tokenizer.decode(row)) for s, row in zip(stops, ids))
             yield pieces if num_samples is not None else pieces[0]
+            if all(s.done for s in stops):
+                return
 
     def check_request(self, length: int, num_samples: int | None) -> None:
         """Refuse a length outside 1..MAX_LENGTH, or a batch of samples too big for memory."""

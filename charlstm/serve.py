@@ -1,10 +1,12 @@
 """A trained model in the browser: one page and the JSON API behind it (Starlette, uvicorn).
 
-    GET  /                  the page: prime, length, temperature, top-k, top-p, seed, Generate;
-                            the text appears as it is drawn
+    GET  /                  the page: prime, length, temperature, top-k, top-p, seed, stop,
+                            Generate; the text appears as it is drawn
     GET  /info              the run at a glance (`LanguageModel.info`), JSON
     POST /generate          {"prime": "...", "length": 500, "temperature": 1.0, "top_k": 0,
-                             "top_p": 1.0, "seed": 0} -> {"text": "..."}
+                             "top_p": 1.0, "seed": 0, "stop": ""} -> {"text": "..."}
+                            (stop: a text or a list of texts; the text ends just after the
+                            first one drawn, as `charlstm generate --stop`)
     POST /generate/stream   the same body -> the text as plain UTF-8, piece by piece
 
 A field left out of the body takes its default: `GENERATE_LENGTH` and SamplingConfig's, the
@@ -37,7 +39,7 @@ _DEFAULTS_MARK = "__DEFAULTS__"
 
 @dataclass(frozen=True)
 class _Text:
-    """A request's fields besides the sampling, which are SamplingConfig's."""
+    """A request's fields besides the sampling, which are SamplingConfig's, and stop."""
 
     prime: str = ""
     length: int = GENERATE_LENGTH
@@ -45,13 +47,13 @@ class _Text:
 
 def defaults() -> dict[str, Any]:
     """Every request field's default, by name: what an empty body asks for."""
-    return dataclasses.asdict(_Text()) | dataclasses.asdict(SamplingConfig())
+    return dataclasses.asdict(_Text()) | dataclasses.asdict(SamplingConfig()) | {"stop": ""}
 
 
-def parse_request(body: bytes) -> tuple[str, int, SamplingConfig]:
-    """(prime, length, sampling) from a request's JSON body, its types and ranges checked by
-    `charlstm.config.from_dict`; CharlstmError, one line, if bad. The length's range is the
-    model's to check (`LanguageModel.check_request`)."""
+def parse_request(body: bytes) -> tuple[str, int, tuple[str, ...], SamplingConfig]:
+    """(prime, length, stop texts, sampling) from a request's JSON body, its types and ranges
+    checked by `charlstm.config.from_dict`; CharlstmError, one line, if bad. The length's range
+    is the model's to check (`LanguageModel.check_request`)."""
     try:
         given = json.loads(body or b"{}")
     except (ValueError, UnicodeDecodeError) as err:
@@ -61,12 +63,18 @@ def parse_request(body: bytes) -> tuple[str, int, SamplingConfig]:
     unknown = sorted(set(given) - set(defaults()))
     if unknown:
         raise CharlstmError(f"unknown field(s): {', '.join(unknown)}")
+    stop = given.pop("stop", "")
+    stops = [stop] if isinstance(stop, str) else stop
+    if not isinstance(stops, list) or not all(isinstance(s, str) for s in stops):
+        raise CharlstmError("stop must be a text or a list of texts")
+    if sum(map(len, stops)) > MAX_PRIME_CHARS:
+        raise CharlstmError(f"stop must be at most {MAX_PRIME_CHARS:,} characters in all")
     text_fields = {f.name for f in dataclasses.fields(_Text)}
     text: _Text = from_dict(_Text, {k: v for k, v in given.items() if k in text_fields})
     sampling = from_dict(SamplingConfig, {k: v for k, v in given.items() if k not in text_fields})
     if len(text.prime) > MAX_PRIME_CHARS:
         raise CharlstmError(f"prime must be at most {MAX_PRIME_CHARS:,} characters")
-    return text.prime, text.length, sampling
+    return text.prime, text.length, tuple(stops), sampling
 
 
 def page() -> str:
@@ -96,25 +104,27 @@ def make_app(lm: api.LanguageModel):
     async def info(request: Request):
         return JSONResponse(lm.info.to_dict())
 
-    def _settings(body: bytes) -> tuple[str, int, dict[str, Any]]:
-        prime, length, sampling = parse_request(body)
+    def _settings(body: bytes) -> tuple[str, int, tuple[str, ...], dict[str, Any]]:
+        prime, length, stop, sampling = parse_request(body)
         lm.check_request(length)  # the limits `charlstm generate` has
-        return prime, length, dataclasses.asdict(sampling)
+        return prime, length, stop, dataclasses.asdict(sampling)
 
     async def generate(request: Request):
         try:
-            prime, length, sampling = _settings(await request.body())
+            prime, length, stop, sampling = _settings(await request.body())
         except CharlstmError as err:
             return bad(err)
-        text = await run_in_threadpool(lm.generate, prime, length, **sampling)
+        text = await run_in_threadpool(lm.generate, prime, length, None, stop, **sampling)
         return JSONResponse({"text": text})
 
     async def stream(request: Request):
         try:
-            prime, length, sampling = _settings(await request.body())
+            prime, length, stop, sampling = _settings(await request.body())
         except CharlstmError as err:
             return bad(err)
-        pieces = cast(Iterator[str], lm.stream(prime, length, chunk=STREAM_CHUNK, **sampling))
+        pieces = cast(
+            Iterator[str], lm.stream(prime, length, chunk=STREAM_CHUNK, stop=stop, **sampling)
+        )
         return StreamingResponse(pieces, media_type="text/plain; charset=utf-8")
 
     return Starlette(

@@ -276,6 +276,20 @@ def test_generate_num_samples_prints_each_sample(trained_run):
     assert result.stdout.count("\n") >= 3 and result.stderr.count("--- sample") == 3
 
 
+def test_generate_stop_ends_the_text_after_the_stop_through_the_installed_command(trained_run):
+    greedy = ("--prime", "The cat", "--temperature", "0", "--length", "150")
+    full = run_charlstm("generate", trained_run, *greedy).stdout.removesuffix("\n")
+    drawn = full[len("The cat") :]
+    stop = drawn[30:33]
+    end = len("The cat") + drawn.index(stop) + len(stop)
+    done = run_charlstm("generate", trained_run, *greedy, "--stop", "no such text", "--stop", stop)
+    assert done.returncode == 0 and done.stdout == full[:end] + "\n", done.stderr
+    several = run_charlstm("generate", trained_run, *greedy, "--stop", stop, "--num-samples", "2")
+    assert several.stdout == 2 * (full[:end] + "\n")
+    asked = run_charlstm("generate", trained_run, "--interactive", "--stop", ".")
+    assert asked.returncode == 2 and asked.stdout == "" and "no --stop" in asked.stderr
+
+
 def test_train_without_corpus_uses_tinyshakespeare_and_says_so(tmp_path):
     out = tmp_path / "run"
     result = invoke("train", "--out", out, *TINY_TRAIN_ARGS, "--minutes", "0.02")

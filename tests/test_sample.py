@@ -5,7 +5,7 @@ import tensorflow as tf
 from charlstm.config import SamplingConfig
 from charlstm.errors import CharlstmError
 from charlstm.rundir import RunDir
-from charlstm.sample import Sampler, draw, pick_next, top_k_top_p_filter
+from charlstm.sample import Sampler, StopAt, draw, pick_next, top_k_top_p_filter
 from charlstm.tokenizer import UNK, UNK_ID
 
 
@@ -251,3 +251,34 @@ def test_top_p_draws_only_from_the_nucleus_through_generate(run):
         before = np.cumsum(probs[order]) - probs[order]  # mass ahead of each in the order
         nucleus = set(order[before < p - 1e-6])
         assert ids[t + 1] in nucleus, (t, run_dir.tokenizer.decode([ids[t + 1]]))
+
+
+def _cut(stops, pieces) -> list[str]:
+    at = StopAt(stops)
+    return [at.cut(piece) for piece in pieces]
+
+
+def test_a_stop_ends_the_text_just_after_it_even_across_pieces():
+    assert _cut(["END"], ["abc", "dEN", "Dxyz", "more"]) == ["abc", "dEN", "D", ""]
+    assert _cut(["\n\n", "."], ["one\n", "\ntwo. three."]) == ["one\n", "\n"]  # the first
+    assert _cut(["."], ["a.b.c"]) == ["a."]
+    assert _cut([], ["abc", "def"]) == ["abc", "def"]
+    assert _cut([""], ["abc"]) == ["abc"]  # an empty stop stops nothing
+    assert _cut(["xyz"], ["xy", "z", "w"]) == ["xy", "z", ""]
+
+
+def test_generate_stops_each_sample_after_its_stop_and_the_text_before_is_unchanged(run):
+    greedy = SamplingConfig(0)
+    (full,) = _text(run, prime="The cat", length=120, sampling=greedy)
+    stop = full[20:23]  # a text the greedy continuation draws
+    end = full.index(stop) + len(stop)
+    *_, sampler = run
+    for chunk in (4, 256):
+        pieces = list(sampler.generate("The cat", 120, greedy, chunk=chunk, stop=[stop]))
+        assert "".join(pieces) == full[:end]
+        assert len(pieces) == -(-end // chunk)  # no chunk drawn after the stop
+    samples = list(zip(*sampler.generate("The", 80, SamplingConfig(seed=4), 3, stop=["e"])))
+    texts = ["".join(parts) for parts in samples]
+    free = _text(run, prime="The", length=80, sampling=SamplingConfig(seed=4), num_samples=3)
+    for text, whole in zip(texts, free):
+        assert text == (whole[: whole.index("e") + 1] if "e" in whole else whole)

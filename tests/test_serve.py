@@ -21,7 +21,9 @@ from tests.conftest import require
 from tests.test_cli import run_charlstm, started
 
 # what `charlstm generate` takes when not told: the page's fields start with these
-DEFAULTS = {"prime": "", "length": GENERATE_LENGTH, **dataclasses.asdict(SamplingConfig())}
+DEFAULTS = {
+    "prime": "", "length": GENERATE_LENGTH, **dataclasses.asdict(SamplingConfig()), "stop": ""
+}  # fmt: skip
 
 
 def _free_port() -> int:
@@ -124,6 +126,8 @@ def test_requests_of_many_lengths_and_settings_need_no_new_trace(server):
         ({"temperature": "hot"}, "temperature must be float"),
         ({"top_p": 1.5}, "top_p"),
         ({"colour": "blue"}, "unknown field"),
+        ({"stop": 3}, "stop must be a text or a list of texts"),
+        ({"stop": ["a", None]}, "stop must be a text or a list of texts"),
         (b"not json", "not JSON"),
     ],
 )
@@ -196,6 +200,20 @@ def test_the_page_generates_in_a_real_browser(server, tmp_path):
         for changed in ({"seed": 6}, {"temperature": 1.5}, {"top_k": 1}, {"top_p": 0.3}):
             status, other = _post(f"{url}/generate", {**fields, **changed})
             assert json.loads(other)["text"] != json.loads(body)["text"], changed
+        # stop at a text the first draw had: the same text, ended just after it
+        drawn = json.loads(body)["text"]
+        stop = drawn[30:33]
+        field = chrome.find_element(By.ID, "stop")
+        field.clear()
+        field.send_keys(stop)
+        chrome.find_element(By.ID, "generate").click()
+        WebDriverWait(chrome, 60).until(
+            lambda c: c.find_element(By.ID, "generated").get_attribute("data-done") == "true"
+        )
+        stopped = chrome.find_element(By.ID, "generated").get_attribute("textContent")
+        assert stopped == drawn[: drawn.index(stop) + len(stop)]
+        status, listed = _post(f"{url}/generate", {**fields, "stop": ["\u0000", stop]})
+        assert json.loads(listed)["text"] == stopped
         chrome.save_screenshot(str(tmp_path / "page.png"))
     finally:
         chrome.quit()
