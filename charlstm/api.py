@@ -568,6 +568,7 @@ class RunInfo:
         tensorflow, keras: the versions running here.
         kernel: the loops its training runs on here (`charlstm.kernel.describe`), or why the
             kernel its config asks for cannot run here.
+        device: what trains here (`charlstm.precision.describe_device`).
     """
 
     run: str
@@ -583,6 +584,7 @@ class RunInfo:
     tensorflow: str
     keras: str
     kernel: str
+    device: str
 
     def to_dict(self) -> dict[str, Any]:
         """As JSON holds it (`GET /info` of `charlstm serve`)."""
@@ -626,6 +628,7 @@ def _run_info(run: RunDir) -> RunInfo:
         tensorflow=tf.__version__,
         keras=keras.__version__,
         kernel=_kernel_here(config, kernel, precision),
+        device=precision.describe_device(),
     )
 
 

@@ -252,6 +252,7 @@ def train(corpus, out, resume, force, config_file, **settings) -> None:
                 api.explain_precision(event.config.precision, event.config.model.cell), err=True
             )
             click.echo(event.kernel, err=True)
+            click.echo(f"device: {event.device}", err=True)
         elif isinstance(event, api.EncodeEvent):
             verb = "hashing" if event.phase == "hash" else "encoding"
             bar = encoding.setdefault(event.phase, _ByteBar(f"{verb} {plan.corpus}"))
@@ -511,6 +512,7 @@ def info(run_dir) -> None:
         )
     lines.append(f"software: TensorFlow {i.tensorflow}, Keras {i.keras}")
     lines.append(f"training here: {i.kernel}")
+    lines.append(f"device here: {i.device}")
     click.echo("\n".join(lines))
 
 

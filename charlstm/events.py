@@ -46,6 +46,7 @@ class StartEvent:
     resumed_step: int | None  # the checkpoint's step when resuming
     config: RunConfig  # every choice the run trains with
     kernel: str = "kernel: xla"  # which loops run (`charlstm.kernel.describe`)
+    device: str = ""  # what trains (`charlstm.precision.describe_device`)
 
 
 @dataclass(frozen=True)

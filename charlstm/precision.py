@@ -83,6 +83,18 @@ def gpu_capabilities() -> Capabilities:
     return tuple(found)
 
 
+def describe_device(gpus: Capabilities | None = None) -> str:
+    """What trains here, in words: the GPUs TensorFlow sees (`gpus`, their compute
+    capabilities; default: `gpu_capabilities()`), else the CPU's model name and core count."""
+    gpus = gpu_capabilities() if gpus is None else gpus
+    if gpus:
+        names = ", ".join(f"{major}.{minor}" for major, minor in gpus)
+        plural = "s" if len(gpus) > 1 else ""
+        return f"{len(gpus)} GPU{plural} (compute capability {names})"
+    cores = os.cpu_count() or 1
+    return f"CPU, {cpu_name()} ({cores} core{'s' if cores > 1 else ''})"
+
+
 def resolve(precision: str, cell: str = "lstm", flags: Flags | None = None,
             gpus: Capabilities | None = None) -> str:  # fmt: skip
     """ "float32" or "bfloat16" for a requested precision and ModelConfig.cell.

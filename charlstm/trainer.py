@@ -275,6 +275,7 @@ class Trainer:
                 resumed_step,
                 self.config,
                 kernel.describe(self.kernel),
+                precision.describe_device(),
             )  # fmt: skip
         )
         self.start = time.monotonic()

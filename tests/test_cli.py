@@ -99,6 +99,10 @@ def test_train_generate_evaluate_info_end_to_end(tmp_path, text_file):
     assert result.exit_code == 0, result.output
     assert result.stdout == ""  # progress and logs go to stderr
     assert "best validation loss" in result.stderr
+    from charlstm.precision import cpu_name  # noqa: PLC0415
+
+    here = f"CPU, {cpu_name()} ({os.cpu_count()} core"  # no GPU where the tests run
+    assert f"device: {here}" in result.stderr
     sample = json.loads((out / "log.jsonl").read_text().splitlines()[0])["sample"]
     assert "\n".join("    " + line for line in sample.split("\n")) in result.stderr
 
@@ -119,6 +123,7 @@ def test_train_generate_evaluate_info_end_to_end(tmp_path, text_file):
     assert result.exit_code == 0 and "model: lstm 2 x 16, embedding 8" in result.stdout
     assert f"{text_file.stat().st_size:,} bytes" in result.stdout
     assert "TensorFlow 2." in result.stdout and "vocabulary:" in result.stdout
+    assert f"device here: {here}" in result.stdout
 
 
 def test_plot_writes_the_learning_curves_as_a_png_and_never_over_a_users_file(

@@ -17,6 +17,7 @@ from charlstm.fused import lstm_recurrence
 from charlstm.model import build_model
 from charlstm.precision import (
     NATIVE_BF16_SPEEDUP,
+    describe_device,
     explain,
     gpu_capabilities,
     matmul,
@@ -45,6 +46,12 @@ def test_auto_is_bfloat16_where_the_cpu_has_bf16_products_and_float32_elsewhere(
     assert "no bfloat16" in explain("auto", flags=older)
     with pytest.raises(ValueError):
         resolve("float16")
+
+
+def test_the_device_line_names_the_gpus_else_the_cpu():
+    assert describe_device(((8, 0), (9, 0))) == "2 GPUs (compute capability 8.0, 9.0)"
+    assert describe_device(((8, 6),)) == "1 GPU (compute capability 8.6)"
+    assert describe_device(()).startswith("CPU, ")
 
 
 def test_on_a_gpu_auto_follows_the_gpu_not_the_cpu():
