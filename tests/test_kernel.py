@@ -39,18 +39,23 @@ def _random(rng, shape, scale=1.0):
     return tf.constant(rng.normal(0.0, scale, shape).astype(np.float32))
 
 
-def test_the_compiled_loops_equal_the_xla_loops(ops):
-    rng = np.random.default_rng(0)
-    T, B, H = 7, 3, 5
+def _window(rng, T, B, H, u_scale, keep):
+    """A window's loop inputs: xw (T, B, 4H), h0, c0 (B, H), U (H, 4H), a dropout mask (B, H)
+    keeping `keep` of h; then the gradients arriving: d_hs (T, B, H), d_h, d_c (B, H)."""
     xw, h0, c0 = _random(rng, (T, B, 4 * H)), _random(rng, (B, H), 0.5), _random(rng, (B, H))
-    U = _random(rng, (H, 4 * H), 0.4)
-    mask = tf.constant((rng.random((B, H)) > 0.3).astype(np.float32) / 0.7)
+    U = _random(rng, (H, 4 * H), u_scale)
+    mask = tf.constant((rng.random((B, H)) > 1 - keep).astype(np.float32) / keep)
+    incoming = (_random(rng, (T, B, H)), _random(rng, (B, H)), _random(rng, (B, H)))
+    return (xw, h0, c0, U, mask), incoming
+
+
+def test_the_compiled_loops_equal_the_xla_loops(ops):
+    (xw, h0, c0, U, mask), (d_hs, d_h, d_c) = _window(np.random.default_rng(0), 7, 3, 5, 0.4, 0.7)
     want = fused._forward_loop(xw, h0, c0, U, mask)
     got = ops.charlstm_lstm_forward(xw, h0, c0, U, mask)
     for name, a, b in zip(("hs", "cs", "gates"), want, got):
         np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6, err_msg=name)
     hs, cs, gates = want
-    d_hs, d_h, d_c = _random(rng, (T, B, H)), _random(rng, (B, H)), _random(rng, (B, H))
     want = fused._backward_loop(gates, cs, c0, d_hs, d_h, d_c, U, mask)
     got = ops.charlstm_lstm_backward(gates, cs, c0, d_hs, d_h, d_c, U, mask)
     for name, a, b in zip(("dz", "dh0", "dc0"), want, got):
@@ -64,10 +69,7 @@ def _cosine(a, b) -> float:
 
 def test_the_bfloat16_loops_stay_within_bfloat16_rounding_of_the_float32_ones(ops):
     rng = np.random.default_rng(5)
-    T, B, H = 12, 4, 24
-    xw, h0, c0 = _random(rng, (T, B, 4 * H)), _random(rng, (B, H), 0.5), _random(rng, (B, H))
-    U = _random(rng, (H, 4 * H), 0.3)
-    mask = tf.constant((rng.random((B, H)) > 0.2).astype(np.float32) / 0.8)
+    (xw, h0, c0, U, mask), (d_hs, d_h, d_c) = _window(rng, 12, 4, 24, 0.3, 0.8)
     want = ops.charlstm_lstm_forward(xw, h0, c0, U, mask)
     got = ops.charlstm_lstm_forward(xw, h0, c0, U, mask, bf16=True)
     for name, a, b in zip(("hs", "cs", "gates"), want, got):
@@ -75,7 +77,6 @@ def test_the_bfloat16_loops_stay_within_bfloat16_rounding_of_the_float32_ones(op
         assert not np.array_equal(a, b)  # the products did run in bfloat16
         assert _cosine(a, b) > 0.999, name
     hs, cs, gates = want
-    d_hs, d_h, d_c = _random(rng, (T, B, H)), _random(rng, (B, H)), _random(rng, (B, H))
     want = ops.charlstm_lstm_backward(gates, cs, c0, d_hs, d_h, d_c, U, mask)
     got = ops.charlstm_lstm_backward(gates, cs, c0, d_hs, d_h, d_c, U, mask, bf16=True)
     for name, a, b in zip(("dz", "dh0", "dc0"), want, got):
