@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
+from charlstm import finetune
 from charlstm.config import (
     GENERATE_LENGTH,
     DynamicConfig,
@@ -74,6 +75,7 @@ __all__ = [
     "EvalEvent",
     "Evaluation",
     "Fetched",
+    "Inside",
     "LanguageModel",
     "MadeText",
     "StartEvent",
@@ -172,7 +174,8 @@ def plan_training(
         config_file: options from a JSON or TOML file (`RunConfig.file_options`: flat names, or
             a run's config.json, which repeats that run); those given here win.
         options: RunConfig's options by their flat names (units=512, minutes=3,
-            preset="small"); None is "not given".
+            preset="small"); None is "not given". init_from="runs/base" fine-tunes that run
+            (`charlstm.finetune`: its model and vocabulary, a fine-tuning recipe).
 
     Raises:
         CharlstmError: an unknown option, a value of the wrong type or out of range, a bad
@@ -187,8 +190,12 @@ def plan_training(
     name = str(corpus) if corpus else DEFAULT_CORPUS
     source = resolve(name)
     out = Path(out) if out is not None else Path("runs") / source.label
+    if given.get("init_from"):  # config.json keeps the base by its absolute path
+        given["init_from"] = str(Path(given["init_from"]).resolve())
     if resume and (out / CONFIG).exists():
         _check_resume_options(out, str(corpus) if corpus else None, given)
+    elif given.get("init_from"):
+        given = finetune.options(given["init_from"], given)
     # the corpus' size in bytes stands for its characters when a preset is chosen
     config = RunConfig.from_options(name, corpus_chars=source.size, **given)
     epochs, minutes, strategy, kernel = (
@@ -209,6 +216,7 @@ def train(
 
         lm = charlstm.train("tinyshakespeare", "runs/demo", minutes=1)
         lm = charlstm.train(out="runs/demo", resume=True, minutes=5)    # 5 minutes more
+        lm = charlstm.train("python-stdlib", "runs/ft", init_from="runs/demo", minutes=3)
 
     (`plan_training(...).run(callback)` trains with a callback for the events, and returns
     the TrainResult.)
@@ -222,14 +230,17 @@ def train(
 
 
 def _train_options(values: dict[str, Any], where: str = "") -> dict[str, Any]:
-    """The training options given (None: not given), each checked against its field's type."""
+    """The training options given (None: not given), each checked against its field's type;
+    a path (init_from, val_file) may be a Path."""
     declared = {o.name: o for o in options(RunConfig)}
     unknown = sorted(set(values) - set(declared))
     if unknown:
         raise CharlstmError(f"unknown option(s): {', '.join(unknown)}")
     prefix = f"{where}: " if where else ""
     return {
-        name: coerce(declared[name].type, value, prefix + name)
+        name: coerce(
+            declared[name].type, str(value) if isinstance(value, Path) else value, prefix + name
+        )  # fmt: skip
         for name, value in values.items()
         if value is not None
     }
@@ -422,6 +433,54 @@ class LanguageModel:
         """The loss on `text` as `charlstm evaluate` computes it: a Loss (nats, bits,
         perplexity, chars)."""
         return _static_loss(self.model, self.config, self.tokenizer.encode(text))
+
+    def inside(self, text: str, layer: int = 0, quantity: str = "c") -> Inside:
+        """`text` read from zero states, as the inside view of the served page shows it: layer
+        `layer`'s `quantity` (c, h, or a gate: i, f, g, o) after each character, and the five
+        likeliest next characters (`charlstm.explore.probe.trace`, which has every layer and
+        gate at once).
+
+        Raises:
+            CharlstmError: an empty text, a layer or quantity the model has not, a cell other
+                than lstm.
+        """
+        layers = self.config.model.num_layers
+        if not text:
+            raise CharlstmError("text must have at least one character")
+        if not 0 <= layer < layers:
+            raise CharlstmError(f"layer must be 0 to {layers - 1}, got {layer}")
+        if quantity not in INSIDE_QUANTITIES:
+            raise CharlstmError(
+                f"quantity must be one of {', '.join(INSIDE_QUANTITIES)}, got {quantity!r}"
+            )
+        if self.config.model.cell != "lstm":
+            raise CharlstmError(f"the inside view reads lstm cells, not {self.config.model.cell}")
+        from charlstm.explore.probe import trace  # noqa: PLC0415
+
+        seen = trace(self.model, self.tokenizer, text)
+        top = [seen.top_next(t) for t in range(len(seen.chars))]
+        return Inside(seen.chars, seen.layers[layer][quantity], top, layers)
+
+
+# what `LanguageModel.inside` shows: the cell state, the hidden state, the gates
+INSIDE_QUANTITIES = ("c", "h", "i", "f", "g", "o")
+
+
+@dataclass(frozen=True)
+class Inside:
+    """A text as one layer of a model saw it (`LanguageModel.inside`).
+
+    Attributes:
+        chars: the T characters read (after NFC; unknown ones as U+FFFD).
+        values: (T, H) float32, the quantity after each character.
+        top: T lists of the five likeliest next characters, (character, probability).
+        layers: the model's number of layers.
+    """
+
+    chars: list[str]
+    values: Any
+    top: list[list[tuple[str, float]]]
+    layers: int
 
 
 def load(
@@ -677,8 +736,8 @@ def plot(run_dir: str | Path, out: str | Path | None = None) -> Path:
 
 def export(run_dir: str | Path, fmt: str, out: str | Path) -> Path:
     """Write the run's best model where charlstm is not needed to run it (`charlstm.export`:
-    fmt savedmodel, tflite or keras) into folder `out`, which must not exist; returns the path
-    of what was written.
+    fmt savedmodel, tflite or keras, into folder `out`; `charlstm.web`: fmt web, the page
+    `out`); `out` must not exist. Returns the path of what was written.
 
     Raises:
         CharlstmError: not a run, `out` exists or lies under a file, an unknown format.
@@ -689,6 +748,10 @@ def export(run_dir: str | Path, fmt: str, out: str | Path) -> Path:
     nearest = next(p for p in Path(out).absolute().parents if p.exists())
     if not nearest.is_dir():
         raise CharlstmError(f"{out}: {nearest} is a file, not a folder; choose another --out")
+    if fmt == "web":
+        from charlstm.web import write_page  # noqa: PLC0415 (imports TensorFlow)
+
+        return write_page(run_dir, out)
     from charlstm.export import export as export_run  # noqa: PLC0415 (imports TensorFlow)
 
     return export_run(run_dir, fmt, out)

@@ -332,11 +332,13 @@ class _Progress:
 
 @cli.command()
 @click.argument("run_dir")
-@click.option("--format", "fmt", type=click.Choice(["savedmodel", "tflite", "keras"]),
+@click.option("--format", "fmt", type=click.Choice(["savedmodel", "tflite", "keras", "web"]),
               required=True, help="savedmodel: generate(prime, settings) -> text and one step, "
               "for any TensorFlow runtime; tflite: one step (ids, states -> logits, states); "
-              "keras: a .keras file.")  # fmt: skip
-@click.option("--out", required=True, help="The folder to create (it must not exist).")
+              "keras: a .keras file; web: one HTML page that generates in any browser, "
+              "offline.")  # fmt: skip
+@click.option("--out", required=True,
+              help="The folder to create (web: the .html file); it must not exist.")  # fmt: skip
 def export(run_dir, fmt, out) -> None:
     """Write RUN_DIR's best model where charlstm is not needed to run it; print its path."""
     click.echo(str(api.export(run_dir, fmt, out)))

@@ -236,6 +236,10 @@ def _toml():
     return tomllib
 
 
+# a run's config.json fields that are not options: the run's start records them
+SET_BY_THE_RUN = ("init_step", "init_sha256")
+
+
 @dataclass(frozen=True)
 class RunConfig(Settings):
     """Everything a run needs to be rebuilt: the model, the training and the corpus it read."""
@@ -277,6 +281,17 @@ class RunConfig(Settings):
         choices=KERNELS,
     )
 
+    init_from: str = setting(
+        "",
+        "fine-tune: start from this run's best weights, with its model (options that would "
+        "change the weights' shapes are refused) and its vocabulary extended with the "
+        "corpus' new characters; the rate and warm-up default to a fine-tuning recipe",
+    )
+    # set when a fine-tuned run starts: the base checkpoint's step and the SHA-256 of its
+    # model.safetensors (init_from is kept as an absolute path)
+    init_step: int = field(default=0, metadata={"range": Range(min=0)})
+    init_sha256: str = ""
+
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True) + "\n"
 
@@ -315,7 +330,8 @@ class RunConfig(Settings):
         return cls(**sections, corpus=corpus, **given)  # type: ignore[arg-type]
 
     def describe(self) -> list[str]:
-        """The run's choices in three lines: model, training, schedule and budget."""
+        """The run's choices in three lines: model, training, schedule and budget; a fourth
+        names a fine-tuned run's base."""
         m, t = self.model, self.train
         dropout = f"dropout {m.dropout} per {m.dropout_mask}"
         if m.recurrent_dropout or m.weight_drop:
@@ -342,14 +358,17 @@ class RunConfig(Settings):
             f"budget: {budget}, first reached"
             + (f"; early stop after {t.early_stop} stalled passes" if t.early_stop else "")
             + f"; validation every {t.eval_every} steps",
-        ]
+        ] + (
+            [f"fine-tuned from: {self.init_from}, step {self.init_step} (model.safetensors "
+             f"sha256 {self.init_sha256})"] if self.init_from else []
+        )  # fmt: skip
 
     @classmethod
     def file_options(cls, path: str | Path) -> dict[str, object]:
         """The option values in a settings file (`charlstm train --config FILE`): JSON, or TOML
         for a .toml file; flat option names (`units = 512`), or a run's config.json layout
         (`model`, `train` sections). A run's `corpus` is returned as "corpus"; its vocab_size
-        is dropped (the corpus sets it).
+        and the fine-tuning record (init_step, init_sha256) are dropped (the run sets them).
 
         Raises:
             CharlstmError: unreadable, not JSON/TOML, or a name that is not an option.
@@ -373,6 +392,8 @@ class RunConfig(Settings):
                 flat |= {k: v for k, v in value.items() if k != "vocab_size"}
             else:
                 flat[name] = value
+        for name in SET_BY_THE_RUN:
+            flat.pop(name, None)
         known = set(cls().option_values()) | {"corpus"}
         unknown = sorted(set(flat) - known)
         if unknown:

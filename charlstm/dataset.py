@@ -55,8 +55,11 @@ def encode_corpus(
     config: RunConfig,
     tokenizer: CharTokenizer | None = None,
     report: Callable[[str, int, int], None] | None = None,
+    extend: CharTokenizer | None = None,
 ) -> Encoded:
-    """The run's corpus (and val_file) as ids, with `tokenizer` or one built from the corpus.
+    """The run's corpus (and val_file) as ids, with `tokenizer`, or one built from the corpus:
+    with `extend` (a fine-tuned run's base vocabulary), that one with the corpus' new
+    characters appended (`CharTokenizer.extended`).
 
     A downloaded corpus is checked against its record first (`corpus.Source.check`). A
     single file of `corpus.STREAM_BYTES` or more is encoded by `idfile.encode_file`,
@@ -73,11 +76,17 @@ def encode_corpus(
         source.check()
         found = encode_file(path, cache_dir() / "ids", config.encoding, config.errors,
                             tokenizer, report)  # fmt: skip
+        if tokenizer is None and extend is not None:  # the file's characters, then its ids
+            found = encode_file(path, cache_dir() / "ids", config.encoding, config.errors,
+                                extend.extended(found.tokenizer.chars), report)  # fmt: skip
         ids, starts, tokenizer = found.ids, (0,), found.tokenizer
         description = f"{config.corpus} ({len(ids):,} characters, ids mapped from {found.path})"
     else:
         corpus = source.load(config.encoding, config.errors)
-        tokenizer = tokenizer or CharTokenizer.build(corpus.text)
+        if tokenizer is None:
+            tokenizer = CharTokenizer.build(corpus.text)
+            if extend is not None:
+                tokenizer = extend.extended(tokenizer.chars)
         ids, starts, description = tokenizer.encode(corpus.text), corpus.starts, corpus.description
     if tokenizer.vocab_size < 3:
         raise CharlstmError(

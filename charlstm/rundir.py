@@ -90,11 +90,19 @@ def tensors_to_bytes(tensors: dict[str, np.ndarray]) -> bytes:
 def read_tensors(path: Path) -> dict[str, np.ndarray]:
     """Read a safetensors file; a malformed one raises CharlstmError naming it."""
     try:
-        return safetensors.numpy.load(Path(path).read_bytes())
+        data = Path(path).read_bytes()
     except OSError as err:
         raise CharlstmError(f"{path}: cannot read ({err.strerror})") from err
+    return tensors_from_bytes(data, str(path))
+
+
+def tensors_from_bytes(data: bytes, source: str) -> dict[str, np.ndarray]:
+    """A safetensors file's bytes as tensors; malformed ones raise CharlstmError naming
+    `source`."""
+    try:
+        return safetensors.numpy.load(data)
     except Exception as err:  # safetensors reports a bad header as its own error type
-        raise CharlstmError(f"{path}: not a valid safetensors file ({err})") from err
+        raise CharlstmError(f"{source}: not a valid safetensors file ({err})") from err
 
 
 def variables_by_path(variables) -> dict:

@@ -8,6 +8,12 @@
                             (stop: a text or a list of texts; the text ends just after the
                             first one drawn, as `charlstm generate --stop`)
     POST /generate/stream   the same body -> the text as plain UTF-8, piece by piece
+    POST /inside            {"text": "...", "layer": 0, "quantity": "c"} -> {"chars": [...],
+                            "layers": L, "units": H, "values": base64 of float32 (T, H),
+                            "top": T lists of five [character, probability]}: the text read
+                            from zero states (`explore.probe.trace`), one layer's c, h or gate
+                            (i, f, g, o) after each character, and the likeliest next ones;
+                            the page's inside view (inside.js) colours the text with it
 
 A field left out of the body takes its default: `GENERATE_LENGTH` and SamplingConfig's, the
 ones `charlstm generate` takes (`defaults`), which the page also starts with. A bad body gets 400
@@ -19,12 +25,15 @@ Starlette's thread pool.
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any, cast
+
+import numpy as np
 
 from charlstm import api
 from charlstm.config import GENERATE_LENGTH, SamplingConfig, from_dict
@@ -33,8 +42,41 @@ from charlstm.errors import CharlstmError
 MAX_PRIME_CHARS = 10_000
 # /generate/stream hands the text out this many characters at a time
 STREAM_CHUNK = 16
-# where serve.html's script takes the defaults of its fields
+# the longest text /inside reads
+MAX_INSIDE_CHARS = 5_000
+# where serve.html's script takes the defaults of its fields, and the inside view's code
 _DEFAULTS_MARK = "__DEFAULTS__"
+_INSIDE_MARK = "__INSIDE__"
+
+
+@dataclass(frozen=True)
+class _Inside:
+    """A POST /inside body."""
+
+    text: str = ""
+    layer: int = 0
+    quantity: str = "c"
+
+
+def inside(lm: api.LanguageModel, body: bytes) -> dict[str, Any]:
+    """POST /inside's answer (module docstring) to a JSON body (`LanguageModel.inside`);
+    CharlstmError, one line, if the body is bad."""
+    try:
+        given = json.loads(body or b"{}")
+    except (ValueError, UnicodeDecodeError) as err:
+        raise CharlstmError(f"the body is not JSON ({err})") from err
+    request: _Inside = from_dict(_Inside, given)
+    if len(request.text) > MAX_INSIDE_CHARS:
+        raise CharlstmError(f"text must be at most {MAX_INSIDE_CHARS:,} characters")
+    seen = lm.inside(request.text, request.layer, request.quantity)
+    values = np.ascontiguousarray(seen.values, "<f4")
+    return {
+        "chars": seen.chars,
+        "layers": seen.layers,
+        "units": values.shape[1],
+        "values": base64.b64encode(values.tobytes()).decode("ascii"),
+        "top": seen.top,
+    }
 
 
 @dataclass(frozen=True)
@@ -79,10 +121,14 @@ def parse_request(body: bytes) -> tuple[str, int, tuple[str, ...], SamplingConfi
 
 def page() -> str:
     """serve.html, its fields' defaults filled in from `defaults`."""
-    html = resources.files("charlstm").joinpath("serve.html").read_text(encoding="utf-8")
+    files = resources.files("charlstm")
+    html = files.joinpath("serve.html").read_text(encoding="utf-8")
     assert html.count(_DEFAULTS_MARK) == 1, "serve.html takes its defaults in one place"
+    view = files.joinpath("inside.js").read_text(encoding="utf-8")
     # "<" escaped: a "</script>" in a value cannot end the script
-    return html.replace(_DEFAULTS_MARK, json.dumps(defaults()).replace("<", "\\u003c"))
+    return html.replace(_INSIDE_MARK, view).replace(
+        _DEFAULTS_MARK, json.dumps(defaults()).replace("<", "\\u003c")
+    )
 
 
 def make_app(lm: api.LanguageModel):
@@ -127,12 +173,20 @@ def make_app(lm: api.LanguageModel):
         )
         return StreamingResponse(pieces, media_type="text/plain; charset=utf-8")
 
+    async def look_inside(request: Request):
+        body = await request.body()
+        try:
+            return JSONResponse(await run_in_threadpool(inside, lm, body))
+        except CharlstmError as err:
+            return bad(err)
+
     return Starlette(
         routes=[
             Route("/", index),
             Route("/info", info),
             Route("/generate", generate, methods=["POST"]),
             Route("/generate/stream", stream, methods=["POST"]),
+            Route("/inside", look_inside, methods=["POST"]),
         ]
     )
 

@@ -79,6 +79,16 @@ class CharTokenizer:
         vocab = {UNK: UNK_ID, **{c: i + 1 for i, c in enumerate(ordered)}}
         return cls(_char_tokenizer(vocab))
 
+    def extended(self, chars) -> CharTokenizer:
+        """This vocabulary with the characters of `chars` it lacks appended, sorted by code
+        point: every known character keeps its id, the new ones take ids V, V+1, ...
+        (a fine-tuned model keeps its base's rows, `charlstm.finetune`)."""
+        vocab = self.tokenizer.get_vocab()
+        new = sorted(set(chars) - set(vocab) - {UNK})
+        return CharTokenizer(
+            _char_tokenizer(vocab | {c: len(vocab) + i for i, c in enumerate(new)})
+        )
+
     @classmethod
     def load(cls, path: str | Path) -> CharTokenizer:
         """Reload a tokenizer.json; raises CharlstmError when it is missing or not ours."""

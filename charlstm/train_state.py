@@ -62,9 +62,9 @@ class TrainState:
 
     @contextlib.contextmanager
     def averaged(self) -> Iterator[None]:
-        """Inside, the model holds the moving averages of its trainable weights (with ema;
-        otherwise nothing changes); after, its raw weights again."""
-        if not self.ema:
+        """Inside, the model holds the moving averages of its trainable weights (with ema,
+        once a step has made them; otherwise nothing changes); after, its raw weights again."""
+        if not self.ema or int(self.optimizer.iterations.numpy()) == 0:
             yield
             return
         trainable = self.model.trainable_variables

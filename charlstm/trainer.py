@@ -35,6 +35,7 @@ from charlstm.distribute import Replicas, make_strategy
 from charlstm.errors import CharlstmError
 from charlstm.evaluate import Loss, evaluate_windows
 from charlstm.events import Callback, StopReason, TrainResult
+from charlstm.finetune import Base
 from charlstm.model import States, build_model, check_fits
 from charlstm.records import LogRecord, Progress
 from charlstm.rundir import CONFIG, Checkpoint, RunDir, run_lock, variables_by_path, worker_home
@@ -98,12 +99,15 @@ def train(
         report(events.EncodeEvent(phase, done, total))
 
     resuming = resume and (out / CONFIG).exists()
+    base: Base | None = None  # a fine-tuned run's, until its first checkpoint
     if resuming:
         config = RunDir.open(out).config
         check_fits(config.model, config.train.batch_size, config.train.seq_len, training=True)
     else:  # the corpus is read and laid out before `out` is touched: bad input leaves it be
-        data = encode_corpus(config or RunConfig(), report=encoding)
-        config = _started(config or RunConfig(), data.tokenizer)
+        config = config or RunConfig()
+        base = Base.read(config.init_from) if config.init_from else None
+        data = encode_corpus(config, report=encoding, extend=base.tokenizer if base else None)
+        config = _started(config, data.tokenizer, base)
         check_fits(config.model, config.train.batch_size, config.train.seq_len, training=True)
         laid = lay_out(data.ids, data.starts, config, data.val_ids)
     replicas = Replicas(make_strategy(strategy or config.train.strategy), config.train.batch_size)
@@ -114,23 +118,46 @@ def train(
                 config = run.resume_config(epochs, minutes, strategy, kernel)
                 data = encode_corpus(config, run.tokenizer, encoding)
                 laid = lay_out(data.ids, data.starts, config, data.val_ids)
+            if config.init_from and not run.checkpoints():
+                base = _same_base(config)
         else:
             run = RunDir.create(home, config, data.tokenizer, force=force)
         with run.writing(), replicas.stop_on_lost_worker():
-            trainer = Trainer(run, laid.train, laid.val, report, replicas)
+            trainer = Trainer(run, laid.train, laid.val, report, replicas, base)
             result = trainer.fit(resume=resuming, corpus=data.description)
     return dataclasses.replace(result, run_dir=out)  # the chief's, where the run is
 
 
-def _started(config: RunConfig, tokenizer: CharTokenizer) -> RunConfig:
+def _started(config: RunConfig, tokenizer: CharTokenizer, base: Base | None) -> RunConfig:
     """A new run's config as config.json keeps it: the vocabulary's size, the corpus and
-    val_file by their keys (`corpus.Source.key`: a file by its absolute path)."""
-    return dataclasses.replace(
+    val_file by their keys (`corpus.Source.key`: a file by its absolute path); a fine-tuned
+    run's base by its absolute path, checkpoint step and weights' SHA-256."""
+    config = dataclasses.replace(
         config,
         model=dataclasses.replace(config.model, vocab_size=tokenizer.vocab_size),
         corpus=resolve(config.corpus).key,
         val_file=resolve(config.val_file).key if config.val_file else "",
     )
+    if base is None:
+        return config
+    return dataclasses.replace(
+        config, init_from=str(base.path), init_step=base.step, init_sha256=base.sha256
+    )
+
+
+def _same_base(config: RunConfig) -> Base:
+    """The base of a fine-tuned run resumed before its first checkpoint, as it started from.
+
+    Raises:
+        CharlstmError: the base's best checkpoint is no longer the one config.json records.
+    """
+    base = Base.read(config.init_from)
+    if base.sha256 != config.init_sha256:
+        raise CharlstmError(
+            f"{config.init_from}: its best checkpoint is no longer the one this run started "
+            f"from (step {config.init_step}); start the run again with --force"
+        )
+    return base
 
 
 SAMPLE_TEMPERATURE = 0.8
@@ -153,6 +180,8 @@ class Trainer:
         val_w: the validation windows (`data.eval_windows`).
         callback: receives StartEvent, StepEvent and EvalEvent objects.
         replicas: the strategy and its replicas (default: one device).
+        base: a fine-tuned run's base (`charlstm.finetune`), when it starts: its weights are
+            placed in the model, scored and saved as step 0 before the first step.
     """
 
     def __init__(
@@ -162,8 +191,10 @@ class Trainer:
         val_w: Windows,
         callback: Callback | None = None,
         replicas: Replicas | None = None,
+        base: Base | None = None,
     ):
         self.run, self.config = run, run.config
+        self.base = base
         config = run.config
         self.callback: Callback = callback or (lambda event: None)
         self.train_w, self.val_w = train_w, val_w
@@ -175,6 +206,8 @@ class Trainer:
         self.kernel = kernel.choose(config.kernel, dtype, config.model.cell, config.model.units)
         with replicas.scope():
             self.model = build_model(config.model, matmul_dtype=dtype, kernel=self.kernel)
+            if base is not None:  # over a fresh model's weights: new characters keep theirs
+                base.place(self.model)
             self.optimizer = make_optimizer(settings, clip=replicas.strategy is None)
             self.optimizer.build(self.model.trainable_variables)
         replicas.decorrelate(self.model)
@@ -289,6 +322,10 @@ class Trainer:
         speeds: list[float] = []  # and chars/s
         tick = time.monotonic()
         steps = self._steps(position, carried) if left > 0 else iter(())
+        if self.base is not None and resumed_step is None:  # where fine-tuning starts from
+            self._evaluate(0, 0, [], [], last=False)
+            streams = self.train_w.inputs.shape[0]
+            self._save(0, (0, 0), self.replicas.split(self.model.zero_states(streams), streams))
         with events.sigint_requests_stop() as interrupt:
             for epoch, k, loss, states in steps:
                 step, loss = step + 1, float(loss)

@@ -83,6 +83,7 @@ def inputs(tmp_path_factory, trained_run) -> Path:
     # a config naming a model far larger than its weights: refused before anything is built
     _edit_config(damaged("config-huge-units"), lambda c: c["model"].update({"units": 200000}))
     (damaged("tokenizer-garbage") / "tokenizer.json").write_bytes(b"\x00\xffnot a tokenizer")
+    shutil.rmtree(damaged("no-checkpoints") / "checkpoints")
     _damage_weights(damaged("weights-truncated"), lambda data: data[: len(data) // 2])
     _damage_weights(damaged("weights-garbage"), lambda data: struct.pack("<Q", 2**40) + bytes(64))
     return d
@@ -131,6 +132,12 @@ CASES = [
         id="export-under-a-file",
     ),
     pytest.param(
+        ["export", "{d}/run", "--format", "web", "--out", "{d}/notes.txt"],
+        1,
+        "exists",
+        id="export-web-over-a-file",
+    ),
+    pytest.param(
         ["corpus", "info", "war-and-peace"], 1, "nor a corpus name", id="corpus-info-unknown"
     ),
     pytest.param(["corpus", "info", "{d}/image.png"], 1, "binary", id="corpus-info-binary-file"),
@@ -167,6 +174,37 @@ CASES = [
         1,
         "--units",
         id="train-resume-with-changed-units",
+    ),
+    # the run to fine-tune from
+    pytest.param(
+        [*train_on("tiny.txt"), "--init-from", "{d}/run", "--units", "32"],
+        1,
+        "--units would change its weights' shapes",
+        id="train-init-from-with-other-units",
+    ),
+    pytest.param(
+        [*train_on("tiny.txt"), "--init-from", "{d}/run", "--preset", "large"],
+        1,
+        "--preset would change",
+        id="train-init-from-with-another-preset",
+    ),
+    pytest.param(
+        [*train_on("tiny.txt"), "--init-from", "{d}/not-a-run"],
+        1,
+        "not-a-run",
+        id="train-init-from-not-a-run",
+    ),
+    pytest.param(
+        [*train_on("tiny.txt"), "--init-from", "{d}/no-checkpoints"],
+        1,
+        "no complete checkpoint",
+        id="train-init-from-a-run-without-checkpoints",
+    ),
+    pytest.param(
+        [*train_on("tiny.txt"), "--init-from", "{d}/weights-truncated"],
+        1,
+        "not a valid safetensors file",
+        id="train-init-from-damaged-weights",
     ),
     # the run to read
     pytest.param(["generate", "{d}/missing"], 1, "no such run", id="generate-missing-folder"),

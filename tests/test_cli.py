@@ -14,6 +14,7 @@ from click.testing import CliRunner
 
 from charlstm.cli import cli
 from charlstm.config import (
+    SET_BY_THE_RUN,
     DynamicConfig,
     InferenceConfig,
     ModelConfig,
@@ -84,6 +85,7 @@ def test_train_options_match_config_fields():
     options = {p.name for p in train.params} - {"corpus", "out", "resume", "force", "config_file"}
     fields = {f for f in ModelConfig.__dataclass_fields__ if f != "vocab_size"}
     run_fields = set(RunConfig.__dataclass_fields__) - {"model", "train", "corpus"}
+    run_fields -= set(SET_BY_THE_RUN)
     assert options == fields | set(TrainConfig.__dataclass_fields__) | run_fields
 
 

@@ -217,3 +217,91 @@ def test_the_page_generates_in_a_real_browser(server, tmp_path):
         chrome.save_screenshot(str(tmp_path / "page.png"))
     finally:
         chrome.quit()
+
+
+def test_inside_gives_one_layers_values_and_the_likeliest_next_characters(server, trained_run):
+    """POST /inside: the values `explore.probe.trace` computes on the served weights, as
+    float32 in base64; a bad body gets 400 and one line."""
+    import base64  # noqa: PLC0415
+
+    import numpy as np  # noqa: PLC0415
+
+    from charlstm.explore import probe  # noqa: PLC0415
+    from charlstm.rundir import RunDir  # noqa: PLC0415
+
+    url, _, _ = server
+    text = 'The "cat" (sees)\n  a dog.\n'
+    status, body = _post(f"{url}/inside", {"text": text, "layer": 1, "quantity": "o"})
+    assert status == 200
+    got = json.loads(body)
+    run = RunDir.open(trained_run)
+    seen = probe.trace(run.load_model(), run.tokenizer, text)
+    values = np.frombuffer(base64.b64decode(got["values"]), "<f4").reshape(len(text), -1)
+    np.testing.assert_allclose(values, seen.layers[1]["o"], atol=1e-6)
+    assert got["chars"] == seen.chars and got["layers"] == 2 and got["units"] == 16
+    assert [c for c, _ in got["top"][3]] == [c for c, _ in seen.top_next(3)]
+    for bad, words in (({"text": ""}, "at least one character"),
+                       ({"text": "a", "layer": 2}, "layer must"),
+                       ({"text": "a", "quantity": "z"}, "quantity must"),
+                       ({"text": "a", "unit": 1}, "unit")):  # fmt: skip
+        status, body = _post(f"{url}/inside", bad)
+        assert status == 400 and words in json.loads(body)["error"], bad
+
+
+def test_the_pages_inside_view_colours_the_text_with_the_servers_values(
+    server, trained_run, tmp_path
+):
+    """In Chromium: the served page's inside view shows /inside's values for the unit picked,
+    and Propose finds units as `probe.find_cells` does."""
+    import numpy as np  # noqa: PLC0415
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+
+    from charlstm.explore import probe  # noqa: PLC0415
+    from charlstm.rundir import RunDir  # noqa: PLC0415
+
+    url, _, _ = server
+    text = 'The "cat" (sees)\n  a [dog].\nThe king\n'
+    run = RunDir.open(trained_run)
+    seen = probe.trace(run.load_model(), run.tokenizer, text)
+    browser, driver = _chromium()
+    options = webdriver.ChromeOptions()
+    options.binary_location = browser
+    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
+                 f"--user-data-dir={tmp_path / 'profile'}"):  # fmt: skip
+        options.add_argument(flag)
+    chrome = webdriver.Chrome(service=Service(driver), options=options)
+    try:
+        chrome.get(url + "/")
+        chrome.find_element(By.ID, "inside-text").send_keys(text)
+        chrome.find_element(By.ID, "inside-show").click()
+        WebDriverWait(chrome, 30).until(
+            lambda c: c.find_element(By.ID, "inside-view").get_attribute("data-done") == "true"
+        )
+        Select(chrome.find_element(By.ID, "inside-layer")).select_by_value("1")
+        unit = chrome.find_element(By.ID, "inside-unit")
+        unit.clear()
+        unit.send_keys("5")
+        Select(chrome.find_element(By.ID, "inside-quantity")).select_by_value("i")
+        chrome.find_element(By.ID, "inside-show").click()
+        WebDriverWait(chrome, 30).until(
+            lambda c: c.find_element(By.ID, "inside-status").text == "layer 1, unit 5, i"
+        )
+        spans = chrome.find_elements(By.CSS_SELECTOR, "#inside-view span")
+        shown = np.array([float(s.get_attribute("data-value")) for s in spans])
+        np.testing.assert_allclose(shown, seen.layers[1]["i"][:, 5], atol=1e-6)
+        chrome.find_element(By.ID, "inside-propose").click()
+        WebDriverWait(chrome, 60).until(
+            lambda c: c.find_element(By.ID, "inside-proposals").get_attribute("data-done") == "true"
+        )
+        found = {m.feature: m for m in probe.find_cells(seen, probe.text_features(text))}
+        for button in chrome.find_elements(By.CSS_SELECTOR, "#inside-proposals button"):
+            match = found[button.get_attribute("data-feature")]
+            assert float(button.get_attribute("data-correlation")) == pytest.approx(
+                match.correlation, abs=1e-5
+            )
+            assert int(button.get_attribute("data-unit")) == match.unit
+    finally:
+        chrome.quit()
