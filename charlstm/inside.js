@@ -93,6 +93,15 @@ function insideView(root, source, currentText) {
   const text = () => $("inside-text").value || currentText();
   const status = (s) => { $("inside-status").textContent = s; };
 
+  // the layer picker's choices, once the model's number of layers is known
+  function listLayers(layers, chosen) {
+    if ($("inside-layer").options.length !== layers) {
+      $("inside-layer").innerHTML = Array.from({ length: layers },
+        (_, l) => `<option value="${l}">${l}</option>`).join("");
+    }
+    $("inside-layer").value = String(chosen);
+  }
+
   async function show() {
     $("inside-view").dataset.done = "false";
     const layer = Number($("inside-layer").value || 0), unit = Number($("inside-unit").value);
@@ -100,11 +109,7 @@ function insideView(root, source, currentText) {
     status("reading…");
     const read = text(), trace = await source.trace(read, layer, quantity);
     const chars = Array.from(read.normalize("NFC"));  // as typed: unknown ones too
-    if ($("inside-layer").options.length !== trace.layers) {
-      $("inside-layer").innerHTML = Array.from({ length: trace.layers },
-        (_, l) => `<option value="${l}">${l}</option>`).join("");
-      $("inside-layer").value = String(layer);
-    }
+    listLayers(trace.layers, layer);
     $("inside-unit").max = trace.units - 1;
     if (!(unit >= 0 && unit < trace.units)) {
       status(`unit must be 0 to ${trace.units - 1}`);
@@ -131,6 +136,7 @@ function insideView(root, source, currentText) {
     $("inside-proposals").dataset.done = "false";
     status("looking for units…");
     const read = text(), first = await source.trace(read, 0, "c");
+    listLayers(first.layers, Number($("inside-layer").value || 0));
     const features = insideFeatures(Array.from(read.normalize("NFC")));
     const best = {};
     for (let layer = 0; layer < first.layers; layer++) {

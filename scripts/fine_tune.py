@@ -4,9 +4,10 @@ For each BASE:TARGET pair: train a base run on BASE for --base-minutes (kept in 
 reused by later calls), then on TARGET for each of --minutes, from scratch (`charlstm train
 TARGET --minutes M`, the preset that budget picks) and fine-tuned (`charlstm train TARGET
 --minutes M --init-from BASE_RUN`, the fine-tuning recipe, or each --rates multiple of the
-base's peak rate). Each run's score is the loss of its final weights on TARGET's whole
-validation part (the log's last val_loss_all, nats/char); a fine-tuned run's step 0 is the
-base's loss there. Prints one JSON line per run, then a Markdown table, with the CPU and date.
+base's peak rate); a run already in --out is kept and reused. Each run's score is the loss
+of its final weights on TARGET's whole validation part (the log's last val_loss_all,
+nats/char); a fine-tuned run's step 0 is the base's loss there. Prints one JSON line per
+run, then a Markdown table, with the CPU and date.
 
     python scripts/fine_tune.py                    # both directions at 1, 3 and 9 minutes
     python scripts/fine_tune.py --pairs tinyshakespeare:python-stdlib --minutes 3 \\
@@ -56,7 +57,8 @@ def _row(kind: str, base: str, target: str, minutes: float, run: Path) -> dict:
         "peak_rate": config["train"]["learning_rate"],
         "steps": log[-1]["step"],
         "step0_val": log[0]["val_loss"] if log[0]["step"] == 0 else None,
-        "val_loss": log[-1]["val_loss_all"] or log[-1]["val_loss"],
+        # the whole validation part (val_loss_all: when the passes during training score a head)
+        "val_loss": log[-1].get("val_loss_all") or log[-1]["val_loss"],
     }
 
 
@@ -86,8 +88,9 @@ def main() -> None:
                      for r in args.rates] or [("fine-tuned", tuned)]  # fmt: skip
             for kind, options in runs:
                 run = args.out / f"{target}-{minutes:g}min-{kind.replace(' ', '-')}-from-{source}"
-                _charlstm("train", target, "--out", str(run), "--force", "--minutes",
-                          str(minutes), *options)  # fmt: skip
+                if not (run / "log.jsonl").is_file():  # a finished run is kept and reused
+                    _charlstm("train", target, "--out", str(run), "--force", "--minutes",
+                              str(minutes), *options)  # fmt: skip
                 row = _row(kind, source, target, minutes, run)
                 row |= {"cpu": machine, "date": datetime.date.today().isoformat()}
                 rows.append(row)

@@ -225,6 +225,8 @@ def test_the_inside_view_colours_each_character_by_pythons_value_of_the_unit(
             json.loads(part.rsplit(" ", 1)[0]) for part in title.split("next: ")[1].split(", ")
         ]
         assert named[:2] == [c for c, _ in seen.top_next(t, 2)]
+    browser.refresh()  # Propose on a fresh page, before any Colour
+    browser.find_element(By.ID, "inside-text").send_keys(INSIDE_TEXT)
     browser.find_element(By.ID, "inside-propose").click()
     WebDriverWait(browser, 60).until(
         lambda c: c.find_element(By.ID, "inside-proposals").get_attribute("data-done") == "true"
@@ -237,3 +239,13 @@ def test_the_inside_view_colours_each_character_by_pythons_value_of_the_unit(
         assert abs(float(button.get_attribute("data-correlation"))) == pytest.approx(
             abs(match.correlation), abs=1e-3
         )
+    for button in proposed:  # a proposal colours the text by its own unit, in its own layer
+        layer, unit = button.get_attribute("data-layer"), button.get_attribute("data-unit")
+        button.click()
+        status = f"layer {layer}, unit {unit}, c"
+        WebDriverWait(browser, 30).until(
+            lambda c, status=status: c.find_element(By.ID, "inside-status").text == status
+        )
+        spans = browser.find_elements(By.CSS_SELECTOR, "#inside-view span")
+        shown = np.array([float(s.get_attribute("data-value")) for s in spans])
+        np.testing.assert_allclose(shown, seen.layers[int(layer)]["c"][:, int(unit)], atol=1e-4)
