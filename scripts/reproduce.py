@@ -63,12 +63,12 @@ def main() -> None:
             {
                 "minutes": args.minutes,
                 "options": args.options,
-                "steps": log[-1].step,
+                "steps": log[-1]["step"],
                 "wall_s": round(wall, 1),
                 "last10_nats_per_char": round(score["nats_per_char"], 4),
                 "last10_bits_per_char": round(score["bits_per_char"], 4),
                 "val_curve": [
-                    (r.step, round(r.elapsed_s), round(r.val_loss, 3)) for r in log
+                    (r["step"], round(r["elapsed_s"]), round(r["val_loss"], 3)) for r in log
                 ],  # fmt: skip
                 "info": info.splitlines()[2:6],
                 "sample": sample,
