@@ -161,21 +161,27 @@ def _chromium() -> tuple[str, str]:
     return str(browser), str(driver)
 
 
-def test_the_page_generates_in_a_real_browser(server, tmp_path):
-    """Type a prime, press Generate, see the text appear: Chromium, headless, via Selenium."""
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
+def headless_chromium(profile):
+    """The system's Chromium, headless, driven through Selenium, with its profile in `profile`."""
+    from selenium import webdriver  # noqa: PLC0415
+    from selenium.webdriver.chrome.service import Service  # noqa: PLC0415
 
-    url, _, _ = server
     browser, driver = _chromium()
     options = webdriver.ChromeOptions()
     options.binary_location = browser
     for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
-                 f"--user-data-dir={tmp_path / 'profile'}"):  # fmt: skip
+                 f"--user-data-dir={profile}"):  # fmt: skip
         options.add_argument(flag)
-    chrome = webdriver.Chrome(service=Service(driver), options=options)
+    return webdriver.Chrome(service=Service(driver), options=options)
+
+
+def test_the_page_generates_in_a_real_browser(server, tmp_path):
+    """Type a prime, press Generate, see the text appear: Chromium, headless, via Selenium."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    url, _, _ = server
+    chrome = headless_chromium(tmp_path / "profile")
     try:
         chrome.get(url + "/")
         for name, value in DEFAULTS.items():  # the fields start with the command's defaults
@@ -254,8 +260,6 @@ def test_the_pages_inside_view_colours_the_text_with_the_servers_values(
     """In Chromium: the served page's inside view shows /inside's values for the unit picked,
     and Propose finds units as `probe.find_cells` does."""
     import numpy as np  # noqa: PLC0415
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select, WebDriverWait
 
@@ -266,13 +270,7 @@ def test_the_pages_inside_view_colours_the_text_with_the_servers_values(
     text = 'The "cat" (sees)\n  a [dog].\nThe king\n'
     run = RunDir.open(trained_run)
     seen = probe.trace(run.load_model(), run.tokenizer, text)
-    browser, driver = _chromium()
-    options = webdriver.ChromeOptions()
-    options.binary_location = browser
-    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
-                 f"--user-data-dir={tmp_path / 'profile'}"):  # fmt: skip
-        options.add_argument(flag)
-    chrome = webdriver.Chrome(service=Service(driver), options=options)
+    chrome = headless_chromium(tmp_path / "profile")
     try:
         chrome.get(url + "/")
         chrome.find_element(By.ID, "inside-text").send_keys(text)

@@ -14,7 +14,7 @@ from charlstm.config import ModelConfig, SamplingConfig
 from charlstm.errors import CharlstmError
 from charlstm.tokenizer import CharTokenizer
 from tests.test_cli import run_charlstm
-from tests.test_serve import _chromium
+from tests.test_serve import headless_chromium
 
 PRIMES = ["The ", "", "A dog sees \u00e9"]  # the last ends in a character the run never saw
 
@@ -52,32 +52,29 @@ def test_the_page_holds_each_weight_in_float16_and_refuses_what_it_cannot_run():
 
 def _python_text(run_dir, prime: str, length: int, **sampling) -> str:
     """What `charlstm generate` draws from the run's weights rounded as the page has them."""
+    from charlstm.sample import Sampler  # noqa: PLC0415
+
+    model, tokenizer = _half_model(run_dir)
+    pieces = Sampler(model, tokenizer).generate(prime, length, SamplingConfig(**sampling))
+    return "".join(pieces)  # type: ignore[arg-type]
+
+
+def _half_model(run_dir):
+    """The run's model on its weights rounded as the page has them, and its tokenizer."""
     from charlstm import web  # noqa: PLC0415
     from charlstm.rundir import RunDir, variables_by_path  # noqa: PLC0415
-    from charlstm.sample import Sampler  # noqa: PLC0415
 
     run = RunDir.open(run_dir)
     model = run.load_model()
     rounded = web.half(run.best_checkpoint().model_tensors())
     for name, variable in variables_by_path(model.weights).items():
         variable.assign(rounded[name])
-    pieces = Sampler(model, run.tokenizer).generate(prime, length, SamplingConfig(**sampling))
-    return "".join(pieces)  # type: ignore[arg-type]
+    return model, run.tokenizer
 
 
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory):
-    from selenium import webdriver  # noqa: PLC0415
-    from selenium.webdriver.chrome.service import Service  # noqa: PLC0415
-
-    chromium, driver = _chromium()
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    profile = tmp_path_factory.mktemp("profile")
-    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
-                 f"--user-data-dir={profile}"):  # fmt: skip
-        options.add_argument(flag)
-    chrome = webdriver.Chrome(service=Service(driver), options=options)
+    chrome = headless_chromium(tmp_path_factory.mktemp("profile"))
     yield chrome
     chrome.quit()
 
@@ -170,19 +167,6 @@ def test_sampling_in_the_browser_follows_its_settings(trained_run, tmp_path, bro
 
 # a text with something to see: quotes, brackets, indentation, lines
 INSIDE_TEXT = 'The cat sees (the "ball").\n  A dog [likes] her horse.\nThe king\n'
-
-
-def _half_model(run_dir):
-    """The run's model on its weights rounded as the page has them, and its tokenizer."""
-    from charlstm import web  # noqa: PLC0415
-    from charlstm.rundir import RunDir, variables_by_path  # noqa: PLC0415
-
-    run = RunDir.open(run_dir)
-    model = run.load_model()
-    rounded = web.half(run.best_checkpoint().model_tensors())
-    for name, variable in variables_by_path(model.weights).items():
-        variable.assign(rounded[name])
-    return model, run.tokenizer
 
 
 def test_the_inside_view_colours_each_character_by_pythons_value_of_the_unit(
