@@ -83,16 +83,27 @@ def gpu_capabilities() -> Capabilities:
     return tuple(found)
 
 
-def describe_device(gpus: Capabilities | None = None) -> str:
+NVIDIA_DRIVER = Path("/proc/driver/nvidia/version")  # present where NVIDIA's driver is loaded
+
+
+def describe_device(gpus: Capabilities | None = None, driver: Path = NVIDIA_DRIVER) -> str:
     """What trains here, in words: the GPUs TensorFlow sees (`gpus`, their compute
-    capabilities; default: `gpu_capabilities()`), else the CPU's model name and core count."""
+    capabilities; default: `gpu_capabilities()`), else the CPU's model name and core count,
+    and, where NVIDIA's driver is loaded (`driver` exists) but TensorFlow sees no GPU, why
+    that may be and what to do."""
     gpus = gpu_capabilities() if gpus is None else gpus
     if gpus:
         names = ", ".join(f"{major}.{minor}" for major, minor in gpus)
         plural = "s" if len(gpus) > 1 else ""
         return f"{len(gpus)} GPU{plural} (compute capability {names})"
     cores = os.cpu_count() or 1
-    return f"CPU, {cpu_name()} ({cores} core{'s' if cores > 1 else ''})"
+    cpu = f"CPU, {cpu_name()} ({cores} core{'s' if cores > 1 else ''})"
+    if driver.exists():
+        cpu += (
+            "; an NVIDIA driver is loaded but TensorFlow sees no GPU: install charlstm's `gpu`"
+            " extra (pip install -e '.[gpu]'), or set TF_CPP_MIN_LOG_LEVEL=0 to see why"
+        )
+    return cpu
 
 
 def resolve(precision: str, cell: str = "lstm", flags: Flags | None = None,

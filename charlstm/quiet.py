@@ -6,7 +6,8 @@ custom operations are on ..."): in a terminal, and in a notebook, whose kernel s
 written to its descriptor 2. `install()` (`charlstm.api.quiet_tensorflow`; the `charlstm`
 command calls it before any command runs; a notebook may call it in its first cell) arranges
 that the first import of tensorflow (by charlstm or anything else) runs with descriptor 2 on
-/dev/null, and sets TF_CPP_MIN_LOG_LEVEL to 2 (errors only) for what TensorFlow logs later, 3
+/dev/null (with its first look for devices, where a CUDA build without a GPU driver logs an
+error), and sets TF_CPP_MIN_LOG_LEVEL to 2 (errors only) for what TensorFlow logs later, 3
 (fatal only) in a worker of a cluster (TF_CONFIG set).
 
 The user's choice wins: with TF_CPP_MIN_LOG_LEVEL set to 0 or 1 beforehand, nothing is hidden.
@@ -46,6 +47,11 @@ class _Silenced(importlib.abc.Loader):
     def exec_module(self, module):
         with silenced_stderr():
             self.loader.exec_module(module)
+            # a CUDA build on a machine without a working driver logs "failed call to cuInit" as
+            # an error when it first looks for devices: it looks now (listing the physical
+            # devices neither starts the runtime nor fixes its configuration), and
+            # `precision.describe_device` says in words when a GPU is here but unusable
+            module.config.list_physical_devices()
 
     def __getattr__(self, name):  # the rest of the loader's interface (get_resource_reader, ...)
         return getattr(self.loader, name)

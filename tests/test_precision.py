@@ -54,6 +54,15 @@ def test_the_device_line_names_the_gpus_else_the_cpu():
     assert describe_device(()).startswith("CPU, ")
 
 
+def test_the_device_line_says_why_a_gpu_with_a_driver_is_not_used(tmp_path):
+    driver = tmp_path / "version"  # what NVIDIA's driver puts in /proc/driver/nvidia
+    assert "NVIDIA" not in describe_device((), driver)
+    driver.write_text("NVRM version: NVIDIA UNIX x86_64 Kernel Module  580.00\n")
+    line = describe_device((), driver)
+    assert line.startswith("CPU, ") and "pip install -e '.[gpu]'" in line
+    assert describe_device(((8, 0),), driver) == "1 GPU (compute capability 8.0)"
+
+
 def test_on_a_gpu_auto_follows_the_gpu_not_the_cpu():
     zen4, older = frozenset({"avx512_bf16"}), frozenset({"avx512f"})
     h100, a100, t4 = (9, 0), (8, 0), (7, 5)
