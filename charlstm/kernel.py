@@ -27,6 +27,7 @@ import logging
 import os
 import platform
 import shutil
+import site
 import subprocess
 import sys
 import tempfile
@@ -203,13 +204,15 @@ def _build() -> Path:
 
 
 def _mkl() -> tuple[Path, Path]:
-    """MKL's include folder and cblas library in this Python environment (pip's mkl-include
-    and mkl put them under sys.prefix)."""
-    include = Path(sys.prefix) / "include"
-    libraries = sorted(glob.glob(str(Path(sys.prefix) / "lib" / "libmkl_rt.so*")))
-    if not (include / "mkl_cblas.h").is_file() or not libraries:
-        raise CharlstmError(f"MKL is not installed in {sys.prefix} (pip install mkl mkl-include)")
-    return include, Path(libraries[-1])
+    """MKL's include folder and cblas library where pip's mkl-include and mkl put them: under
+    this environment's prefix, else the base Python's (a venv made with
+    --system-site-packages) or the user's (pip install --user)."""
+    prefixes = dict.fromkeys([sys.prefix, sys.base_prefix, site.getuserbase()])
+    for prefix in map(Path, prefixes):
+        libraries = sorted(glob.glob(str(prefix / "lib" / "libmkl_rt.so*")))
+        if (prefix / "include" / "mkl_cblas.h").is_file() and libraries:
+            return prefix / "include", Path(libraries[-1])
+    raise CharlstmError(f"MKL is not installed in {sys.prefix} (pip install mkl mkl-include)")
 
 
 def _cpu_flags() -> str:

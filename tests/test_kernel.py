@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -271,6 +272,21 @@ def test_two_first_uses_at_once_build_one_kernel_both_load(ops, tmp_path):
     folder = tmp_path / "cache" / "charlstm" / "kernels"
     assert [p.name for p in folder.glob("*.so")] == [os.path.basename(paths[0])]
     assert not list(folder.glob(".lstm-*"))  # no temporary left
+
+
+def test_a_venv_over_the_system_site_packages_finds_the_base_pythons_mkl(ops, tmp_path):
+    # pip's mkl lies under the base Python's prefix there, not the venv's
+    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip",
+                    str(tmp_path / "venv")], check=True)  # fmt: skip
+    found = subprocess.run(
+        [str(tmp_path / "venv" / "bin" / "python"), "-c",
+         "from charlstm.kernel import _mkl; print(*_mkl(), sep='\\n')"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert found.returncode == 0, found.stderr
+    include, library = found.stdout.split()
+    assert (Path(include) / "mkl_cblas.h").is_file()
+    assert Path(library).name.startswith("libmkl_rt.so")
 
 
 def test_an_unknown_kernel_is_refused():
