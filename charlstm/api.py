@@ -197,12 +197,29 @@ def plan_training(
     elif given.get("init_from"):
         given = finetune.options(given["init_from"], given)
     # the corpus' size in bytes stands for its characters when a preset is chosen
-    config = RunConfig.from_options(name, corpus_chars=source.size, **given)
+    config = RunConfig.from_options(
+        name, corpus_chars=source.size, float32_cpu=_float32_cpu(given), **given
+    )
     epochs, minutes, strategy, kernel = (
         (given.get(n) for n in RESUME_OPTIONS) if resume else [None] * len(RESUME_OPTIONS)
     )
     return TrainPlan(
         name, bool(corpus), out, config, resume, force, epochs, minutes, strategy, kernel
+    )
+
+
+def _float32_cpu(given: dict[str, Any]) -> bool:
+    """Whether a run with these options would run its products in float32 on a CPU (no GPU
+    seen; the precision asked for, or auto's choice for this CPU, is float32): there the
+    budget keeps the small preset longer (`presets.choose_preset`)."""
+    if given.get("preset", "auto") != "auto" or not given.get("minutes"):
+        return False  # no choice by budget: nothing to ask TensorFlow
+    from charlstm import precision  # noqa: PLC0415 (imports TensorFlow)
+
+    asked = given.get("precision", "auto")
+    return (
+        not precision.gpu_capabilities()
+        and precision.resolve(asked, given.get("cell", "lstm"), gpus=()) == "float32"
     )
 
 

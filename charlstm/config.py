@@ -305,10 +305,14 @@ class RunConfig(Settings):
         return from_dict(cls, data, source)
 
     @classmethod
-    def from_options(cls, corpus: str = "", corpus_chars: int | None = None, **values) -> RunConfig:
+    def from_options(
+        cls, corpus: str = "", corpus_chars: int | None = None, float32_cpu: bool = False,
+        **values,
+    ) -> RunConfig:  # fmt: skip
         """A RunConfig from flat option values (`units=128, seq_len=50`): the values given
         (None: not given), then the preset's (`preset`, default "auto": `choose_preset` from
-        `minutes` and `corpus_chars`), then the defaults. The config names the preset used.
+        `minutes`, `corpus_chars` and `float32_cpu`), then the defaults. The config names the
+        preset used.
 
         Raises:
             CharlstmError: a value out of its range.
@@ -318,7 +322,7 @@ class RunConfig(Settings):
             given["epochs"] = None  # the minutes are the budget: no epoch limit cuts them short
         preset = given.get("preset", "auto")
         if preset == "auto":
-            preset = choose_preset(given.get("minutes"), corpus_chars)
+            preset = choose_preset(given.get("minutes"), corpus_chars, float32_cpu)
         given = PRESETS[preset] | given | {"preset": preset}
         sections = {}
         for name, section in option_sections(cls).items():

@@ -1,7 +1,8 @@
 """Recipes by time budget: the options each preset sets, and how `--preset auto` picks one.
 
     tiny    2 x 128, batch 32 x 64          up to 2 minutes, or a corpus under 300,000 chars
-    small   2 x 256, AdamW decay 0.2        up to 5 minutes, or any corpus without a budget
+    small   2 x 256, AdamW decay 0.2        up to 5 minutes (15 on a float32 CPU), or any
+                                            corpus without a budget
     medium  2 x 512, AdamW decay 0.2        up to 30 minutes
     large   2 x 512, dropout 0.4, weight drop 0.2, decay 0.2, peak rate 6e-3: beyond
 
@@ -9,9 +10,16 @@ An option given explicitly always wins over its preset's. The dataclass defaults
 but for its weight decay: a RunConfig built in code keeps plain Adam. What each preset reaches
 on Tiny Shakespeare, and on which machine, is in docs/results.md; where between 9 and 60
 minutes large starts to beat medium is not measured (30 minutes is a guess).
+
+A float32 CPU (no bfloat16 products, no GPU) runs small on the compiled kernel at about 4 x
+medium's steps, and there small beat medium at 9 minutes (1.441 against 1.461 nats/char, AMD
+EPYC Zen 3); where medium overtakes it between 9 and 30 minutes is not measured (15 is a guess).
 """
 
 from __future__ import annotations
+
+SMALL_UP_TO = 5  # minutes: the last budget that picks small where the products run in bfloat16
+SMALL_UP_TO_FLOAT32_CPU = 15  # ... and where they run in float32 on a CPU
 
 PRESETS: dict[str, dict[str, object]] = {
     "tiny": {"embedding_dim": 32, "units": 128, "num_layers": 2, "dropout": 0.1,
@@ -26,16 +34,19 @@ PRESETS: dict[str, dict[str, object]] = {
 }  # fmt: skip
 
 
-def choose_preset(minutes: float | None, corpus_chars: int | None = None) -> str:
+def choose_preset(
+    minutes: float | None, corpus_chars: int | None = None, float32_cpu: bool = False
+) -> str:
     """The preset for a time budget and a corpus of `corpus_chars` characters.
 
-    With a budget: tiny up to 2 minutes, small up to 5, medium up to 30, large beyond.
-    Without one (the run ends after its epochs): tiny for a corpus under 300,000 characters,
-    else small.
+    With a budget: tiny up to 2 minutes, small up to 5 (up to 15 where `float32_cpu`: the run's
+    products run in float32 on a CPU), medium up to 30, large beyond. Without one (the run
+    ends after its epochs): tiny for a corpus under 300,000 characters, else small.
     """
     if minutes is None:
         return "tiny" if corpus_chars is not None and corpus_chars < 300_000 else "small"
-    for name, up_to in (("tiny", 2), ("small", 5), ("medium", 30)):
+    small = SMALL_UP_TO_FLOAT32_CPU if float32_cpu else SMALL_UP_TO
+    for name, up_to in (("tiny", 2), ("small", small), ("medium", 30)):
         if minutes <= up_to:
             return name
     return "large"

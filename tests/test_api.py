@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import charlstm
-from charlstm import api
+from charlstm import api, precision
 from charlstm.config import DynamicConfig, InferenceConfig, SamplingConfig
 from charlstm.errors import CharlstmError
 from tests.conftest import make_text
@@ -83,6 +83,16 @@ def test_without_out_a_run_goes_to_runs_and_the_corpus_label(text_file):
     assert plan.out == Path("runs") / "tiny" and plan.corpus_named
     assert api.plan_training().corpus == api.DEFAULT_CORPUS
     assert not api.plan_training().corpus_named
+
+
+def test_a_budget_picks_small_longer_where_the_products_run_in_float32_on_a_cpu(text_file):
+    # float32 asked for is a float32 CPU whatever its flags, where TensorFlow sees no GPU
+    on_cpu = "medium" if precision.gpu_capabilities() else "small"
+    assert api.plan_training(text_file, minutes=9, precision="float32").config.preset == on_cpu
+    assert api.plan_training(text_file, minutes=9, precision="bfloat16").config.preset == "medium"
+    assert api.plan_training(text_file, minutes=20, precision="float32").config.preset == "medium"
+    named = api.plan_training(text_file, minutes=9, precision="float32", preset="medium")
+    assert named.config.preset == "medium"
 
 
 def test_load_reads_the_same_run(lm):
