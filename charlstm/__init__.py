@@ -17,12 +17,13 @@ the screen where that is wanted (the `charlstm` command calls it).
 __version__ = "0.1.0"
 
 
-def load(run_dir, precision: str | None = None):
+def load(run_dir, precision: str | None = None, kernel: str | None = None):
     """`charlstm.api.load`: the run in `run_dir`, loaded, as a LanguageModel; `precision` of
-    the products (None: float32, `charlstm.config.InferenceConfig`)."""
+    the products (None: float32, `charlstm.config.InferenceConfig`), `kernel` of the loops
+    (None: auto, `charlstm.kernel.choose`)."""
     from charlstm.api import load as _load  # noqa: PLC0415 (imports TensorFlow)
 
-    return _load(run_dir, precision)
+    return _load(run_dir, precision, kernel)
 
 
 def train(text_or_path=None, out=None, **options):

@@ -27,7 +27,9 @@ import sys
 import time
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from charlstm.quiet import install as quiet_tensorflow
+
+quiet_tensorflow()  # TensorFlow's start-up notes off stderr, before it is imported
 
 import tensorflow as tf  # noqa: E402
 

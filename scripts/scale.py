@@ -29,6 +29,8 @@ CORPUS = Path(__file__).resolve().parents[1] / "corpora" / "tinyshakespeare.txt"
 _CHILD = r"""
 import json, os, resource, sys, time
 start = time.monotonic()
+from charlstm.quiet import install
+install()
 from charlstm.config import ModelConfig, RunConfig, TrainConfig
 from charlstm.events import EncodeEvent, StepEvent
 from charlstm.trainer import train

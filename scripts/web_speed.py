@@ -16,17 +16,21 @@ import shutil
 import tempfile
 from pathlib import Path
 
-import keras
-from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
+from charlstm.quiet import install as quiet_tensorflow
 
-from charlstm import web
-from charlstm.config import PRESETS, ModelConfig
-from charlstm.corpus import load_corpus
-from charlstm.model import build_model
-from charlstm.precision import cpu_name
-from charlstm.rundir import variables_by_path
-from charlstm.tokenizer import CharTokenizer
+quiet_tensorflow()  # TensorFlow's start-up notes off stderr, before keras imports it
+
+import keras  # noqa: E402
+from selenium import webdriver  # noqa: E402
+from selenium.webdriver.chrome.service import Service  # noqa: E402
+
+from charlstm import web  # noqa: E402
+from charlstm.config import PRESETS, ModelConfig  # noqa: E402
+from charlstm.corpus import load_corpus  # noqa: E402
+from charlstm.model import build_model  # noqa: E402
+from charlstm.precision import cpu_name  # noqa: E402
+from charlstm.rundir import variables_by_path  # noqa: E402
+from charlstm.tokenizer import CharTokenizer  # noqa: E402
 
 SHAPE = ("embedding_dim", "units", "num_layers")
 

@@ -23,6 +23,10 @@ import subprocess
 import sys
 import time
 
+from charlstm.quiet import install as quiet_tensorflow
+
+quiet_tensorflow()  # TensorFlow's start-up notes off stderr (the children run this file too)
+
 SETTINGS = (
     "",
     "--xla_cpu_use_onednn=true",

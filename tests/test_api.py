@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import subprocess
@@ -98,6 +99,13 @@ def test_a_budget_picks_small_longer_where_the_products_run_in_float32_on_a_cpu(
 def test_load_reads_the_same_run(lm):
     again = charlstm.load(lm.run.path)
     assert again.generate("A", 40, seed=2) == lm.generate("A", 40, seed=2)
+
+
+def test_the_package_load_passes_every_option_of_the_api_load(lm):
+    package, api_load = inspect.signature(charlstm.load), inspect.signature(api.load)
+    assert list(package.parameters) == list(api_load.parameters)
+    xla = charlstm.load(lm.run.path, kernel="xla")
+    assert xla.kernel == xla.generation_kernel == "xla"
 
 
 def test_a_missing_path_and_an_unknown_option_are_refused(tmp_path):
