@@ -26,7 +26,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from charlstm import events, kernel, precision
+from charlstm import allocator, events, kernel, precision
 from charlstm.config import RunConfig, SamplingConfig
 from charlstm.corpus import resolve
 from charlstm.data import Windows
@@ -85,13 +85,15 @@ def train(
             then StepEvent and EvalEvent objects (`charlstm.events`).
 
     Under a multi-worker strategy only the chief writes `out`; every other worker trains in a
-    temporary folder (a copy of `out` when resuming), removed at the end.
+    temporary folder (a copy of `out` when resuming), removed at the end. TensorFlow's pooling
+    CPU allocator is asked for first (`charlstm.allocator`).
 
     Raises:
         CharlstmError: bad corpus, too little text, an occupied or locked `out`, a NaN loss,
             a lost worker.
         TrainingInterrupted: on SIGINT, after saving a checkpoint.
     """
+    allocator.pool()  # before the run's first op, where this process has run none yet
     out = Path(out)
     report = callback or (lambda event: None)
 

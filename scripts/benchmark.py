@@ -27,9 +27,11 @@ import sys
 import time
 from pathlib import Path
 
+from charlstm.allocator import pool
 from charlstm.quiet import install as quiet_tensorflow
 
 quiet_tensorflow()  # TensorFlow's start-up notes off stderr, before it is imported
+pool()  # the CPU allocator that training runs with (charlstm.allocator)
 
 import tensorflow as tf  # noqa: E402
 
