@@ -23,7 +23,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-from charlstm.precision import cpu_name
+from charlstm.quiet import install as quiet_tensorflow
+
+quiet_tensorflow()  # TensorFlow's start-up notes off stderr, before charlstm.precision imports it
+
+from charlstm.precision import cpu_name  # noqa: E402
 
 
 def _charlstm(*args: str) -> None:

@@ -6,7 +6,8 @@
 Builds the benchmark's model (scripts/benchmark.py: Embedding(V, 64) -> N x LSTM(H) ->
 Dense(V), no dropout, Adam) on Tiny Shakespeare's windows, runs warm-up steps, then:
 
-- times `--steps` steps and reads the process' CPU time and page faults over them;
+- times `--steps` steps and reads the process' CPU time and page faults over them, and its
+  peak resident memory at their end;
 - records `--steps` more with tf.profiler and prints, per step, each op's time summed over the
   threads that ran it, by op type and then the largest ops by name.
 
@@ -100,7 +101,8 @@ def main() -> None:
     print(
         f"step {1000 * wall / args.steps:.1f} ms ({chars * args.steps / wall:,.0f} chars/s); "
         f"CPU time {user / wall:.2f} user + {system / wall:.2f} system per wall second; "
-        f"{faults:,.0f} page faults per step"
+        f"{faults:,.0f} page faults per step; peak resident memory "
+        f"{after.ru_maxrss / 1024:,.0f} MB"
     )
     by_type: dict[str, float] = collections.Counter()
     for (_, kind), ms in times.items():

@@ -19,7 +19,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from charlstm.precision import cpu_name
+from charlstm.quiet import install as quiet_tensorflow
+
+quiet_tensorflow()  # TensorFlow's start-up notes off stderr, before charlstm.precision imports it
+
+from charlstm.precision import cpu_name  # noqa: E402
 
 CORPUS = Path(__file__).resolve().parents[1] / "corpora" / "tinyshakespeare.txt"
 
