@@ -167,6 +167,7 @@ TORCH = "torch nn.LSTM"
 TORCH_BF16 = "torch nn.LSTM bf16 autocast"
 CHARLSTM_BF16 = "charlstm bfloat16"
 COMPILED = "charlstm, compiled kernel"
+COMPILED_BF16 = "charlstm bfloat16, compiled kernel"
 
 
 class TorchBackend:
@@ -338,6 +339,8 @@ def run_config(layers, units, batch, args, ids, vocab, with_generation: bool) ->
     if load_kernel().ops is not None:
         backends.append(CharlstmBackend(*shape, kernel="compiled"))
         backends.append(CharlstmBackend(*shape, "recurrent dropout 0.2", kernel="compiled"))
+        # MKL's bfloat16 products: AMX or AVX512-BF16 where the CPU has them, else converted
+        backends.append(CharlstmBackend(*shape, dtype="bfloat16", kernel="compiled"))
     else:
         print(f"no compiled kernel: {load_kernel().reason}", file=sys.stderr)
     backends.append(KerasLSTMBackend(*shape))
@@ -491,10 +494,11 @@ def _table(report) -> str:
         "",
         "training chars/s; ratios are charlstm float32 (f32) and bfloat16 (bf16) against each",
         "",
-        "| model | B | charlstm f32 | charlstm bf16 | charlstm compiled | keras.layers.LSTM | "
-        "torch f32 | torch bf16 autocast | f32 vs torch f32 | compiled vs torch f32 | "
-        "bf16 vs torch bf16 | compiled vs torch bf16 | f32 vs keras | peak |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| model | B | charlstm f32 | charlstm bf16 | charlstm compiled | compiled bf16 | "
+        "keras.layers.LSTM | torch f32 | torch bf16 autocast | f32 vs torch f32 | "
+        "compiled vs torch f32 | bf16 vs torch bf16 | compiled bf16 vs torch bf16 | "
+        "f32 vs keras | peak |",
+        "|" + " --- |" * 15,
     ]
 
     def cell(rate):
@@ -506,12 +510,13 @@ def _table(report) -> str:
     for r in report["results"]:
         rates = r["train_chars_per_s"]
         f32, bf16, compiled = rates["charlstm"], rates[CHARLSTM_BF16], rates.get(COMPILED)
+        compiled16 = rates.get(COMPILED_BF16)
         keras_rate, t32, t16 = rates["keras.layers.LSTM"], rates.get(TORCH), rates.get(TORCH_BF16)
         lines.append(
             f"| {r['layers']} x {r['units']} | {r['batch_size']} | {cell(f32)} | {cell(bf16)} | "
-            f"{cell(compiled)} | {cell(keras_rate)} | {cell(t32)} | {cell(t16)} | "
-            f"{ratio(f32, t32)} | {ratio(compiled, t32)} | {ratio(bf16, t16)} | "
-            f"{ratio(compiled, t16)} | {ratio(f32, keras_rate)} | "
+            f"{cell(compiled)} | {cell(compiled16)} | {cell(keras_rate)} | {cell(t32)} | "
+            f"{cell(t16)} | {ratio(f32, t32)} | {ratio(compiled, t32)} | {ratio(bf16, t16)} | "
+            f"{ratio(compiled16, t16)} | {ratio(f32, keras_rate)} | "
             f"{r['fraction_of_matmul_peak']:.0%} |"
         )
     lines.append("")
@@ -524,7 +529,7 @@ def _table(report) -> str:
             for variant in VARIANTS
             if f"charlstm, {variant}" in rates
         )
-        lines.append(f"- {r['layers']} x {r['units']}, B {r['batch_size']}: {costs}")
+        lines.append(f"- {r['layers']} x {r['units']}, B {r['batch_size']}: {costs or 'not timed'}")
     lines.append("")
     lines.append("per-step recurrent matmul (B, H) @ (H, 4H), GFLOP/s, XLA loop / PyTorch:")
     for r in report["results"]:
