@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from tests.conftest import make_text
+from tests.conftest import TINY_TRAIN_ARGS, make_text
 
 # train a tiny run in a fresh process, then say whether its CPU allocator pools
 TRAIN_THEN_ASK = """
@@ -23,6 +23,30 @@ charlstm.train(sys.argv[1], sys.argv[2], embedding_dim=8, units=16, num_layers=1
                batch_size=4, seq_len=16, epochs=1, eval_every=20, sample_chars=0)
 print("pooled" if allocator.pooled() else "not pooled")
 """
+
+
+# the `charlstm` command's entry point (setup.cfg: charlstm = charlstm.cli:cli) trains; then,
+# as the process exits, it says whether its CPU allocator pools
+COMMAND_THEN_ASK = """
+import atexit, sys
+from charlstm import allocator
+atexit.register(lambda: print("pooled" if allocator.pooled() else "not pooled"))
+from charlstm.cli import cli
+cli(["train", *sys.argv[1:]])
+"""
+
+
+def test_the_command_trains_on_the_pooling_allocator(tmp_path):
+    text = tmp_path / "text.txt"
+    text.write_text(make_text(), encoding="utf-8")
+    environ = {k: v for k, v in os.environ.items() if k != "TF_CPU_ALLOCATOR_USE_BFC"}
+    args = [str(text), "--out", str(tmp_path / "run"), *TINY_TRAIN_ARGS]
+    done = subprocess.run(
+        [sys.executable, "-c", COMMAND_THEN_ASK, *args],
+        env=environ, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "pooled"
 
 
 def train_then_ask(tmp_path, order: str, **env: str) -> str:
