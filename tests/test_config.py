@@ -180,8 +180,8 @@ def test_presets_follow_the_budget_and_the_corpus_and_given_options_win():
     ]  # fmt: skip
     assert [choose_preset(None, n) for n in (100_000, 10**6, None)] == ["tiny", "small", "small"]
     # float32 products on a CPU: small runs on the compiled kernel, and keeps more budgets
-    assert [choose_preset(m, float32_cpu=True) for m in (1, 3, 9, 15, 16, 60)] == [
-        "tiny", "small", "small", "small", "medium", "large",
+    assert [choose_preset(m, float32_cpu=True) for m in (1, 3, 9, 10, 11, 15, 60)] == [
+        "tiny", "small", "small", "small", "medium", "medium", "large",
     ]  # fmt: skip
     assert choose_preset(None, 10**6, float32_cpu=True) == "small"
     config = RunConfig.from_options("a.txt", corpus_chars=10**8, minutes=60, dropout=0.5)
