@@ -4,8 +4,8 @@ By default TensorFlow 2.21 takes a CPU tensor's memory from glibc's malloc and g
 at once. A training step makes and frees tensors of tens of megabytes (one layer's gates over
 a window: T x B x 4H floats, 26 MB at 2 x 256, B 64, T 100; 52 MB at 2 x 512), which malloc
 maps fresh from the kernel and unmaps again, so every step faults its working memory in anew,
-page by page: on 2 cores of an AMD EPYC (Zen 3) 4,000-22,000 page faults and 5-22% of the
-step in the kernel at 2 x 256, 98,000 faults at 2 x 512 (docs/results.md#memory-pages).
+page by page (thousands to about 100,000 faults a step on a 2-core AMD EPYC, Zen 3:
+docs/results.md#memory-pages).
 TensorFlow's BFC allocator, which the variable TF_CPU_ALLOCATOR_USE_BFC=true selects, keeps
 the memory it has mapped and hands it out again: no faults after the first steps.
 
