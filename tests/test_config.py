@@ -211,7 +211,7 @@ def test_the_description_names_every_choice_of_the_recipe():
     config = RunConfig.from_options("", minutes=4, weight_decay=0.1, recurrent_dropout=0.25)
     text = "\n".join(config.describe())
     for shown in ("2 x 256", "embedding 64", "dropout 0.2 per window", "recurrent 0.25",
-                  "preset small", "batch 64 x seq_len 100", "AdamW (decay 0.1)", "lr 0.015",
+                  "preset small", "batch 64 x seq_len 50", "AdamW (decay 0.1)", "lr 0.015",
                   "50 warm-up", "cosine to 0.1", "clip 5", "budget: 4 minutes,"):  # fmt: skip
         assert shown in text, shown
 
