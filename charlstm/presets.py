@@ -17,11 +17,9 @@ EPYC Zen 3; 1.438 against 1.4435 on TensorFlow's pooling allocator). At 15 minut
 pooling allocator medium won (1.4111 against 1.4233); before it they had tied there (1.4217).
 So small keeps budgets up to 10 minutes there, about where the two cross.
 
-Small reads windows of 50 characters, half of medium's: for the same characters it makes
-twice the updates, and there that was worth more than the throughput it costs (1.429 and
-1.4335 against 1.438 and 1.4453 at 9 minutes, 1.458 against 1.4639 at 5; windows of 25 scored
-1.4469).
-Measured on the float32 CPU only.
+Small reads windows of 50 characters, half of medium's: twice the updates for the same
+characters, which there scored lower at 5 and 9 minutes than windows of 100 or 25
+(docs/training.md#presets; not measured with bfloat16 products).
 """
 
 from __future__ import annotations
