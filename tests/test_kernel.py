@@ -85,6 +85,34 @@ def test_the_bfloat16_loops_stay_within_bfloat16_rounding_of_the_float32_ones(op
         assert not np.array_equal(a, b)
 
 
+def _bf16(x):
+    """x rounded to the nearest bfloat16 (ties to even), as float64."""
+    return tf.cast(tf.cast(x, tf.bfloat16), tf.float64).numpy()
+
+
+@pytest.mark.parametrize("batch, units", [(1, 5), (3, 24), (9, 40)])
+def test_a_bfloat16_step_is_the_product_of_the_rounded_factors(ops, batch, units):
+    # one step, so that no rounding of an earlier step's h enters: the op's product must be
+    # bfloat16(h0 * m) @ bfloat16(U) summed exactly enough (float32), whichever GEMM runs it;
+    # the sizes leave partial tiles of rows and columns and an odd inner dimension
+    rng = np.random.default_rng(units)
+    (xw, h0, c0, U, mask), (d_hs, d_h, d_c) = _window(rng, 1, batch, units, 0.3, 0.8)
+    hs, cs, gates = ops.charlstm_lstm_forward(xw, h0, c0, U, mask, bf16=True)
+    z = xw.numpy()[0] + _bf16(h0 * mask) @ _bf16(U)
+    H = units
+    sigmoid = 1 / (1 + np.exp(-z))
+    want = np.concatenate(
+        [sigmoid[:, :H], sigmoid[:, H : 2 * H], np.tanh(z[:, 2 * H : 3 * H]), sigmoid[:, 3 * H :]],
+        axis=1,
+    )
+    np.testing.assert_allclose(gates[0], want, rtol=1e-5, atol=2e-6)
+    dz, dh0, _ = ops.charlstm_lstm_backward(gates, cs, c0, d_hs, d_h, d_c, U, mask, bf16=True)
+    want = (_bf16(dz[0]) @ _bf16(U).T) * mask.numpy()
+    np.testing.assert_allclose(dh0, want, rtol=1e-5, atol=2e-6)
+    f32 = ops.charlstm_lstm_backward(gates, cs, c0, d_hs, d_h, d_c, U, mask)[1]
+    assert not np.allclose(dh0, f32, rtol=1e-5, atol=2e-6)  # the tolerance tells them apart
+
+
 def test_the_ops_refuse_shapes_that_disagree(ops):
     with pytest.raises(tf.errors.InvalidArgumentError, match="shapes disagree"):
         ops.charlstm_lstm_forward(

@@ -1,7 +1,10 @@
 // The LSTM recurrence of charlstm.fused as two TensorFlow ops for the CPU, with the recurrent
-// product of every step through MKL: cblas_sgemm in float32, or with the attribute bf16
-// cblas_gemm_bf16bf16f32 (both factors rounded to bfloat16, the products accumulated in
-// float32; AMX or AVX512-BF16 where the CPU has them). Gates and cell state stay float32.
+// product of every step through MKL's cblas_sgemm in float32, or with the attribute bf16 in
+// bfloat16 (both factors rounded to bfloat16, the products accumulated in float32): MKL's
+// cblas_gemm_bf16bf16f32 (AMX where the CPU has it), except on a CPU with AVX512-BF16 and no
+// AMX, where this file's own vdpbf16ps kernel runs it (`Bf16Gemm`: MKL uses AVX512-BF16 on
+// Intel CPUs only, and on an AMD Zen 4 its bfloat16 product ran at 0.8 x its sgemm, ours at
+// 2.5 x). Gates and cell state stay float32.
 //
 // CharlstmLstmForward(xw (T, B, 4H), h0 (B, H), c0 (B, H), U (H, 4H), m (B, H))
 //     -> hs (T, B, H), cs (T, B, H), gates (T, B, 4H)
@@ -25,11 +28,13 @@
 // (rows of the batch) are independent, so each thread of TensorFlow's pool runs its share of
 // them through all T steps with no synchronization between steps (`for_each_shard`).
 
+#include <immintrin.h>
 #include <mkl.h>
 
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <memory>
 #include <vector>
 
 #include "tensorflow/core/framework/op.h"
@@ -109,15 +114,112 @@ void to_bf16(const float* x, MKL_BF16* out, int64_t n) {
   for (int64_t i = 0; i < n; ++i) out[i] = to_bf16(x[i]);
 }
 
-// B = U (transposed: U^T) packed for products with `rows` rows, in an MKL buffer: float32, or
-// bfloat16 from u16 (U rounded to bfloat16) where that is given.
+#if defined(__AVX512BF16__) && !defined(__AMX_BF16__)
+constexpr bool kOwnBf16 = true;
+
+// c (rows, n) = beta * c + a (rows, k) @ b (k, n) with both factors in bfloat16 and float32
+// sums, through AVX512-BF16's vdpbf16ps (16 float32 sums of 2 products each). b is packed once:
+// per block of 16 columns, per pair of rows of b, the 16 columns' pairs side by side (k and n
+// padded with zeros to even and to 16); a is rounded per product into pairs along k.
+class Bf16Gemm {
+ public:
+  // b (k, n) = u (transposed: u^T, u (n, k)) with rows of `ld` floats
+  Bf16Gemm(const float* u, int64_t k, int64_t n, int64_t ld, bool transposed)
+      : k_(k), n_(n), pairs_((k + 1) / 2), blocks_((n + 15) / 16),
+        b_(blocks_ * pairs_ * 32, 0) {
+    for (int64_t j = 0; j < blocks_; ++j)
+      for (int64_t p = 0; p < pairs_; ++p)
+        for (int64_t col = 16 * j; col < std::min(16 * j + 16, n); ++col)
+          for (int64_t half = 0; half < 2 && 2 * p + half < k; ++half) {
+            const int64_t row = 2 * p + half;
+            b_[(j * pairs_ + p) * 32 + 2 * (col - 16 * j) + half] =
+                to_bf16(transposed ? u[col * ld + row] : u[row * ld + col]);
+          }
+  }
+
+  void multiply(const float* a, int64_t rows, float beta, float* c) {
+    a_.assign(rows * pairs_ * 2, 0);
+    for (int64_t r = 0; r < rows; ++r) to_bf16(a + r * k_, a_.data() + r * pairs_ * 2, k_);
+    const auto* pairs = reinterpret_cast<const uint32_t*>(a_.data());
+    for (int64_t j = 0; j < blocks_; j += 4) {
+      switch (std::min<int64_t>(4, blocks_ - j)) {
+        case 4: column_tiles<4>(pairs, rows, j, beta, c); break;
+        case 3: column_tiles<3>(pairs, rows, j, beta, c); break;
+        case 2: column_tiles<2>(pairs, rows, j, beta, c); break;
+        default: column_tiles<1>(pairs, rows, j, beta, c);
+      }
+    }
+  }
+
+ private:
+  template <int NB>
+  void column_tiles(const uint32_t* a, int64_t rows, int64_t j, float beta, float* c) {
+    int64_t r = 0;
+    for (; r + 4 <= rows; r += 4) tile<4, NB>(a, r, j, beta, c);
+    switch (rows - r) {
+      case 3: tile<3, NB>(a, r, j, beta, c); break;
+      case 2: tile<2, NB>(a, r, j, beta, c); break;
+      case 1: tile<1, NB>(a, r, j, beta, c); break;
+      default: break;
+    }
+  }
+
+  // rows r..r+R-1 of c, column blocks j..j+NB-1, in R x NB registers of 16 float32 sums
+  template <int R, int NB>
+  void tile(const uint32_t* a, int64_t r, int64_t j, float beta, float* c) {
+    __m512 sums[R][NB];
+    for (int i = 0; i < R; ++i)
+      for (int q = 0; q < NB; ++q) sums[i][q] = _mm512_setzero_ps();
+    const uint16_t* b = b_.data() + j * pairs_ * 32;
+    for (int64_t p = 0; p < pairs_; ++p) {
+      __m512bh column[NB];
+      for (int q = 0; q < NB; ++q)
+        column[q] = (__m512bh)_mm512_loadu_si512(b + (q * pairs_ + p) * 32);
+      for (int i = 0; i < R; ++i) {
+        const __m512bh row = (__m512bh)_mm512_set1_epi32(a[(r + i) * pairs_ + p]);
+        for (int q = 0; q < NB; ++q) sums[i][q] = _mm512_dpbf16_ps(sums[i][q], row, column[q]);
+      }
+    }
+    for (int q = 0; q < NB; ++q) {
+      const int64_t col = 16 * (j + q), left = std::min<int64_t>(16, n_ - col);
+      const __mmask16 keep = static_cast<__mmask16>((1u << left) - 1u);
+      for (int i = 0; i < R; ++i) {
+        float* out = c + (r + i) * n_ + col;
+        __m512 v = sums[i][q];
+        if (beta != 0.0f)
+          v = _mm512_fmadd_ps(_mm512_set1_ps(beta), _mm512_maskz_loadu_ps(keep, out), v);
+        _mm512_mask_storeu_ps(out, keep, v);
+      }
+    }
+  }
+
+  const int64_t k_, n_, pairs_, blocks_;
+  std::vector<uint16_t> b_;
+  std::vector<MKL_BF16> a_;
+};
+#else
+constexpr bool kOwnBf16 = false;
+
+// Where it is not compiled (no AVX512-BF16, or AMX which MKL uses): never constructed.
+class Bf16Gemm {
+ public:
+  Bf16Gemm(const float*, int64_t, int64_t, int64_t, bool) {}
+  void multiply(const float*, int64_t, float, float*) {}
+};
+#endif
+
+// B = U (transposed: U^T) packed for products with `rows` rows: in an MKL buffer (float32,
+// or with bf16 in bfloat16 from u16, U rounded to bfloat16), or for Bf16Gemm (kOwnBf16).
 class Packed {
  public:
-  Packed(const float* u, const MKL_BF16* u16, int64_t units, int64_t rows, bool transposed)
-      : n_(transposed ? units : 4 * units), k_(transposed ? 4 * units : units),
-        bf16_(u16 != nullptr) {
+  Packed(const float* u, bool bf16, const MKL_BF16* u16, int64_t units, int64_t rows,
+         bool transposed)
+      : n_(transposed ? units : 4 * units), k_(transposed ? 4 * units : units), bf16_(bf16), own_(kOwnBf16 && bf16_ ? new Bf16Gemm(u, k_, n_, 4 * units, transposed)
+                                                       : nullptr) {
     const auto trans = transposed ? CblasTrans : CblasNoTrans;
-    if (bf16_) {
+    if (own_) {
+      data_ = nullptr;
+    } else if (bf16_) {
       data_ = mkl_malloc(cblas_gemm_bf16bf16f32_pack_get_size(CblasBMatrix, rows, n_, k_), 64);
       cblas_gemm_bf16bf16f32_pack(CblasRowMajor, CblasBMatrix, trans, rows, n_, k_, u16,
                                   4 * units, static_cast<MKL_BF16*>(data_));
@@ -134,7 +236,9 @@ class Packed {
 
   // c (rows, n) = beta * c + a (rows, k) @ B
   void multiply(const float* a, int64_t rows, float beta, float* c) {
-    if (bf16_) {
+    if (own_) {
+      own_->multiply(a, rows, beta, c);
+    } else if (bf16_) {
       to_bf16(a, scratch_.data(), rows * k_);
       cblas_gemm_bf16bf16f32_compute(CblasRowMajor, CblasNoTrans, CblasPacked, rows, n_, k_,
                                      1.0f, scratch_.data(), k_,
@@ -148,12 +252,14 @@ class Packed {
  private:
   const int64_t n_, k_;
   const bool bf16_;
+  std::unique_ptr<Bf16Gemm> own_;
   void* data_;
   std::vector<MKL_BF16> scratch_;
 };
 
-// U rounded to bfloat16 once per op where the attribute bf16 is set; else empty.
+// U rounded to bfloat16 once per op for MKL where the attribute bf16 is set; else empty.
 std::vector<MKL_BF16> rounded(const Tensor& u, bool bf16) {
+  bf16 = bf16 && !kOwnBf16;
   std::vector<MKL_BF16> out(bf16 ? u.NumElements() : 0);
   if (bf16) to_bf16(u.flat<float>().data(), out.data(), u.NumElements());
   return out;
@@ -190,7 +296,7 @@ class ForwardOp : public OpKernel {
     for_each_shard(context, batch, [&](int64_t b0, int64_t b1) {
       const int64_t rows = b1 - b0;
       if (rows == 0) return;
-      Packed packed(U, bf16_ ? u16.data() : nullptr, H, rows, /*transposed=*/false);
+      Packed packed(U, bf16_, u16.data(), H, rows, /*transposed=*/false);
       const float* h_prev = h0.flat<float>().data() + b0 * H;
       const float* c_prev = c0.flat<float>().data() + b0 * H;
       float* hm_rows = hm + b0 * H;
@@ -252,7 +358,7 @@ class BackwardOp : public OpKernel {
     for_each_shard(context, batch, [&](int64_t b0, int64_t b1) {
       const int64_t rows = b1 - b0, r = rows * H;
       if (rows == 0) return;
-      Packed packed(U, bf16_ ? u16.data() : nullptr, H, rows, /*transposed=*/true);
+      Packed packed(U, bf16_, u16.data(), H, rows, /*transposed=*/true);
       float* dh = work.flat<float>().data() + b0 * H;
       float* dc = dh + n;
       float* tanh_c = dc + n;
