@@ -277,8 +277,8 @@ class RunConfig(Settings):
     kernel: str = setting(
         "auto",
         "how the LSTM layers run their loops: compiled (C++ over MKL, built on first use), "
-        "xla, or auto (compiled where it builds, for float32 products, up to 256 units, "
-        "without a GPU)",
+        "xla, or auto (compiled where it builds, without a GPU, for bfloat16 products on a "
+        "CPU with bfloat16 instructions and for float32 products up to 256 units)",
         choices=KERNELS,
     )
 
@@ -449,8 +449,9 @@ class InferenceConfig(Settings):
     kernel: str = setting(
         "auto",
         "loops the model runs in: compiled (C++ over MKL, built on first use) or xla (auto: "
-        "compiled where it builds, for float32 lstm models, to generate at any size and to "
-        "score up to 256 units; else xla)",
+        "compiled where it builds, for lstm models: bfloat16 products on a CPU with bfloat16 "
+        "instructions; float32 ones to generate at any size and to score up to 256 units; "
+        "else xla)",
         choices=KERNELS,
     )
 

@@ -1,7 +1,8 @@
 """The compiled LSTM kernel: kernels/lstm.cc built on first use, loaded once, never required.
 
 `charlstm/kernels/lstm.cc` holds two TensorFlow ops for the CPU, the forward and backward
-loops of `charlstm.fused` with each step's recurrent product through MKL's cblas_sgemm. They
+loops of `charlstm.fused` with each step's recurrent product through MKL's cblas_sgemm (or
+in bfloat16: MKL's, or the file's own AVX512-BF16 product on a CPU without AMX). They
 are compiled with the system's C++ compiler (`$CXX`, else g++) against the installed
 TensorFlow's headers and the MKL of the Python environment (`pip install mkl mkl-include`,
 which setup.cfg installs on x86_64) into the user's cache folder (kernels/ in
@@ -42,6 +43,8 @@ from charlstm.errors import CharlstmError
 log = logging.getLogger(__name__)
 
 SOURCES = [Path(__file__).with_name("kernels") / name for name in ("lstm.cc", "generate.cc")]
+# included by the sources: part of the cache key, not compiled on their own
+HEADERS = [Path(__file__).with_name("kernels") / "bf16.h"]
 _FLAGS = ["-shared", "-fPIC", "-O3", "-march=native", "-w"]
 
 
@@ -81,24 +84,27 @@ def ops() -> Any:
     return loaded.ops
 
 
-# auto takes the compiled kernel for layers of at most this many units: at 2 x 256 it trained
-# 1.55 x as fast as the XLA step, at 2 x 512 0.94 x (AMD EPYC Zen 3, 2 cores, docs/results.md)
+# auto takes the compiled kernel for float32 products in layers of at most this many units: at
+# 2 x 256 it trained 1.14 x as fast as the XLA step, at 2 x 512 0.98 x (AMD EPYC Zen 3, 2 cores,
+# docs/results.md). With bfloat16 products on a CPU with bfloat16 instructions it takes it at
+# every size: 1.66 x the XLA loops at 2 x 256 and 1.60 x at 2 x 512 (AMD EPYC Zen 4).
 AUTO_MAX_UNITS = 256
 
 
 def choose(
-    kernel: str, precision: str, cell: str = "lstm", units: int = 0, generation: bool = False
-) -> str:
+    kernel: str, precision: str, cell: str = "lstm", units: int = 0, generation: bool = False,
+    flags: frozenset[str] | None = None,
+) -> str:  # fmt: skip
     """ "compiled" or "xla" for a requested `kernel` (KERNELS), the resolved precision,
     ModelConfig.cell and ModelConfig.units; generation: for the sampling loop (the generation
-    op) rather than the layers' window loops.
+    op) rather than the layers' window loops; flags: the CPU's (default: this one's).
 
-    auto: the compiled kernel where it loads, the cell is lstm, the products run in float32,
-    the layers have at most AUTO_MAX_UNITS units (window loops only: the generation op ran
-    faster than XLA's loop at every size measured) and no GPU is in use; otherwise the XLA loops,
-    with one warning line when the kernel does not load. compiled: the compiled kernel (its
-    window loops also in bfloat16; generation in float32 only), or a CharlstmError saying why
-    it cannot run.
+    auto: the compiled kernel where it loads, the cell is lstm, no GPU is in use, and either
+    the products run in bfloat16 on a CPU with bfloat16 instructions (`precision.BF16_FLAGS`)
+    or they run in float32 in layers of at most AUTO_MAX_UNITS units (window loops only: the
+    generation op ran faster than XLA's loop at every size measured); otherwise the XLA loops,
+    with one warning line when the kernel does not load. compiled: the compiled kernel (in
+    float32 or bfloat16), or a CharlstmError saying why it cannot run.
     """
     if kernel not in KERNELS:
         raise CharlstmError(f"kernel must be one of {', '.join(KERNELS)}, got {kernel!r}")
@@ -109,11 +115,9 @@ def choose(
     why, unbuilt = "", False
     if cell != "lstm":
         why = f"the compiled kernel runs the lstm cell only, not {cell}"
-    elif precision != "float32" and generation:
-        why = "the compiled generation loop runs float32 products only"
-    elif precision != "float32" and kernel == "auto":
-        why = "auto takes the compiled kernel for float32 products only"
-    elif kernel == "auto" and units > AUTO_MAX_UNITS and not generation:
+    elif precision != "float32" and kernel == "auto" and not _native_bf16(flags):
+        why = "auto takes bfloat16 products to the compiled kernel only on a CPU that has them"
+    elif kernel == "auto" and precision == "float32" and units > AUTO_MAX_UNITS and not generation:
         why = f"auto takes the XLA loops above {AUTO_MAX_UNITS} units (measured faster)"
     elif tf.config.list_physical_devices("GPU"):
         why = "a GPU runs the XLA/cuDNN loops"
@@ -127,6 +131,14 @@ def choose(
     if unbuilt:
         _warn_unavailable(why)
     return "xla"
+
+
+def _native_bf16(flags: frozenset[str] | None) -> bool:
+    """Whether the CPU (`flags`, default: this one's) has bfloat16 instructions."""
+    from charlstm.precision import BF16_FLAGS, cpu_flags  # noqa: PLC0415
+
+    flags = cpu_flags() if flags is None else flags
+    return any(flag in flags for flag in BF16_FLAGS)
 
 
 @functools.cache
@@ -167,7 +179,7 @@ def _build() -> Path:
     key = hashlib.sha256(
         "\n".join(
             [
-                *(source.read_text() for source in SOURCES),
+                *(source.read_text() for source in [*SOURCES, *HEADERS]),
                 tf.__version__,
                 *command[1:],
                 _cpu_flags(),

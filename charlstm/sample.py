@@ -14,6 +14,7 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import tensorflow as tf
 
+from charlstm import precision
 from charlstm.config import SamplingConfig
 from charlstm.errors import CharlstmError
 from charlstm.model import CharModel, States, check_fits
@@ -174,7 +175,8 @@ _uniforms = tf.function(uniforms, jit_compile=True, reduce_retracing=True)
 
 def generation_weights(model: CharModel, never) -> tuple:
     """A CharLSTM's weights as the compiled generation op takes them: the first layer's input
-    projection as the (V, 4H) table Embedding @ kernel + bias, every layer's recurrent kernel
+    projection as the (V, 4H) table Embedding @ kernel + bias (its product in the model's
+    `matmul_dtype`, as the XLA loop computes it per character), every layer's recurrent kernel
     (N, H, 4H), the upper layers' kernels (N-1, H, 4H) and biases (N-1, 4H), the head's kernel
     (H, V) (tied: Embedding^T) and its bias plus `never` (V,)."""
     cells = [rnn.cell for rnn in model.rnns]
@@ -189,7 +191,7 @@ def generation_weights(model: CharModel, never) -> tuple:
     upper = cells[1:]
     head = tf.transpose(embeddings) if model.config.tie_embeddings else model.head.kernel
     return (
-        tf.matmul(embeddings, cells[0].kernel) + cells[0].bias,
+        precision.matmul(embeddings, cells[0].kernel, model.matmul_dtype) + cells[0].bias,
         stacked([cell.recurrent_kernel for cell in cells], (H, 4 * H)),
         stacked([cell.kernel for cell in upper], (H, 4 * H)),
         stacked([cell.bias for cell in upper], (4 * H,)),
@@ -200,12 +202,14 @@ def generation_weights(model: CharModel, never) -> tuple:
 
 def compiled_draw_steps(
     weights: tuple, last, states: States, t0, steps, temperature, top_k, top_p, seed,
-    capacity: int,
+    capacity: int, bf16: bool = False,
 ):  # fmt: skip
     """`draw_steps` with its loop in the compiled kernel's generation op (`charlstm.kernel`),
     over `generation_weights`: the same ids for a seed wherever rounding leaves a draw alone
-    (greedy ones always). The uniform numbers of the draws come from `uniforms`, made by XLA as
-    the XLA loop makes them.
+    (greedy ones always) in float32. bf16: every product in the op in bfloat16 with float32
+    sums, where the XLA loop rounds each product to bfloat16 too (`charlstm.precision`), so
+    their texts part sooner or later. The uniform numbers of the draws come from `uniforms`,
+    made by XLA as the XLA loop makes them.
 
     Call it eagerly: inside a graph, TensorFlow's own threads compete with the op's for the
     cores, and it ran at half the speed.
@@ -215,7 +219,7 @@ def compiled_draw_steps(
     numbers = _uniforms(last.shape[0], seed, t0, capacity)
     ids, last, h, c = ops().charlstm_generate(
         *weights, tf.stack([s[0] for s in states]), tf.stack([s[1] for s in states]), last,
-        numbers, temperature, top_k, top_p, steps,
+        numbers, temperature, top_k, top_p, steps, bf16=bf16,
     )  # fmt: skip
     return ids, last, [[h[i], c[i]] for i in range(len(states))]
 
@@ -353,8 +357,9 @@ class Sampler:
                 ids, last, states = self.sample(last, states, *where, *settings, filtering, chunk)
             else:
                 ids, last, states = compiled_draw_steps(
-                    weights, last, states, *where, *settings, chunk
-                )
+                    weights, last, states, *where, *settings, chunk,
+                    bf16=self.model.matmul_dtype == "bfloat16",
+                )  # fmt: skip
             yield ids.numpy()[:, :n], (states, last)
 
 

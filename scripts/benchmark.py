@@ -339,7 +339,7 @@ def run_config(layers, units, batch, args, ids, vocab, with_generation: bool) ->
     if load_kernel().ops is not None:
         backends.append(CharlstmBackend(*shape, kernel="compiled"))
         backends.append(CharlstmBackend(*shape, "recurrent dropout 0.2", kernel="compiled"))
-        # MKL's bfloat16 products: AMX or AVX512-BF16 where the CPU has them, else converted
+        # bfloat16 loops: MKL (AMX), the kernel's own (AVX512-BF16 alone), or MKL converting
         backends.append(CharlstmBackend(*shape, dtype="bfloat16", kernel="compiled"))
     else:
         print(f"no compiled kernel: {load_kernel().reason}", file=sys.stderr)
@@ -369,18 +369,24 @@ def run_config(layers, units, batch, args, ids, vocab, with_generation: bool) ->
     if with_generation:
         model = backends[0].model
         tokenizer = CharTokenizer.build("\n" + "".join(map(chr, range(32, 32 + vocab - 2))))
-        loops = ["xla"] + (["compiled"] if load_kernel().ops is not None else [])
+        # the loop's name: (its model, its kernel); bfloat16 on the compiled bfloat16 backend's
+        loops = {"xla": (model, "xla")}
+        if load_kernel().ops is not None:
+            loops["compiled"] = (model, "compiled")
+        for backend in backends:
+            if backend.name == COMPILED_BF16:
+                loops["compiled bfloat16"] = (backend.model, "compiled")
         result["generate_chars_per_s"] = {
             loop: {
                 name: {
                     streams: time_generation(
-                        model, tokenizer, streams, args.gen_length, args.rounds, settings, loop
+                        used, tokenizer, streams, args.gen_length, args.rounds, settings, kernel
                     )
                     for streams in (1, 64)
                 }
                 for name, settings in GENERATION_SETTINGS.items()
             }
-            for loop in loops
+            for loop, (used, kernel) in loops.items()
         }
     return result
 

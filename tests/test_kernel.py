@@ -22,7 +22,13 @@ from charlstm.config import ModelConfig
 from charlstm.errors import CharlstmError
 from charlstm.model import build_model
 from charlstm.rundir import RunDir
-from charlstm.sample import Sampler, compiled_draw_steps, draw_steps, generation_weights
+from charlstm.sample import (
+    Sampler,
+    compiled_draw_steps,
+    draw_steps,
+    generation_weights,
+    never_drawn,
+)
 from charlstm.tokenizer import CharTokenizer
 from charlstm.trainer import train
 from tests.conftest import TINY_TRAIN_ARGS, require, tiny_config
@@ -323,18 +329,22 @@ def test_an_unknown_kernel_is_refused():
 
 
 def test_auto_takes_the_compiled_kernel_where_it_measured_faster(ops):
-    assert kernel.choose("auto", "float32", "lstm", 256) == "compiled"
-    assert kernel.choose("auto", "float32", "lstm", 512) == "xla"
-    assert kernel.choose("auto", "float32", "lstm", 512, generation=True) == "compiled"
-    assert kernel.choose("auto", "bfloat16", "lstm", 256) == "xla"
-    assert kernel.choose("compiled", "bfloat16", "lstm", 256) == "compiled"
-    assert kernel.choose("auto", "bfloat16", "lstm", 256, generation=True) == "xla"
-    with pytest.raises(CharlstmError, match="generation loop runs float32 products only"):
-        kernel.choose("compiled", "bfloat16", "lstm", 256, generation=True)
-    assert kernel.choose("auto", "float32", "lstm", 512) == "xla"
-    assert kernel.choose("auto", "bfloat16", "lstm", 256) == "xla"
-    assert kernel.choose("auto", "float32", "layernorm", 256) == "xla"
-    assert kernel.choose("compiled", "float32", "lstm", 512) == "compiled"
+    bf16_cpu, f32_cpu = frozenset({"avx512f", "avx512_bf16"}), frozenset({"avx2", "fma"})
+    for flags in (bf16_cpu, f32_cpu):
+        assert kernel.choose("auto", "float32", "lstm", 256, flags=flags) == "compiled"
+        assert kernel.choose("auto", "float32", "lstm", 512, flags=flags) == "xla"
+        assert kernel.choose("auto", "float32", "lstm", 512, True, flags) == "compiled"
+        assert kernel.choose("auto", "float32", "layernorm", 256, flags=flags) == "xla"
+        assert kernel.choose("compiled", "float32", "lstm", 512, flags=flags) == "compiled"
+        assert kernel.choose("compiled", "bfloat16", "lstm", 256, flags=flags) == "compiled"
+        assert kernel.choose("compiled", "bfloat16", "lstm", 256, True, flags) == "compiled"
+    # bfloat16 products: the compiled loops at every size where the CPU has bfloat16 units
+    assert kernel.choose("auto", "bfloat16", "lstm", 256, flags=bf16_cpu) == "compiled"
+    assert kernel.choose("auto", "bfloat16", "lstm", 1024, flags=bf16_cpu) == "compiled"
+    assert kernel.choose("auto", "bfloat16", "lstm", 1024, True, bf16_cpu) == "compiled"
+    assert kernel.choose("auto", "bfloat16", "lstm", 256, flags=f32_cpu) == "xla"
+    assert kernel.choose("auto", "bfloat16", "lstm", 256, True, f32_cpu) == "xla"
+    assert kernel.choose("auto", "bfloat16", "layernorm", 256, flags=bf16_cpu) == "xla"
 
 
 # (temperature, top_k, top_p): greedy, plain, top-k, top-p, both, a k beyond the vocabulary
@@ -377,6 +387,70 @@ def test_the_generation_op_draws_what_the_xla_loop_draws(ops, layers, units, str
         ids = got[0].numpy()
         assert not (ids[:, :steps] == 2).any() and (ids[:, steps:] == 0).all()
         assert len(np.unique(ids[:, :steps])) > (1 if temperature == 0 else 3), setting
+
+
+@pytest.mark.parametrize("streams", [1, 5])
+def test_a_bfloat16_generation_step_is_the_product_of_the_rounded_factors(ops, streams):
+    """One greedy step of the op in bfloat16, two layers of 40 units (two threads) against
+    the recurrence computed here with every product's factors rounded to bfloat16: the same
+    states and ids, and states that float32 products do not give."""
+    V, H = 13, 40
+    config = ModelConfig(vocab_size=V, embedding_dim=6, units=H, num_layers=2)
+    keras.utils.set_random_seed(3)
+    model = build_model(config, matmul_dtype="bfloat16")
+    rng = np.random.default_rng(6)
+    for w in model.weights:
+        w.assign(rng.normal(0.0, 0.6, w.shape).astype(np.float32))
+    never = tf.zeros(V)
+    states = [[_random(rng, (streams, H), 0.5) for _ in range(2)] for _ in range(2)]
+    last = tf.constant(rng.integers(0, V, streams), tf.int32)
+    weights = generation_weights(model, never)
+    table, recurrent, kernels, biases, head, head_bias = (w.numpy() for w in weights)
+    greedy = [tf.constant(v) for v in (0.0, 0, 1.0, 9)]
+    ids, _, got = compiled_draw_steps(weights, last, states, 0, 1, *greedy, 4, bf16=True)
+
+    def lstm(z, c):
+        i, f, g, o = np.split(z, 4, axis=1)
+        sigmoid = lambda x: 1 / (1 + np.exp(-x))  # noqa: E731
+        c = sigmoid(f) * c + sigmoid(i) * np.tanh(g)
+        return sigmoid(o) * np.tanh(c), c
+
+    x, want = None, []
+    for layer, (h, c) in enumerate(states):
+        z = _bf16(h) @ _bf16(recurrent[layer])
+        z += table[last.numpy()] if layer == 0 else _bf16(x) @ _bf16(kernels[0]) + biases[0]
+        x, c = lstm(z, c.numpy())
+        want.append((x, c))
+    for (h, c), (got_h, got_c) in zip(want, got):
+        np.testing.assert_allclose(got_h, h, rtol=1e-5, atol=2e-6)
+        np.testing.assert_allclose(got_c, c, rtol=1e-5, atol=2e-6)
+    logits = _bf16(x) @ _bf16(head) + head_bias
+    np.testing.assert_array_equal(ids[:, 0], logits.argmax(axis=1))
+    f32 = compiled_draw_steps(weights, last, states, 0, 1, *greedy, 4)[2]
+    assert not np.allclose(f32[1][0], want[1][0], rtol=1e-5, atol=2e-6)
+
+
+def test_the_compiled_sampler_draws_a_bfloat16_model_with_bfloat16_products(ops):
+    """The Sampler hands a bfloat16 model's draws to the op in bfloat16: its text is the op's
+    in bfloat16 from the same position and seed, which parts from the op's in float32."""
+    tokenizer = CharTokenizer.build("the quick brown fox jumps over the lazy dog.\n")
+    config = ModelConfig(vocab_size=tokenizer.vocab_size, embedding_dim=8, units=32,
+                         num_layers=2)  # fmt: skip
+    keras.utils.set_random_seed(2)
+    model = build_model(config, matmul_dtype="bfloat16")
+    for w in model.weights:
+        w.assign(w * 3.0)
+    from charlstm.config import SamplingConfig  # noqa: PLC0415
+
+    sampler = Sampler(model, tokenizer, "compiled")
+    got = "".join(sampler.generate("the ", 300, SamplingConfig(temperature=1.0, seed=5), chunk=300))
+    weights = generation_weights(model, tf.constant(never_drawn(tokenizer)))
+    texts = {}
+    for bf16 in (True, False):
+        states, last = sampler.prime(tokenizer.encode("the "), 1)
+        ids = compiled_draw_steps(weights, last, states, 0, 300, 1.0, 0, 1.0, 5, 300, bf16)[0]
+        texts[bf16] = tokenizer.decode(ids.numpy()[0])
+    assert got == texts[True] != texts[False]
 
 
 def test_the_compiled_sampler_writes_the_xla_samplers_text_in_any_chunks(ops):

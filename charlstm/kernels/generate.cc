@@ -1,5 +1,7 @@
-// Text generation from a stacked LSTM as one TensorFlow op for the CPU, float32: each call
-// draws up to S characters for B streams, every step's products through MKL.
+// Text generation from a stacked LSTM as one TensorFlow op for the CPU: each call draws up to
+// S characters for B streams, every step's products in float32 (MKL's sgemm, or this file's
+// loop for one stream), or with the attribute bf16 in bfloat16 (bf16.h's Bf16Gemm: both
+// factors rounded to bfloat16, the sums in float32; the cell state and gates stay float32).
 //
 // CharlstmGenerate(table (V, 4H), recurrent (N, H, 4H), kernels (N-1, H, 4H), biases (N-1, 4H),
 //                  head (H, V), head_bias (V,), h0 (N, B, H), c0 (N, B, H), last (B,) int32,
@@ -38,6 +40,7 @@
 #include <thread>
 #include <vector>
 
+#include "bf16.h"
 #include "tensorflow/core/framework/op.h"
 #include "tensorflow/core/framework/op_kernel.h"
 #include "tensorflow/core/framework/shape_inference.h"
@@ -46,6 +49,7 @@
 
 namespace {
 
+using charlstm::Bf16Gemm;
 using tensorflow::DEVICE_CPU;
 using tensorflow::OpKernel;
 using tensorflow::OpKernelConstruction;
@@ -163,12 +167,13 @@ class Picker {
 // One stream (rows == 1): in panels of 64 columns, panel p (k, 64) contiguous, read from
 // start to end by an AVX2 loop (matrix-vector products are bound by reading the weights: this
 // reads them at about 3 x the rate of MKL's sgemv here). More streams: dense (k, padded), for
-// MKL's sgemm. `padded` is the column count rounded up to 64; the extra columns are zeros.
+// MKL's sgemm; in bfloat16 (any number of streams), Bf16Gemm's layout. `padded` is the column
+// count rounded up to 64; the extra columns are zeros.
 class Block {
  public:
   // columns[j] is the source column of column j; source is (k, ld) row-major
   Block(const float* source, int64_t k, int64_t ld, const std::vector<int64_t>& columns,
-        bool panels)
+        bool panels, bool bf16)
       : k_(k), padded_((static_cast<int64_t>(columns.size()) + 63) / 64 * 64), panels_(panels),
         data_(static_cast<float*>(mkl_calloc(k * padded_, sizeof(float), 64)), mkl_free) {
     for (int64_t r = 0; r < k; ++r) {
@@ -177,12 +182,17 @@ class Block {
         data_.get()[at] = source[r * ld + columns[j]];
       }
     }
+    if (bf16) bf16_ = std::make_unique<Bf16Gemm>(data_.get(), k, padded_, padded_, false);
   }
 
   int64_t padded() const { return padded_; }
 
   // y (rows, padded) += x (rows, k) @ this
   void multiply(const float* x, float* y, int64_t rows) const {
+    if (bf16_) {
+      bf16_->multiply(x, rows, 1.0f, y);
+      return;
+    }
     if (!panels_) {
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, padded_, k_, 1.0f, x, k_,
                   data_.get(), padded_, 1.0f, y, padded_);
@@ -207,11 +217,14 @@ class Block {
   const int64_t k_, padded_;
   const bool panels_;
   std::unique_ptr<float, void (*)(void*)> data_;
+  std::unique_ptr<Bf16Gemm> bf16_;  // set in bfloat16
 };
 
 class GenerateOp : public OpKernel {
  public:
-  explicit GenerateOp(OpKernelConstruction* context) : OpKernel(context) {}
+  explicit GenerateOp(OpKernelConstruction* context) : OpKernel(context) {
+    OP_REQUIRES_OK(context, context->GetAttr("bf16", &bf16_));
+  }
 
   void Compute(OpKernelContext* context) override {
     const Tensor &table = context->input(0), &recurrent = context->input(1),
@@ -274,7 +287,7 @@ class GenerateOp : public OpKernel {
     const float* u_all = uniforms.flat<float>().data();
     float* c_all = c_out->flat<float>().data();
 
-    const bool panels = B == 1;
+    const bool panels = B == 1 && !bf16_;
     auto work = [&](int thread) {
       // this thread's units [u0, u1), n of them, and its columns of every matrix: the four
       // gates' columns of its units, [i | f | g | o]
@@ -285,14 +298,14 @@ class GenerateOp : public OpKernel {
       }
       std::vector<int64_t> every(V);
       std::iota(every.begin(), every.end(), 0);
-      const Block head_block(head.flat<float>().data(), H, V, every, panels);
+      const Block head_block(head.flat<float>().data(), H, V, every, panels, bf16_);
       std::vector<Block> u_block, w_block;
       std::vector<std::vector<float>> b_block(N), table_block(1);
       const int64_t width = 4 * n;  // of z's rows, and of the table's and biases' rows
       for (int64_t l = 0; l < N; ++l) {
-        u_block.emplace_back(U + l * H * 4 * H, H, 4 * H, mine, panels);
+        u_block.emplace_back(U + l * H * 4 * H, H, 4 * H, mine, panels, bf16_);
         w_block.emplace_back(l > 0 ? W + (l - 1) * H * 4 * H : U, l > 0 ? H : 0, 4 * H, mine,
-                             panels);
+                             panels, bf16_);
       }
       auto rows_of = [&](const float* m, int64_t rows, std::vector<float>& out) {
         out.resize(rows * width);
@@ -351,6 +364,9 @@ class GenerateOp : public OpKernel {
     work(0);
     for (auto& helper : helpers) helper.join();
   }
+
+ private:
+  bool bf16_;
 };
 
 }  // namespace
@@ -374,6 +390,7 @@ REGISTER_OP("CharlstmGenerate")
     .Output("last_ids: int32")
     .Output("h: float")
     .Output("c: float")
+    .Attr("bf16: bool = false")
     .SetShapeFn([](InferenceContext* c) {
       c->set_output(0, c->Matrix(c->Dim(c->input(6), 1), c->Dim(c->input(9), 0)));
       c->set_output(1, c->input(8));

@@ -1,10 +1,8 @@
 // The LSTM recurrence of charlstm.fused as two TensorFlow ops for the CPU, with the recurrent
 // product of every step through MKL's cblas_sgemm in float32, or with the attribute bf16 in
 // bfloat16 (both factors rounded to bfloat16, the products accumulated in float32): MKL's
-// cblas_gemm_bf16bf16f32 (AMX where the CPU has it), except on a CPU with AVX512-BF16 and no
-// AMX, where this file's own vdpbf16ps kernel runs it (`Bf16Gemm`: MKL uses AVX512-BF16 on
-// Intel CPUs only, and on an AMD Zen 4 its bfloat16 product ran at 0.8 x its sgemm, ours at
-// 2.5 x). Gates and cell state stay float32.
+// packed cblas_gemm_bf16bf16f32 (AMX where the CPU has it), or on a CPU with AVX512-BF16 and no
+// AMX bf16.h's own kernel. Gates and cell state stay float32.
 //
 // CharlstmLstmForward(xw (T, B, 4H), h0 (B, H), c0 (B, H), U (H, 4H), m (B, H))
 //     -> hs (T, B, H), cs (T, B, H), gates (T, B, 4H)
@@ -28,7 +26,6 @@
 // (rows of the batch) are independent, so each thread of TensorFlow's pool runs its share of
 // them through all T steps with no synchronization between steps (`for_each_shard`).
 
-#include <immintrin.h>
 #include <mkl.h>
 
 #include <algorithm>
@@ -37,6 +34,7 @@
 #include <memory>
 #include <vector>
 
+#include "bf16.h"
 #include "tensorflow/core/framework/op.h"
 #include "tensorflow/core/framework/op_kernel.h"
 #include "tensorflow/core/framework/shape_inference.h"
@@ -45,6 +43,9 @@
 
 namespace {
 
+using charlstm::Bf16Gemm;
+using charlstm::kOwnBf16;
+using charlstm::to_bf16;
 using tensorflow::DEVICE_CPU;
 using tensorflow::OpKernel;
 using tensorflow::OpKernelConstruction;
@@ -100,113 +101,6 @@ void for_each_shard(OpKernelContext* context, int64_t batch, Work work) {
 // MKL runs on the calling thread only: the pool's threads are the parallelism. Set when the
 // library loads, before any MKL call (no other part of the process uses this MKL).
 const int kSequentialMkl = mkl_set_threading_layer(MKL_THREADING_SEQUENTIAL);
-
-// x rounded to the nearest bfloat16 (ties to even); a NaN stays a NaN.
-inline MKL_BF16 to_bf16(float x) {
-  uint32_t bits;
-  std::memcpy(&bits, &x, 4);
-  const uint32_t rounded = (bits + 0x7FFFu + ((bits >> 16) & 1u)) >> 16;
-  return static_cast<MKL_BF16>((bits & 0x7FFFFFFFu) > 0x7F800000u ? (bits >> 16) | 0x40u
-                                                                  : rounded);
-}
-
-void to_bf16(const float* x, MKL_BF16* out, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) out[i] = to_bf16(x[i]);
-}
-
-#if defined(__AVX512BF16__) && !defined(__AMX_BF16__)
-constexpr bool kOwnBf16 = true;
-
-// c (rows, n) = beta * c + a (rows, k) @ b (k, n) with both factors in bfloat16 and float32
-// sums, through AVX512-BF16's vdpbf16ps (16 float32 sums of 2 products each). b is packed once:
-// per block of 16 columns, per pair of rows of b, the 16 columns' pairs side by side (k and n
-// padded with zeros to even and to 16); a is rounded per product into pairs along k.
-class Bf16Gemm {
- public:
-  // b (k, n) = u (transposed: u^T, u (n, k)) with rows of `ld` floats
-  Bf16Gemm(const float* u, int64_t k, int64_t n, int64_t ld, bool transposed)
-      : k_(k), n_(n), pairs_((k + 1) / 2), blocks_((n + 15) / 16),
-        b_(blocks_ * pairs_ * 32, 0) {
-    for (int64_t j = 0; j < blocks_; ++j)
-      for (int64_t p = 0; p < pairs_; ++p)
-        for (int64_t col = 16 * j; col < std::min(16 * j + 16, n); ++col)
-          for (int64_t half = 0; half < 2 && 2 * p + half < k; ++half) {
-            const int64_t row = 2 * p + half;
-            b_[(j * pairs_ + p) * 32 + 2 * (col - 16 * j) + half] =
-                to_bf16(transposed ? u[col * ld + row] : u[row * ld + col]);
-          }
-  }
-
-  void multiply(const float* a, int64_t rows, float beta, float* c) {
-    a_.assign(rows * pairs_ * 2, 0);
-    for (int64_t r = 0; r < rows; ++r) to_bf16(a + r * k_, a_.data() + r * pairs_ * 2, k_);
-    const auto* pairs = reinterpret_cast<const uint32_t*>(a_.data());
-    for (int64_t j = 0; j < blocks_; j += 4) {
-      switch (std::min<int64_t>(4, blocks_ - j)) {
-        case 4: column_tiles<4>(pairs, rows, j, beta, c); break;
-        case 3: column_tiles<3>(pairs, rows, j, beta, c); break;
-        case 2: column_tiles<2>(pairs, rows, j, beta, c); break;
-        default: column_tiles<1>(pairs, rows, j, beta, c);
-      }
-    }
-  }
-
- private:
-  template <int NB>
-  void column_tiles(const uint32_t* a, int64_t rows, int64_t j, float beta, float* c) {
-    int64_t r = 0;
-    for (; r + 4 <= rows; r += 4) tile<4, NB>(a, r, j, beta, c);
-    switch (rows - r) {
-      case 3: tile<3, NB>(a, r, j, beta, c); break;
-      case 2: tile<2, NB>(a, r, j, beta, c); break;
-      case 1: tile<1, NB>(a, r, j, beta, c); break;
-      default: break;
-    }
-  }
-
-  // rows r..r+R-1 of c, column blocks j..j+NB-1, in R x NB registers of 16 float32 sums
-  template <int R, int NB>
-  void tile(const uint32_t* a, int64_t r, int64_t j, float beta, float* c) {
-    __m512 sums[R][NB];
-    for (int i = 0; i < R; ++i)
-      for (int q = 0; q < NB; ++q) sums[i][q] = _mm512_setzero_ps();
-    const uint16_t* b = b_.data() + j * pairs_ * 32;
-    for (int64_t p = 0; p < pairs_; ++p) {
-      __m512bh column[NB];
-      for (int q = 0; q < NB; ++q)
-        column[q] = (__m512bh)_mm512_loadu_si512(b + (q * pairs_ + p) * 32);
-      for (int i = 0; i < R; ++i) {
-        const __m512bh row = (__m512bh)_mm512_set1_epi32(a[(r + i) * pairs_ + p]);
-        for (int q = 0; q < NB; ++q) sums[i][q] = _mm512_dpbf16_ps(sums[i][q], row, column[q]);
-      }
-    }
-    for (int q = 0; q < NB; ++q) {
-      const int64_t col = 16 * (j + q), left = std::min<int64_t>(16, n_ - col);
-      const __mmask16 keep = static_cast<__mmask16>((1u << left) - 1u);
-      for (int i = 0; i < R; ++i) {
-        float* out = c + (r + i) * n_ + col;
-        __m512 v = sums[i][q];
-        if (beta != 0.0f)
-          v = _mm512_fmadd_ps(_mm512_set1_ps(beta), _mm512_maskz_loadu_ps(keep, out), v);
-        _mm512_mask_storeu_ps(out, keep, v);
-      }
-    }
-  }
-
-  const int64_t k_, n_, pairs_, blocks_;
-  std::vector<uint16_t> b_;
-  std::vector<MKL_BF16> a_;
-};
-#else
-constexpr bool kOwnBf16 = false;
-
-// Where it is not compiled (no AVX512-BF16, or AMX which MKL uses): never constructed.
-class Bf16Gemm {
- public:
-  Bf16Gemm(const float*, int64_t, int64_t, int64_t, bool) {}
-  void multiply(const float*, int64_t, float, float*) {}
-};
-#endif
 
 // B = U (transposed: U^T) packed for products with `rows` rows: in an MKL buffer (float32,
 // or with bf16 in bfloat16 from u16, U rounded to bfloat16), or for Bf16Gemm (kOwnBf16).
