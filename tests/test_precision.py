@@ -185,15 +185,20 @@ def test_a_short_bfloat16_run_learns_as_much_as_float32_and_repeats_exactly(tmp_
 
 def test_generate_samples_in_the_precision_asked_for(trained_run):
     from charlstm.config import SamplingConfig
+    from charlstm.kernel import choose
     from charlstm.rundir import RunDir
     from charlstm.sample import Sampler
     from tests.test_cli import run_charlstm
 
     run = RunDir.open(trained_run)
-    samplers = {
-        dtype: Sampler(run.load_model(matmul_dtype=dtype), run.tokenizer)
+    model = run.config.model
+    samplers = {  # each on the loop the command picks for that precision
+        dtype: Sampler(
+            run.load_model(matmul_dtype=dtype), run.tokenizer,
+            choose("auto", dtype, model.cell, model.units, generation=True),
+        )
         for dtype in ("bfloat16", "float32")
-    }
+    }  # fmt: skip
 
     def sampled(dtype: str, seed: int) -> str:
         return "The" + "".join(samplers[dtype].generate("The", 300, SamplingConfig(seed=seed)))
