@@ -108,8 +108,10 @@ class Packed {
  public:
   Packed(const float* u, bool bf16, const MKL_BF16* u16, int64_t units, int64_t rows,
          bool transposed)
-      : n_(transposed ? units : 4 * units), k_(transposed ? 4 * units : units), bf16_(bf16), own_(kOwnBf16 && bf16_ ? new Bf16Gemm(u, k_, n_, 4 * units, transposed)
-                                                       : nullptr) {
+      : n_(transposed ? units : 4 * units),
+        k_(transposed ? 4 * units : units),
+        bf16_(bf16),
+        own_(kOwnBf16 && bf16 ? new Bf16Gemm(u, k_, n_, 4 * units, transposed) : nullptr) {
     const auto trans = transposed ? CblasTrans : CblasNoTrans;
     if (own_) {
       data_ = nullptr;
