@@ -3,8 +3,8 @@
     tiny    2 x 128, batch 32 x 64          up to 2 minutes, or a corpus under 300,000 chars
     small   2 x 256, T 50, AdamW decay 0.2  up to 5 minutes (10 on a float32 CPU), or any
                                             corpus without a budget
-    medium  2 x 512, T 100, AdamW decay 0.2 up to 30 minutes
-    large   2 x 512, dropout 0.4, weight drop 0.2, decay 0.2, peak rate 6e-3: beyond
+    medium  2 x 512, T 50, AdamW decay 0.2  up to 30 minutes
+    large   2 x 512, T 100, dropout 0.4, weight drop 0.2, decay 0.2, peak rate 6e-3: beyond
 
 An option given explicitly always wins over its preset's. The dataclass defaults are small's
 but for its weight decay: a RunConfig built in code keeps plain Adam. What each preset reaches
@@ -17,9 +17,11 @@ EPYC Zen 3; 1.438 against 1.4435 on TensorFlow's pooling allocator). At 15 minut
 pooling allocator medium won (1.4111 against 1.4233); before it they had tied there (1.4217).
 So small keeps budgets up to 10 minutes there, about where the two cross.
 
-Small reads windows of 50 characters, half of medium's: twice the updates for the same
-characters, which there scored lower at 5 and 9 minutes than windows of 100 or 25
-(docs/training.md#presets; not measured with bfloat16 products).
+Small and medium read windows of 50 characters: twice the updates of windows of 100 for the
+same characters. On a float32 CPU small scored lower with them at 5 and 9 minutes than with
+windows of 100 or 25; with bfloat16 products medium scored 1.3962 at 9 minutes against 1.4121
+with windows of 100 (docs/training.md#presets; medium's windows not measured on a float32
+CPU). Large keeps 100 (not measured with 50).
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ PRESETS: dict[str, dict[str, object]] = {
     "small": {"embedding_dim": 64, "units": 256, "num_layers": 2, "dropout": 0.2,
               "weight_decay": 0.2, "batch_size": 64, "seq_len": 50, "warmup_steps": 50},
     "medium": {"embedding_dim": 64, "units": 512, "num_layers": 2, "dropout": 0.2,
-               "weight_decay": 0.2, "batch_size": 64, "seq_len": 100, "warmup_steps": 50},
+               "weight_decay": 0.2, "batch_size": 64, "seq_len": 50, "warmup_steps": 50},
     "large": {"embedding_dim": 64, "units": 512, "num_layers": 2, "dropout": 0.4,
               "weight_drop": 0.2, "weight_decay": 0.2, "learning_rate": 6e-3, "batch_size": 64,
               "seq_len": 100, "warmup_steps": 200},
