@@ -112,10 +112,12 @@ def choose(
         return "xla"
     import tensorflow as tf  # noqa: PLC0415
 
+    from charlstm.precision import cpu_has_bf16  # noqa: PLC0415
+
     why, unbuilt = "", False
     if cell != "lstm":
         why = f"the compiled kernel runs the lstm cell only, not {cell}"
-    elif precision != "float32" and kernel == "auto" and not _native_bf16(flags):
+    elif precision != "float32" and kernel == "auto" and not cpu_has_bf16(flags):
         why = "auto takes bfloat16 products to the compiled kernel only on a CPU that has them"
     elif kernel == "auto" and precision == "float32" and units > AUTO_MAX_UNITS and not generation:
         why = f"auto takes the XLA loops above {AUTO_MAX_UNITS} units (measured faster)"
@@ -131,14 +133,6 @@ def choose(
     if unbuilt:
         _warn_unavailable(why)
     return "xla"
-
-
-def _native_bf16(flags: frozenset[str] | None) -> bool:
-    """Whether the CPU (`flags`, default: this one's) has bfloat16 instructions."""
-    from charlstm.precision import BF16_FLAGS, cpu_flags  # noqa: PLC0415
-
-    flags = cpu_flags() if flags is None else flags
-    return any(flag in flags for flag in BF16_FLAGS)
 
 
 @functools.cache

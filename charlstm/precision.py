@@ -63,6 +63,12 @@ def cpu_flags() -> Flags:
     return frozenset()
 
 
+def cpu_has_bf16(flags: Flags | None = None) -> bool:
+    """Whether the CPU (`flags`, default: this one's) has one of BF16_FLAGS."""
+    flags = cpu_flags() if flags is None else flags
+    return any(flag in flags for flag in BF16_FLAGS)
+
+
 def cpu_name() -> str:
     """The CPU's model name from /proc/cpuinfo, else what `platform` knows."""
     try:
@@ -124,8 +130,7 @@ def resolve(precision: str, cell: str = "lstm", flags: Flags | None = None,
     gpus = gpu_capabilities() if gpus is None else gpus
     if gpus:
         return "bfloat16" if min(gpus) >= GPU_BF16_CAPABILITY else "float32"
-    flags = cpu_flags() if flags is None else flags
-    return "bfloat16" if any(flag in flags for flag in BF16_FLAGS) else "float32"
+    return "bfloat16" if cpu_has_bf16(flags) else "float32"
 
 
 def explain(precision: str, cell: str = "lstm", flags: Flags | None = None,
@@ -203,7 +208,7 @@ def xla_bf16_native(flags: Flags | None = None, folder: Path | None = None) -> b
     later calls read it.
     """
     flags = cpu_flags() if flags is None else flags
-    if not any(flag in flags for flag in BF16_FLAGS):
+    if not cpu_has_bf16(flags):
         return False
     if folder is None:
         import platformdirs  # noqa: PLC0415
