@@ -117,7 +117,8 @@ class TrainConfig(Settings):
     """How to train: TBPTT layout, optimizer, schedule, budget and evaluation cadence."""
 
     batch_size: int = setting(64, "B, parallel text streams per step", min=1, max=2**20)
-    # 50 for small and medium: twice the updates of 100 for the same characters (docs/results.md)
+    # 50 for small, medium and large: twice the updates of 100 for the same characters
+    # (docs/results.md)
     seq_len: int = setting(
         50, "T, characters per window; gradients stop at window edges", min=1, max=2**20
     )

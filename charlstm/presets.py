@@ -4,7 +4,7 @@
     small   2 x 256, T 50, AdamW decay 0.2  up to 5 minutes (10 on a float32 CPU), or any
                                             corpus without a budget
     medium  2 x 512, T 50, AdamW decay 0.2  up to 30 minutes
-    large   2 x 512, T 100, dropout 0.4, weight drop 0.2, decay 0.2, peak rate 6e-3: beyond
+    large   2 x 512, T 50, dropout 0.4, weight drop 0.2, decay 0.2, peak rate 6e-3: beyond
 
 An option given explicitly always wins over its preset's. The dataclass defaults are small's
 but for its weight decay: a RunConfig built in code keeps plain Adam. What each preset reaches
@@ -17,11 +17,11 @@ EPYC Zen 3; 1.438 against 1.4435 on TensorFlow's pooling allocator). At 15 minut
 pooling allocator medium won (1.4111 against 1.4233); before it they had tied there (1.4217).
 So small keeps budgets up to 10 minutes there, about where the two cross.
 
-Small and medium read windows of 50 characters: twice the updates of windows of 100 for the
-same characters. On a float32 CPU small scored lower with them at 5 and 9 minutes than with
-windows of 100 or 25; with bfloat16 products medium scored 1.3962 at 9 minutes against 1.4121
-with windows of 100 (docs/training.md#presets; medium's windows not measured on a float32
-CPU). Large keeps 100 (not measured with 50).
+Small, medium and large read windows of 50 characters: twice the updates of windows of 100
+for the same characters. On a float32 CPU small scored lower with them at 5 and 9 minutes than
+with windows of 100 or 25; with bfloat16 products medium scored 1.3962 at 9 minutes against
+1.4121, and large 1.3659 in an hour against 1.3739, with windows of 100
+(docs/training.md#presets; medium's and large's windows not measured on a float32 CPU).
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ PRESETS: dict[str, dict[str, object]] = {
                "weight_decay": 0.2, "batch_size": 64, "seq_len": 50, "warmup_steps": 50},
     "large": {"embedding_dim": 64, "units": 512, "num_layers": 2, "dropout": 0.4,
               "weight_drop": 0.2, "weight_decay": 0.2, "learning_rate": 6e-3, "batch_size": 64,
-              "seq_len": 100, "warmup_steps": 200},
+              "seq_len": 50, "warmup_steps": 200},
 }  # fmt: skip
 
 
