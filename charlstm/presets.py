@@ -1,10 +1,13 @@
 """Recipes by time budget: the options each preset sets, and how `--preset auto` picks one.
 
-    tiny    2 x 128, batch 32 x 64          up to 2 minutes, or a corpus under 300,000 chars
-    small   2 x 256, T 50, AdamW decay 0.2  up to 5 minutes (10 on a float32 CPU), or any
-                                            corpus without a budget
-    medium  2 x 512, T 50, AdamW decay 0.2  up to 30 minutes
-    large   2 x 512, T 50, dropout 0.4, weight drop 0.2, decay 0.2, peak rate 6e-3: beyond
+    tiny    2 x 128, batch 32 x 64, Adam           up to 2 minutes, or a corpus under 300,000
+                                                   chars
+    small   2 x 256, batch 64 x 50, AdamW decay    up to 5 minutes (10 on a float32 CPU), or
+            0.2                                    any corpus without a budget
+    medium  2 x 512, batch 32 x 50, as small       up to 30 minutes
+    large   2 x 512, batch 64 x 50, dropout 0.4,   beyond
+            weight drop 0.2, decay 0.2, peak rate
+            6e-3
 
 An option given explicitly always wins over its preset's. The dataclass defaults are small's
 but for its weight decay: a RunConfig built in code keeps plain Adam. What each preset reaches
@@ -22,6 +25,9 @@ for the same characters. On a float32 CPU small scored lower with them at 5 and 
 with windows of 100 or 25; with bfloat16 products medium scored 1.3962 at 9 minutes against
 1.4121, and large 1.3659 in an hour against 1.3739, with windows of 100
 (docs/training.md#presets; medium's and large's windows not measured on a float32 CPU).
+Medium reads 32 streams, not 64: with bfloat16 products that bought 1.8 x the updates in 9
+minutes and scored 1.3886 and 1.3891 against 1.3962 and 1.3989 (not measured on a float32
+CPU, nor for large).
 """
 
 from __future__ import annotations
@@ -35,7 +41,7 @@ PRESETS: dict[str, dict[str, object]] = {
     "small": {"embedding_dim": 64, "units": 256, "num_layers": 2, "dropout": 0.2,
               "weight_decay": 0.2, "batch_size": 64, "seq_len": 50, "warmup_steps": 50},
     "medium": {"embedding_dim": 64, "units": 512, "num_layers": 2, "dropout": 0.2,
-               "weight_decay": 0.2, "batch_size": 64, "seq_len": 50, "warmup_steps": 50},
+               "weight_decay": 0.2, "batch_size": 32, "seq_len": 50, "warmup_steps": 50},
     "large": {"embedding_dim": 64, "units": 512, "num_layers": 2, "dropout": 0.4,
               "weight_drop": 0.2, "weight_decay": 0.2, "learning_rate": 6e-3, "batch_size": 64,
               "seq_len": 50, "warmup_steps": 200},

@@ -190,8 +190,9 @@ def test_presets_follow_the_budget_and_the_corpus_and_given_options_win():
     assert config.train.weight_decay == 0.2
     medium = RunConfig.from_options("a.txt", minutes=9)
     assert (medium.preset, medium.train.weight_decay, medium.model.dropout) == ("medium", 0.2, 0.2)
-    # medium and large read small's windows of 50
+    # medium and large read small's windows of 50; medium reads 32 streams, large 64
     assert (medium.model.units, medium.train.seq_len, config.train.seq_len) == (512, 50, 50)
+    assert (medium.train.batch_size, config.train.batch_size) == (32, 64)
     assert RunConfig.from_options("a.txt", minutes=9, weight_decay=0.0).train.weight_decay == 0.0
     assert config.train.minutes == 60 and config.train.epochs is None  # the minutes decide
     assert RunConfig.from_options("a.txt", minutes=60, epochs=3).train.epochs == 3
