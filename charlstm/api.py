@@ -446,10 +446,10 @@ class LanguageModel:
         samples too big for memory (CharlstmError)."""
         self.sampler.check_request(length, num_samples)
 
-    def evaluate(self, text: str) -> Loss:
+    def evaluate(self, text: str, streams: int | None = None) -> Loss:
         """The loss on `text` as `charlstm evaluate` computes it: a Loss (nats, bits,
-        perplexity, chars)."""
-        return _static_loss(self.model, self.config, self.tokenizer.encode(text))
+        perplexity, chars); `streams` as `evaluate`'s."""
+        return _static_loss(self.model, self.config, self.tokenizer.encode(text), streams)[0]
 
     def inside(self, text: str, layer: int = 0, quantity: str = "c") -> Inside:
         """`text` read from zero states, as the inside view of the served page shows it: layer
@@ -521,6 +521,7 @@ class Evaluation:
     Attributes:
         run_dir, text_file: as given.
         precision: the dtype the products ran in.
+        streams: how many streams the static loss read the text as.
         static: the loss of the run's best checkpoint; with dynamic evaluation, of the one-
             stream layout the dynamic loss reads.
         dynamic: the loss while the weights adapt to the text (None without).
@@ -530,13 +531,15 @@ class Evaluation:
     run_dir: str
     text_file: str
     precision: str
+    streams: int
     static: Loss
     dynamic: Loss | None = None
     settings: DynamicConfig | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON object `charlstm evaluate --json` prints."""
-        head = {"run_dir": self.run_dir, "text_file": self.text_file, "precision": self.precision}
+        head = {"run_dir": self.run_dir, "text_file": self.text_file,
+                "precision": self.precision, "streams": self.streams}  # fmt: skip
         if self.dynamic is None or self.settings is None:
             return {**head, **self.static.as_dict()}
         return {
@@ -558,6 +561,7 @@ def evaluate(
     errors: str | None = None,
     precision: str | None = None,
     kernel: str | None = None,
+    streams: int | None = None,
 ) -> Evaluation:
     """The loss of `run_dir`'s best checkpoint on `text_file` (a file, folder, pattern or
     corpus name), as `charlstm evaluate` reports it. None: the setting's declared default.
@@ -569,6 +573,10 @@ def evaluate(
         dynamic_lr, dynamic_decay: DynamicConfig's settings (with dynamic only).
         encoding, errors: how to read the text (RunConfig's).
         precision, kernel: InferenceConfig's.
+        streams: read the text as this many parallel streams, each from zero state, in
+            windows of the run's T (None: the run's batch size; fewer where the text is too
+            short for each to hold a window). Each stream's first characters are predicted
+            from little context, so more streams score a little higher.
 
     Raises:
         CharlstmError: a bad setting, run or text.
@@ -578,6 +586,10 @@ def evaluate(
     if given and not dynamic:
         raise CharlstmError(f"{', '.join(given)}: dynamic evaluation's settings; add dynamic")
     settings: DynamicConfig = from_dict(DynamicConfig, given)
+    if streams is not None and dynamic:
+        raise CharlstmError("streams: dynamic evaluation reads the text as one stream")
+    if streams is not None and streams < 1:
+        raise CharlstmError(f"streams must be at least 1, not {streams}")
     inference = _inference(precision, kernel)
     encoding, errors = _reading(encoding, errors)
     # neither needs TensorFlow: a bad run or text is refused at once
@@ -592,8 +604,9 @@ def evaluate(
     loops = choose(inference.kernel, dtype, cell, units)
     ids = run.tokenizer.encode(text)
     if not dynamic:
-        loss = _static_loss(run.load_model(matmul_dtype=dtype, kernel=loops), run.config, ids)
-        return Evaluation(str(run_dir), str(text_file), dtype, loss)
+        model = run.load_model(matmul_dtype=dtype, kernel=loops)
+        loss, used = _static_loss(model, run.config, ids, streams)
+        return Evaluation(str(run_dir), str(text_file), dtype, used, loss)
     from charlstm.data import eval_windows  # noqa: PLC0415
     from charlstm.evaluate import dynamic_evaluate, evaluate_windows  # noqa: PLC0415
 
@@ -603,16 +616,18 @@ def evaluate(
     model = run.load_model(matmul_dtype=dtype, kernel=loops)
     static = evaluate_windows(model, windows)
     adapted = dynamic_evaluate(model, windows, settings)
-    return Evaluation(str(run_dir), str(text_file), dtype, static, adapted, settings)
+    return Evaluation(str(run_dir), str(text_file), dtype, 1, static, adapted, settings)
 
 
-def _static_loss(model, config: RunConfig, ids) -> Loss:
-    """The loss on ids in the run's own layout: batch_size streams of seq_len windows."""
+def _static_loss(model, config: RunConfig, ids, streams: int | None = None) -> tuple[Loss, int]:
+    """The loss on ids read as `streams` streams (None: the run's batch_size) of the run's
+    seq_len windows, and how many streams that was (fewer for a short text)."""
     from charlstm.data import eval_windows  # noqa: PLC0415
     from charlstm.evaluate import evaluate_windows  # noqa: PLC0415 (imports TensorFlow)
 
     settings = config.train
-    return evaluate_windows(model, eval_windows(ids, settings.batch_size, settings.seq_len))
+    windows = eval_windows(ids, streams or settings.batch_size, settings.seq_len)
+    return evaluate_windows(model, windows), windows.inputs.shape[0]
 
 
 def _reading(encoding: str | None, errors: str | None) -> tuple[str, str]:

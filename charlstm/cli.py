@@ -455,22 +455,32 @@ def generate(
     "print the static and the dynamic loss; the run directory is not changed.",
 )
 @_options(options(DynamicConfig) + options(InferenceConfig))
+@click.option(
+    "--streams",
+    type=click.IntRange(min=1),
+    default=None,
+    help="read the text as this many parallel streams, each from zero state [default: the "
+    "run's batch size]; more streams start cold more often and score a little higher",
+)
 def evaluate(
-    run_dir, text_file, as_json, encoding, errors, dynamic, precision, kernel, **settings
-) -> None:
+    run_dir, text_file, as_json, encoding, errors, dynamic, precision, kernel, streams,
+    **settings,
+) -> None:  # fmt: skip
     """Loss of RUN_DIR's best checkpoint on TEXT_FILE (or a corpus name): nats/char,
     bits/char, perplexity.
 
     With --dynamic the text is read as one stream, each window scored and then learned from,
     beside the static loss of the same layout.
     """
+    if streams is not None and dynamic:
+        raise click.UsageError("--streams: dynamic evaluation reads the text as one stream")
     given = {k: v for k, v in settings.items() if v is not None}
     if given and not dynamic:
         names = ", ".join(f"--{name.replace('_', '-')}" for name in given)
         raise click.UsageError(f"{names}: dynamic evaluation's settings; add --dynamic")
     found = api.evaluate(
         run_dir, text_file, dynamic=dynamic, encoding=encoding, errors=errors,
-        precision=precision, kernel=kernel, **given,
+        precision=precision, kernel=kernel, streams=streams, **given,
     )  # fmt: skip
     if as_json:
         click.echo(json.dumps(found.to_dict()))

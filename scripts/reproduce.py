@@ -1,8 +1,10 @@
 """Train on Tiny Shakespeare for a time budget and score the file's last 10%, as the README's
 results table does: `charlstm train FILE --minutes M` (plus any options given after `--`), then
 `charlstm evaluate` on the last 10% of the characters, which the default 90/5/5 split never
-trains on. Prints one JSON line: minutes, options, steps, wall time, nats/char, bits/char,
-parameters, a 300-character sample at temperature 0.8, date, machine.
+trains on, read as 64 streams whatever the run's batch (the anchors' layout: each stream starts
+cold, so fewer streams would score a little lower). Prints one JSON line: minutes, options,
+steps, wall time, nats/char, bits/char, parameters, a 300-character sample at temperature
+0.8, date, machine.
 
     python scripts/reproduce.py --minutes 9
     python scripts/reproduce.py --minutes 9 -- --dropout 0.2
@@ -26,6 +28,7 @@ quiet_tensorflow()  # TensorFlow's start-up notes off stderr, before charlstm.pr
 from charlstm.precision import cpu_name  # noqa: E402
 
 CORPUS = Path(__file__).resolve().parents[1] / "corpora" / "tinyshakespeare.txt"
+STREAMS = 64  # the held-out text's layout, as scripts/anchor_torch.py scores it
 
 
 def _charlstm(*args: str) -> str:
@@ -55,9 +58,8 @@ def main() -> None:
                   "--minutes", str(args.minutes), *args.options)  # fmt: skip
         wall = time.monotonic() - start
         # scored in float32 whatever the run trained in: the exact loss
-        score = json.loads(
-            _charlstm("evaluate", str(out), str(held_out), "--json", "--precision", "float32")
-        )
+        scoring = ["--json", "--precision", "float32", "--streams", str(STREAMS)]
+        score = json.loads(_charlstm("evaluate", str(out), str(held_out), *scoring))
         info = _charlstm("info", str(out))
         sample = _charlstm("generate", str(out), "--temperature", "0.8", "--length", "300",
                            "--seed", "1")  # fmt: skip
@@ -71,6 +73,7 @@ def main() -> None:
                 "wall_s": round(wall, 1),
                 "last10_nats_per_char": round(score["nats_per_char"], 4),
                 "last10_bits_per_char": round(score["bits_per_char"], 4),
+                "streams": score["streams"],
                 "val_curve": [
                     (r["step"], round(r["elapsed_s"]), round(r["val_loss"], 3)) for r in log
                 ],  # fmt: skip

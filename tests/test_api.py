@@ -68,6 +68,35 @@ def test_evaluate_gives_the_commands_numbers_with_the_same_default_precision(lm,
     assert lm.evaluate(text).nats == pytest.approx(printed["nats_per_char"])
 
 
+def test_evaluate_reads_the_text_as_the_streams_asked_for(lm, tmp_path):
+    from charlstm.data import eval_windows
+    from charlstm.evaluate import evaluate_windows
+
+    text = make_text(seed=3)
+    path = tmp_path / "t.txt"
+    path.write_text(text, encoding="utf-8")
+    ids, T = lm.tokenizer.encode(text), lm.config.train.seq_len
+    default = api.evaluate(lm.run.path, path)
+    assert default.streams == lm.config.train.batch_size == 4  # the run's own layout
+    one = api.evaluate(lm.run.path, path, streams=1)
+    expected = evaluate_windows(lm.model, eval_windows(ids, 1, T))
+    assert (one.streams, one.static.chars) == (1, expected.chars)
+    assert one.static.nats == pytest.approx(expected.nats, rel=1e-5)
+    assert one.static.nats != pytest.approx(default.static.nats, rel=1e-6)
+    assert lm.evaluate(text, streams=1).nats == pytest.approx(one.static.nats, rel=1e-5)
+    printed = run_charlstm("evaluate", lm.run.path, path, "--streams", "1", "--json")
+    assert printed.returncode == 0, printed.stderr
+    assert json.loads(printed.stdout)["streams"] == 1
+    assert json.loads(printed.stdout)["nats_per_char"] == pytest.approx(one.static.nats, rel=1e-5)
+    refused = run_charlstm("evaluate", lm.run.path, path, "--streams", "2", "--dynamic")
+    assert refused.returncode == 2 and "reads the text as one stream" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    with pytest.raises(CharlstmError, match="one stream"):
+        api.evaluate(lm.run.path, path, streams=2, dynamic=True)
+    with pytest.raises(CharlstmError, match="at least 1"):
+        api.evaluate(lm.run.path, path, streams=0)
+
+
 def test_dynamic_evaluation_gives_both_losses_and_refuses_its_settings_without_it(lm, tmp_path):
     text = tmp_path / "t.txt"
     text.write_text(make_text(seed=3), encoding="utf-8")
