@@ -343,7 +343,7 @@ class RunConfig(Settings):
         if m.recurrent_dropout or m.weight_drop:
             dropout += f", recurrent {m.recurrent_dropout}, weight drop {m.weight_drop}"
         schedule = {
-            "cosine": f"cosine to {t.lr_floor:g} x it",
+            "cosine": f"cosine to {t.lr_floor:g} x it" if t.lr_floor else "cosine to 0",
             "epoch-decay": f"x {t.lr_decay:g} per epoch",
             "plateau": f"x {t.plateau_factor:g} after {t.plateau_patience} stalled passes",
             "constant": "constant",

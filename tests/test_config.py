@@ -165,7 +165,8 @@ def test_non_finite_numbers_are_refused(value):
 def test_flat_options_build_the_nested_config_and_read_back():
     config = RunConfig.from_options("a.txt", units=32, seq_len=7, errors="replace", minutes=None)
     assert config == RunConfig(
-        model=ModelConfig(units=32), train=TrainConfig(seq_len=7, weight_decay=0.2),
+        model=ModelConfig(units=32),
+        train=TrainConfig(seq_len=7, weight_decay=0.2, lr_floor=0.0),
         corpus="a.txt", errors="replace", preset="small",
     )  # fmt: skip
     values = config.option_values()
@@ -193,6 +194,11 @@ def test_presets_follow_the_budget_and_the_corpus_and_given_options_win():
     # medium and large read small's windows of 50; medium reads 32 streams, large 64
     assert (medium.model.units, medium.train.seq_len, config.train.seq_len) == (512, 50, 50)
     assert (medium.train.batch_size, config.train.batch_size) == (32, 64)
+    # small's, medium's and large's learning rates fall to 0 at the end of the budget; tiny's
+    # to 0.1 x the peak, the dataclass default
+    small_run, tiny_run = (RunConfig.from_options("a.txt", minutes=m) for m in (4, 1))
+    floors = [c.train.lr_floor for c in (small_run, medium, config, tiny_run)]
+    assert floors == [0.0, 0.0, 0.0, 0.1] and TrainConfig().lr_floor == 0.1
     assert RunConfig.from_options("a.txt", minutes=9, weight_decay=0.0).train.weight_decay == 0.0
     assert config.train.minutes == 60 and config.train.epochs is None  # the minutes decide
     assert RunConfig.from_options("a.txt", minutes=60, epochs=3).train.epochs == 3
@@ -200,8 +206,11 @@ def test_presets_follow_the_budget_and_the_corpus_and_given_options_win():
         TrainConfig(epochs=None)
     assert RunConfig.from_options("a.txt", preset="tiny", minutes=60).model.units == 128
     small = RunConfig.from_options("", preset="small")
-    # the defaults are small's but for its AdamW decay: a config built in code keeps plain Adam
-    assert (small.model, small.train) == (ModelConfig(), TrainConfig(weight_decay=0.2))
+    # the defaults are small's but for its AdamW decay and the end of its schedule: a config
+    # built in code keeps plain Adam and a cosine to 0.1 x the peak
+    assert (small.model, small.train) == (
+        ModelConfig(), TrainConfig(weight_decay=0.2, lr_floor=0.0)
+    )  # fmt: skip
     names = {o.name for o in options(RunConfig)}
     for name, values in PRESETS.items():
         assert set(values) <= names
@@ -211,12 +220,15 @@ def test_presets_follow_the_budget_and_the_corpus_and_given_options_win():
 
 
 def test_the_description_names_every_choice_of_the_recipe():
-    config = RunConfig.from_options("", minutes=4, weight_decay=0.1, recurrent_dropout=0.25)
+    config = RunConfig.from_options(
+        "", minutes=4, weight_decay=0.1, recurrent_dropout=0.25, lr_floor=0.1
+    )  # fmt: skip
     text = "\n".join(config.describe())
     for shown in ("2 x 256", "embedding 64", "dropout 0.2 per window", "recurrent 0.25",
                   "preset small", "batch 64 x seq_len 50", "AdamW (decay 0.1)", "lr 0.015",
-                  "50 warm-up", "cosine to 0.1", "clip 5", "budget: 4 minutes,"):  # fmt: skip
+                  "50 warm-up", "cosine to 0.1 x it", "clip 5", "budget: 4 minutes,"):  # fmt: skip
         assert shown in text, shown
+    assert "cosine to 0, clip" in "\n".join(RunConfig.from_options("", minutes=9).describe())
 
 
 def test_every_option_has_help_and_a_valid_default():
