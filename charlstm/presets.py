@@ -13,8 +13,9 @@ An option given explicitly always wins over its preset's. The dataclass defaults
 but for its weight decay and the end of its schedule: a RunConfig built in code keeps plain
 Adam and a cosine to 0.1 x the peak. What each preset reaches
 on Tiny Shakespeare, and on which machine, is in docs/results.md. Medium beat large at 15
-minutes (1.3497 against 1.4096) and lost to it at 60 (1.3671 against 1.3547, over-fitted);
-where between them large starts to beat medium is not measured (30 minutes is a guess).
+minutes (1.3497 against 1.4096) and at 30 (1.3570 against 1.3817), and lost to it at 60
+(1.3671 against 1.3547, over-fitted); where between 30 and 60 minutes large starts to beat
+medium is not measured.
 
 A float32 CPU (no bfloat16 products, no GPU) runs small on the compiled kernel at about 4 x
 medium's steps, and there small beat medium at 9 minutes (1.441 against 1.461 nats/char, AMD
