@@ -373,7 +373,12 @@ class LanguageModel:
         self.precision = resolve(inference.precision, model.cell)
         self.kernel = choose(inference.kernel, self.precision, model.cell, model.units)
         self.generation_kernel = choose(
-            inference.kernel, self.precision, model.cell, model.units, generation=True
+            inference.kernel,
+            self.precision,
+            model.cell,
+            model.units,
+            generation=True,
+            members=model.members,
         )
         self.model = self.run.load_model(matmul_dtype=self.precision, kernel=self.kernel)
         self._sampler: Sampler | None = None
@@ -455,13 +460,15 @@ class LanguageModel:
         """`text` read from zero states, as the inside view of the served page shows it: layer
         `layer`'s `quantity` (c, h, or a gate: i, f, g, o) after each character, and the five
         likeliest next characters (`charlstm.explore.probe.trace`, which has every layer and
-        gate at once).
+        gate at once). An ensemble's layers are its members' in a row: member m's layer l is
+        layer m x N + l.
 
         Raises:
             CharlstmError: an empty text, a layer or quantity the model has not, a cell other
                 than lstm.
         """
-        layers = self.config.model.num_layers
+        model = self.config.model
+        layers = model.num_layers * model.members  # an ensemble's members' in a row
         if not text:
             raise CharlstmError("text must have at least one character")
         if not 0 <= layer < layers:

@@ -48,7 +48,8 @@ def probability(default: float, help: str):
 
 @dataclass(frozen=True)
 class ModelConfig(Settings):
-    """Embedding(V, E) -> num_layers x LSTM(units) -> Dense(V).
+    """Embedding(V, E) -> num_layers x LSTM(units) -> Dense(V); with members > 1, that many
+    such models whose next-character probabilities are averaged (`model.Ensemble`).
 
     vocab_size is V, set from the tokenizer when a run starts.
     """
@@ -89,6 +90,13 @@ class ModelConfig(Settings):
         False,
         "use the embedding table as the output layer's weights (Press & Wolf, 2017); needs "
         "embedding-dim equal to units",
+    )
+    members: int = setting(
+        1,
+        "models of this shape trained side by side, each on its own loss, whose next-character "
+        "probabilities are averaged (an ensemble); each step costs members x one model's",
+        min=1,
+        max=16,
     )
 
     def __post_init__(self) -> None:
@@ -357,7 +365,9 @@ class RunConfig(Settings):
             budget += f" or {t.minutes:g} minutes" if t.minutes else ""
         return [
             f"model: {m.cell} {m.num_layers} x {m.units}, embedding {m.embedding_dim}, "
-            f"vocabulary {m.vocab_size}, {dropout} (preset {self.preset})",
+            f"vocabulary {m.vocab_size}, {dropout}"
+            + (f", ensemble of {m.members}" if m.members > 1 else "")
+            + f" (preset {self.preset})",
             f"train: batch {t.batch_size} x seq_len {t.seq_len}, {optimizer}, "
             f"lr {t.learning_rate:g} after {t.warmup_steps} warm-up steps, {schedule}, "
             f"clip {t.grad_clip:g}, precision {self.precision}",

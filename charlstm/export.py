@@ -9,7 +9,9 @@ savedmodel: a tf.Module whose signatures need nothing of charlstm to run.
         numbers as `charlstm.sample.Sampler`, compiled by XLA as the Sampler is, so a seed
         gives the same text as `charlstm generate`; the ids back to characters.
     step(ids: int32 (B,), h: float32 (N, B, H), c: float32 (N, B, H))
-        -> logits (B, V), h, c: one character for every stream.
+        -> logits (B, V), h, c: one character for every stream (an ensemble of M members:
+        h and c (M x N, B, H), member 0's N layers first; logits the ln of its averaged
+        probabilities).
     assets/chars.json: the vocabulary, one character per id (a JSON list).
 tflite: `step` alone, converted (model.tflite): for phones and the browser.
 keras: `model.keras`, Keras' own format (config + weights), which loads with
@@ -41,7 +43,8 @@ class Exported:
 
     def __init__(self, model: CharModel, tokenizer: CharTokenizer):
         self.model = model
-        self.num_layers, self.units = model.config.num_layers, model.config.units
+        # layer states: N, or M x N for an Ensemble of M members (its states in a row)
+        self.num_layers, self.units = len(model.zero_states(1)), model.config.units
         chars = tokenizer.chars
         # code point -> id by binary search over the sorted code points: constants, no table
         order = np.argsort([ord(c) for c in chars])

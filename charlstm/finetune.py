@@ -28,7 +28,7 @@ from charlstm.rundir import MODEL, RunDir, tensors_from_bytes, variables_by_path
 from charlstm.tokenizer import CharTokenizer
 
 # the options that set the weights' shapes: a fine-tuned run keeps its base's
-SHAPES = ("embedding_dim", "units", "num_layers", "cell", "tie_embeddings")
+SHAPES = ("embedding_dim", "units", "num_layers", "cell", "tie_embeddings", "members")
 # the base's options a fine-tuned run keeps unless given: the model's, and how it was fed and
 # regularized (the budget, schedule position, data split, seed and machine are the new run's)
 CARRIED = (
@@ -63,7 +63,8 @@ def options(init_from: str | Path, given: dict[str, Any]) -> dict[str, Any]:
         m = base.config.model
         raise CharlstmError(
             f"--init-from {init_from} keeps its model ({m.cell} {m.num_layers} x {m.units}, "
-            f"embedding {m.embedding_dim}{', tied' if m.tie_embeddings else ''}); "
+            f"embedding {m.embedding_dim}{', tied' if m.tie_embeddings else ''}"
+            f"{f', ensemble of {m.members}' if m.members > 1 else ''}); "
             f"{', '.join(reshaped)} would change its weights' shapes: leave them out, or train "
             "from scratch"
         )

@@ -93,11 +93,13 @@ AUTO_MAX_UNITS = 256
 
 def choose(
     kernel: str, precision: str, cell: str = "lstm", units: int = 0, generation: bool = False,
-    flags: frozenset[str] | None = None,
+    flags: frozenset[str] | None = None, members: int = 1,
 ) -> str:  # fmt: skip
     """ "compiled" or "xla" for a requested `kernel` (KERNELS), the resolved precision,
     ModelConfig.cell and ModelConfig.units; generation: for the sampling loop (the generation
-    op) rather than the layers' window loops; flags: the CPU's (default: this one's).
+    op) rather than the layers' window loops; flags: the CPU's (default: this one's); members:
+    ModelConfig.members (the generation op draws from one model, so an ensemble's draws run in
+    the XLA loop).
 
     auto: the compiled kernel where it loads, the cell is lstm, no GPU is in use, and either
     the products run in bfloat16 on a CPU with bfloat16 instructions (`precision.BF16_FLAGS`)
@@ -117,6 +119,8 @@ def choose(
     why, unbuilt = "", False
     if cell != "lstm":
         why = f"the compiled kernel runs the lstm cell only, not {cell}"
+    elif generation and members > 1:
+        why = f"the generation op draws from one model, not an ensemble of {members}"
     elif precision != "float32" and kernel == "auto" and not cpu_has_bf16(flags):
         why = "auto takes bfloat16 products to the compiled kernel only on a CPU that has them"
     elif kernel == "auto" and precision == "float32" and units > AUTO_MAX_UNITS and not generation:

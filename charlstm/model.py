@@ -7,6 +7,8 @@
                    hold CharLSTM to
     LayerNormCharLSTM, RNNLayerNormCharLSTM
                    the same pair over LayerNormLSTMCell (ModelConfig.cell "layernorm")
+    Ensemble       ModelConfig.members models of one of these, their next-character
+                   probabilities averaged
 
 A new cell is one `CharModel` subclass naming its `cell_type` (`explore.rnn.CharRNN` is one).
 """
@@ -161,6 +163,12 @@ class CharModel(keras.Model):
             x = dropout(x, training=training)
         return self.logits(x), new_states
 
+    def member_logits(self, ids, states: States | None = None, training: bool = False):
+        """([logits (B, T, V)], states): `call`'s, a single model being its own one member
+        (`Ensemble.member_logits` has one logits per member)."""
+        logits, states = self(ids, states, training=training)
+        return [logits], states
+
     def step(self, ids, states: States):
         """One character for every stream, straight through the cells (no loop of one step).
 
@@ -272,6 +280,100 @@ MODELS: dict[str, tuple[type[CharModel], type[CharModel]]] = {
 }
 
 
+def mixture(logits: list) -> tf.Tensor:
+    """ln of the mean of the members' next-character distributions, (..., V) float32: over
+    the M members' logits, ln p = logsumexp_m(log_softmax(logits_m)) - ln M."""
+    log_probs = tf.stack([tf.nn.log_softmax(one) for one in logits])  # (M, ..., V)
+    return tf.reduce_logsumexp(log_probs, axis=0) - math.log(len(logits))
+
+
+@keras.saving.register_keras_serializable(package="charlstm")
+class Ensemble(keras.Model):
+    """M = config.members models of one config side by side, their next-character probabilities
+    averaged (an ensemble):
+
+        p(y | x) = 1/M sum_m softmax(logits_m)          # logits_m (B, T, V): member m's
+        returned = ln p(y | x) = mixture(logits_1..M)   # (B, T, V)
+
+    The returned log-probabilities serve as logits (softmax(ln p) = p), so the loss, greedy and
+    sampled text (temperature tau draws from p^(1/tau)) and evaluation take them as a single
+    model's. Training gives each member its own loss (`member_logits`, `steps.mean_nll`), not
+    the mixture's: members that learn apart err apart, and their average beats each of them.
+
+    Members are built as `build_model` builds a single model (CharLSTM, or with fused=False its
+    reference), named member_0 .. member_{M-1}: variable paths `<model>/member_<m>/...`, each
+    member's paths under it as a single model's. States: member 0's N layer states, then
+    member 1's, ...: M x N layer states in all.
+    """
+
+    def __init__(self, config: ModelConfig, matmul_dtype: str = "float32", kernel: str = "xla",
+                 fused: bool = True, **kwargs):  # fmt: skip
+        super().__init__(**kwargs)
+        self.config = config
+        self.matmul_dtype, self.kernel, self.fused = matmul_dtype, kernel, fused
+        one = dataclasses.replace(config, members=1)
+        member_type = MODELS[config.cell][0 if fused else 1]
+        self.members = [
+            member_type(one, matmul_dtype=matmul_dtype, kernel=kernel, name=f"member_{m}")
+            for m in range(config.members)
+        ]
+
+    def build(self, input_shape):
+        for member in self.members:
+            member.build(input_shape)
+
+    def split(self, states: States | None) -> list:
+        """The members' states: M lists of N layer states (None: M x None, zeros)."""
+        if not states:
+            return [None] * len(self.members)
+        n = self.config.num_layers
+        return [list(states[m * n : (m + 1) * n]) for m in range(len(self.members))]
+
+    def member_logits(self, ids, states: States | None = None, training: bool = False):
+        """([logits_m (B, T, V) for each member], the members' states after, one list)."""
+        logits, after = [], []
+        for member, state in zip(self.members, self.split(states)):
+            one, state = member(ids, state, training=training)
+            logits.append(one)
+            after += state
+        return logits, after
+
+    def call(self, ids, states: States | None = None, training: bool = False):
+        logits, states = self.member_logits(ids, states, training)
+        return mixture(logits), states
+
+    def step(self, ids, states: States):
+        """One character for every stream: (ids (B,), states) -> (ln p (B, V), states)."""
+        logits, after = [], []
+        for member, state in zip(self.members, self.split(states)):
+            one, state = member.step(ids, state)
+            logits.append(one)
+            after += state
+        return mixture(logits), after
+
+    def compute_output_spec(self, ids, states=None, training=False):
+        specs = [member.compute_output_spec(ids) for member in self.members]
+        return specs[0][0], [layer for _, layers in specs for layer in layers]
+
+    def zero_states(self, batch_size: int) -> States:
+        """Every member's zero states, member 0's first."""
+        return [layer for member in self.members for layer in member.zero_states(batch_size)]
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "config": dataclasses.asdict(self.config),
+            "matmul_dtype": self.matmul_dtype,
+            "kernel": self.kernel,
+            "fused": self.fused,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        return cls(ModelConfig(**config.pop("config")), **config)
+
+
 def built(model: CharModel) -> CharModel:
     """`model` with its weights created (called once on a (1, 1) input)."""
     model(keras.ops.zeros((1, 1), dtype="int32"))
@@ -280,16 +382,19 @@ def built(model: CharModel) -> CharModel:
 
 def build_model(
     config: ModelConfig, fused: bool = True, matmul_dtype: str = "float32", kernel: str = "xla"
-) -> CharModel:
+) -> CharModel | Ensemble:
     """A built model of config.cell's (`MODELS`): CharLSTM or LayerNormCharLSTM, or with
     fused=False its reference RNNCharLSTM or RNNLayerNormCharLSTM (same variable paths), its
     matrix products in `matmul_dtype` ("float32" or "bfloat16": `charlstm.precision`; the
     references' cells stay float32; the layer-norm cell's model is float32 only), CharLSTM's
-    loops as `kernel` says ("xla" or "compiled": `charlstm.kernel`)."""
+    loops as `kernel` says ("xla" or "compiled": `charlstm.kernel`). With config.members > 1,
+    an Ensemble of such models."""
     if config.cell != "lstm" and matmul_dtype != "float32":
         raise ValueError(f"the {config.cell} cell runs in float32 only")
     if kernel == "compiled" and (config.cell != "lstm" or not fused):
         raise ValueError("the compiled kernel runs the fused lstm cell's loops only")
+    if config.members > 1:
+        return built(Ensemble(config, matmul_dtype, kernel, fused, name="char_lstm"))
     fast, reference = MODELS[config.cell]
     model = (fast if fused else reference)(
         config, matmul_dtype=matmul_dtype, kernel=kernel, name="char_lstm"
@@ -303,6 +408,10 @@ def weight_shapes(config: ModelConfig, name: str = "char_lstm") -> dict[str, tup
     What `build_model(config)` creates (a test holds the two together), known before anything
     is allocated: a run's files are checked against it, and its size against the memory.
     """
+    if config.members > 1:  # each member's under its own name (Ensemble)
+        one = dataclasses.replace(config, members=1)
+        return {path: shape for m in range(config.members)
+                for path, shape in weight_shapes(one, f"{name}/member_{m}").items()}  # fmt: skip
     V, E, H = config.vocab_size, config.embedding_dim, config.units
     shapes: dict[str, tuple[int, ...]] = {f"{name}/embedding/embeddings": (V, E)}
     inputs = E
@@ -327,10 +436,11 @@ def memory_estimate(config: ModelConfig, batch_size: int = 1, seq_len: int = 1,
     """Bytes of float32 memory a model needs, roughly: its P weights (training: x4, with their
     gradients and Adam's two moments) and one (B, T) window's activations (training: what the
     backward pass keeps per layer, h and c (T, B, H) and the gates, projected inputs and their
-    gradients (T, B, 4H), and the logits with their gradient (T, B, V); else one step's).
+    gradients (T, B, 4H), and the logits with their gradient (T, B, V); else one step's), for
+    each of an ensemble's members.
     """
     weights = sum(math.prod(shape) for shape in weight_shapes(config).values())
-    H, V, N = config.units, config.vocab_size, config.num_layers
+    H, V, N = config.units, config.vocab_size, config.num_layers * config.members
     if training:
         return 4 * (4 * weights + batch_size * seq_len * (N * 14 * H + 2 * V))
     return 4 * (weights + batch_size * (N * 6 * H + 2 * V))

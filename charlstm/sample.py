@@ -17,7 +17,7 @@ import tensorflow as tf
 from charlstm import precision
 from charlstm.config import SamplingConfig
 from charlstm.errors import CharlstmError
-from charlstm.model import CharModel, States, check_fits
+from charlstm.model import CharModel, Ensemble, States, check_fits
 from charlstm.tokenizer import UNK_ID, CharTokenizer
 
 MAX_LENGTH = 10_000_000
@@ -262,12 +262,13 @@ class Sampler:
         model: a CharModel (its `step` and `zero_states`).
         tokenizer: the run's tokenizer.
         kernel: "compiled" (a CharLSTM's draws in the generation op) or "xla"; None: the
-            model's `kernel`.
+            model's `kernel`, or "xla" for an Ensemble (the op draws from one model).
     """
 
-    def __init__(self, model: CharModel, tokenizer: CharTokenizer, kernel: str | None = None):
+    def __init__(self, model: CharModel | Ensemble, tokenizer: CharTokenizer,
+                 kernel: str | None = None):  # fmt: skip
         self.model, self.tokenizer = model, tokenizer
-        self.kernel = kernel or model.kernel
+        self.kernel = kernel or ("xla" if isinstance(model, Ensemble) else model.kernel)
         self._never = tf.constant(never_drawn(tokenizer))
         any_batch = tf.nest.map_structure(  # states of any batch size
             lambda s: tf.TensorSpec((None, *s.shape[1:]), s.dtype), model.zero_states(1)

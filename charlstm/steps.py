@@ -3,6 +3,7 @@ gradient tape, the compiled train and eval steps, and the optimizer.
 
     nll_sum(model, x, y, states)  = sum_{b,t} -ln softmax(logits[b, t])[y[b, t]]   x, y: (B, T)
     mean_nll(model, x, y, states) = nll_sum / (B * T)                             nats/char
+                                    (an Ensemble: the mean of its members' own)
     walk(windows, step, states):  for k: out_k, states = step(x_k, y_k, states)    # TBPTT
 
 `walk` is the one loop that carries every layer's (h, c) from window k into window k+1;
@@ -23,7 +24,7 @@ import tensorflow as tf
 from charlstm import precision
 from charlstm.config import TrainConfig
 from charlstm.data import Windows
-from charlstm.model import CharModel, States
+from charlstm.model import CharModel, Ensemble, States
 from charlstm.schedule import learning_rate
 
 
@@ -51,10 +52,15 @@ def nll_sum(model: CharModel, x, y, states: States, training: bool = False):
     return tf.reduce_sum(losses), states
 
 
-def mean_nll(model: CharModel, x, y, states: States):
+def mean_nll(model: CharModel | Ensemble, x, y, states: States):
     """Mean -ln p(next char) over a window in training mode (dropout on), nats/char, and the
-    states after it."""
-    nll, states = nll_sum(model, x, y, states, training=True)
+    states after it. An Ensemble's members each learn from their own loss: this is the mean
+    over the members of each one's, never the loss of their averaged probabilities."""
+    logits, states = model.member_logits(x, states, training=True)
+    nll = tf.add_n([
+        tf.reduce_sum(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=one))
+        for one in logits
+    ]) / len(logits)  # fmt: skip
     return nll / tf.cast(tf.size(y), tf.float32), states
 
 

@@ -9,7 +9,8 @@ framework, no CDN). The JavaScript steps the gate equations `charlstm.cell` stat
     i, f, o = sigmoid(z_i, z_f, z_o), g = tanh(z_g)
     c_t = f * c_{t-1} + i * g,  h_t = o * tanh(c_t)
 
-layer after layer, then logits = h_t @ W_head + b_head (tied: the embedding's transpose). The
+layer after layer, then logits = h_t @ W_head + b_head (tied: the embedding's transpose); an
+ensemble's members each so, then ln p = logsumexp_m(log_softmax(logits_m)) - ln M. The
 prime is read as `charlstm.sample.Sampler` reads it (NFC, unknown characters as the unknown
 token, which is never drawn, an empty prime as `empty_prime`); temperature 0 is the argmax, so
 greedy text equals Python's on the same float16 weights up to float32 rounding; top-k/top-p keep
@@ -79,7 +80,9 @@ def page(config: ModelConfig, tokenizer: CharTokenizer, tensors: dict[str, np.nd
         "chars": tokenizer.chars,
         "unk": UNK_ID,
         "empty": empty_prime(tokenizer),
-        "layers": config.num_layers,
+        "layers": config.num_layers,  # each member's
+        # each member's weights' prefix, in order ("" for a model alone)
+        "members": [f"member_{m}/" if config.members > 1 else "" for m in range(config.members)],
         # each layer's weights' prefix, in order
         "cells": [
             name.removeprefix(prefix).removesuffix("/recurrent_kernel")

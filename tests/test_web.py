@@ -141,6 +141,41 @@ def test_a_tied_three_layer_model_draws_pythons_greedy_text_in_the_browser(tmp_p
     assert drawn == "".join(expected)  # type: ignore[arg-type]
 
 
+def test_an_ensemble_draws_pythons_greedy_text_and_shows_every_members_layers(tmp_path, browser):
+    """Two members, their probabilities averaged in the page as in Python; the inside view
+    lists both members' layers and colours a character by the second member's value."""
+    import keras  # noqa: PLC0415
+
+    from charlstm import web  # noqa: PLC0415
+    from charlstm.explore import probe  # noqa: PLC0415
+    from charlstm.model import build_model  # noqa: PLC0415
+    from charlstm.rundir import variables_by_path  # noqa: PLC0415
+    from charlstm.sample import Sampler  # noqa: PLC0415
+    from tests.conftest import make_text  # noqa: PLC0415
+
+    tokenizer = CharTokenizer.build(make_text())
+    config = ModelConfig(vocab_size=tokenizer.vocab_size, embedding_dim=8, units=16,
+                         members=2)  # fmt: skip
+    keras.utils.set_random_seed(2)
+    model = build_model(config)
+    weights = variables_by_path(model.weights)
+    tensors = web.half({name: v.numpy() * 4 for name, v in weights.items()})
+    for name, variable in weights.items():
+        variable.assign(tensors[name])
+    page = tmp_path / "ensemble.html"
+    page.write_text(web.page(config, tokenizer, tensors, "two"), encoding="utf-8")
+    browser.get(page.as_uri())
+    drawn = browser.execute_script("return charlstm.generate('The ', 200, {temperature: 0})")
+    expected = Sampler(model, tokenizer).generate("The ", 200, SamplingConfig(temperature=0))
+    assert drawn == "".join(expected)  # type: ignore[arg-type]
+    assert "ensemble of 2" in browser.find_element("id", "about").text
+    seen = browser.execute_script("const t = charlstm.trace('The cat', 3, 'c');"
+                                  "return [t.layers, Array.from(t.values)];")  # fmt: skip
+    assert seen[0] == 4
+    python = probe.trace(model, tokenizer, "The cat").layers[3]["c"]
+    np.testing.assert_allclose(np.reshape(seen[1], python.shape), python, atol=1e-4)
+
+
 def test_sampling_in_the_browser_follows_its_settings(trained_run, tmp_path, browser):
     """A seed gives the same text, another seed another; top-k 1 is greedy; a tiny top-p
     keeps only the likeliest character; temperature changes the text."""

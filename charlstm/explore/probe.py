@@ -93,13 +93,17 @@ def trace(model, tokenizer: CharTokenizer, text: str, states=None) -> Trace:
 
     Each layer's inputs are projected and run through `fused.lstm_forward`, the forward loop
     of training, with the layer's own LSTMCell weights; then
-    probs = softmax(head(h_top)). Dropout is off, as in `model(ids)`.
+    probs = softmax(head(h_top)). Dropout is off, as in `model(ids)`. An Ensemble's members
+    are traced one after another: its layers are member 0's N, then member 1's, ... (M x N),
+    and probs the mean of the members' (what the ensemble predicts).
 
     Args:
-        model: a CharLSTM or RNNCharLSTM (any CharModel whose cells are LSTMCells).
+        model: a CharLSTM or RNNCharLSTM (any CharModel whose cells are LSTMCells), or an
+            Ensemble of them.
         tokenizer: the run's tokenizer.
         text: T >= 1 characters (after NFC).
-        states: None (zeros) or N [h (1, H) or (H,), c (same)], e.g. from `model.step`.
+        states: None (zeros) or N [h (1, H) or (H,), c (same)] (an Ensemble: M x N), e.g. from
+            `model.step`.
 
     Returns:
         a Trace of T characters.
@@ -107,6 +111,24 @@ def trace(model, tokenizer: CharTokenizer, text: str, states=None) -> Trace:
     ids = tokenizer.encode(text)
     if len(ids) == 0:
         raise ValueError("trace needs at least one character")
+    members = getattr(model, "members", [model])  # an Ensemble's, or the model alone
+    parts = model.split(states) if len(members) > 1 else [states]
+    layers, probs = [], []
+    for member, member_states in zip(members, parts):
+        member_layers, member_probs = _trace_one(member, ids, member_states)
+        layers += member_layers
+        probs.append(member_probs)
+    return Trace(
+        chars=[tokenizer.chars[j] for j in ids],
+        ids=ids,
+        layers=layers,
+        probs=np.asarray(np.mean(probs, axis=0), np.float32),
+        vocab=tokenizer.chars,
+    )
+
+
+def _trace_one(model, ids: np.ndarray, states) -> tuple[list[LayerTrace], np.ndarray]:
+    """One CharModel's layers read over ids (T,), and its probs (T, V)."""
     x = tf.gather(model.embedding.embeddings, ids)[:, None]  # (T, 1, E): time-major, one stream
     layers = []
     for n, rnn in enumerate(model.rnns):
@@ -126,13 +148,7 @@ def trace(model, tokenizer: CharTokenizer, text: str, states=None) -> Trace:
         layers.append(LayerTrace(i=i, f=f, g=g, o=o, c=cs.numpy()[:, 0], h=hs.numpy()[:, 0]))
         x = hs
     probs = tf.nn.softmax(model.logits(x[:, 0]), axis=-1)  # (T, V)
-    return Trace(
-        chars=[tokenizer.chars[j] for j in ids],
-        ids=ids,
-        layers=layers,
-        probs=np.asarray(probs, np.float32),
-        vocab=tokenizer.chars,
-    )
+    return layers, np.asarray(probs, np.float32)
 
 
 def text_features(text: str) -> dict[str, np.ndarray]:
@@ -255,7 +271,7 @@ def state_gradient_norms(model, ids, targets, states=None) -> dict[str, np.ndarr
     geometrically with k; an LSTM's c keeps them while its forget gates stay open.
 
     Args:
-        model: a CharModel (CharLSTM, CharRNN, ...).
+        model: a CharModel (CharLSTM, CharRNN, ...) or an Ensemble (N: its M x N layers).
         ids: (B, T) int32.
         targets: (B,) int32, the character after ids[:, -1].
         states: None (zeros) or the model's states.
@@ -279,7 +295,7 @@ def state_gradient_norms(model, ids, targets, states=None) -> dict[str, np.ndarr
         )
     flat = [s for step in recorded for layer in step for s in layer]
     grads = tape.gradient(loss, flat, unconnected_gradients=tf.UnconnectedGradients.ZERO)
-    N, S = len(model.rnns), len(names)
+    N, S = len(states), len(names)  # layers: an Ensemble's M x N
     norms = np.linalg.norm(np.stack([g.numpy() for g in grads]), axis=-1).mean(axis=-1)
     norms = norms.reshape(T, N, S)[::-1]  # (k, l, j), k steps back
     return {name: np.ascontiguousarray(norms[:, :, j].T) for j, name in enumerate(names)}
