@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -35,11 +36,16 @@ def built_kernel():
     return kernel.load()
 
 
-@pytest.fixture
-def text_file(tmp_path):
-    path = tmp_path / "tiny.txt"
+def write_tiny_text(folder: Path) -> Path:
+    """make_text() written to folder/tiny.txt."""
+    path = folder / "tiny.txt"
     path.write_text(make_text(), encoding="utf-8")
     return path
+
+
+@pytest.fixture
+def text_file(tmp_path):
+    return write_tiny_text(tmp_path)
 
 
 # .ci/run sets it: there, a test whose system facility is missing fails instead of skipping
@@ -82,10 +88,8 @@ def trained_run(tmp_path_factory):
     from charlstm.trainer import train
 
     folder = tmp_path_factory.mktemp("trained")
-    text = folder / "tiny.txt"
-    text.write_text(make_text(), encoding="utf-8")
     out = folder / "run"
-    train(out, tiny_config(str(text), learning_rate=1e-2))
+    train(out, tiny_config(str(write_tiny_text(folder)), learning_rate=1e-2))
     return out
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 
@@ -187,13 +188,15 @@ def test_presets_follow_the_budget_and_the_corpus_and_given_options_win():
     assert choose_preset(None, 10**6, float32_cpu=True) == "small"
     config = RunConfig.from_options("a.txt", corpus_chars=10**8, minutes=60, dropout=0.5)
     assert (config.preset, config.model.units, config.model.dropout) == ("large", 512, 0.5)
-    assert (config.model.weight_drop, config.train.learning_rate) == (0.2, 6e-3)  # large's
-    assert config.train.weight_decay == 0.2
     medium = RunConfig.from_options("a.txt", minutes=9)
     assert (medium.preset, medium.train.weight_decay, medium.model.dropout) == ("medium", 0.2, 0.2)
-    # medium and large read small's windows of 50; medium reads 32 streams, large 64
-    assert (medium.model.units, medium.train.seq_len, config.train.seq_len) == (512, 50, 50)
-    assert (medium.train.batch_size, config.train.batch_size) == (32, 64)
+    # large: medium's recipe, four members side by side; medium and large read small's windows
+    # of 50, in 32 streams
+    assert (config.model.members, medium.model.members) == (4, 1)
+    assert dataclasses.replace(config.model, members=1, dropout=0.2) == medium.model
+    assert config.train == dataclasses.replace(medium.train, minutes=60)
+    assert (medium.model.units, medium.train.seq_len, medium.train.batch_size) == (512, 50, 32)
+    assert RunConfig.from_options("a.txt", minutes=60, members=2).model.members == 2
     # small's, medium's and large's learning rates fall to 0 at the end of the budget; tiny's
     # to 0.1 x the peak, the dataclass default
     small_run, tiny_run = (RunConfig.from_options("a.txt", minutes=m) for m in (4, 1))

@@ -18,7 +18,7 @@ from charlstm.errors import CharlstmError
 from charlstm.model import CharLSTM, Ensemble, build_model, memory_estimate, weight_shapes
 from charlstm.rundir import variables_by_path
 from charlstm.steps import loss_and_gradients
-from tests.conftest import TINY_TRAIN_ARGS
+from tests.conftest import TINY_TRAIN_ARGS, write_tiny_text
 from tests.test_cli import run_charlstm
 
 B, T, V, M = 3, 7, 11, 3
@@ -113,12 +113,8 @@ def test_the_generation_op_leaves_an_ensembles_draws_to_the_xla_loop():
 @pytest.fixture(scope="module")
 def ensemble_run(tmp_path_factory):
     """A run of two members trained by the installed command for an epoch, then resumed."""
-    from tests.conftest import make_text  # noqa: PLC0415
-
     folder = tmp_path_factory.mktemp("ensemble")
-    text = folder / "tiny.txt"
-    text.write_text(make_text(), encoding="utf-8")
-    out = folder / "run"
+    text, out = write_tiny_text(folder), folder / "run"
     args = ["train", str(text), "--out", str(out), *TINY_TRAIN_ARGS, "--members", "2",
             "--learning-rate", "1e-2"]  # fmt: skip
     trained = run_charlstm(*args, timeout=300)

@@ -4,6 +4,7 @@ headless Chromium against Python on the same float16 weights."""
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import re
 
@@ -113,61 +114,53 @@ def test_greedy_text_in_the_browser_is_pythons_on_the_same_float16_weights(
     assert "chars/s" in browser.find_element(By.ID, "speed").text
 
 
-def test_a_tied_three_layer_model_draws_pythons_greedy_text_in_the_browser(tmp_path, browser):
-    """The other head (tied to the embedding) and a third layer, on weights made larger than
-    a new model's so that its likeliest characters stand apart."""
+def _open_new_model(config: ModelConfig, seed: int, page, browser):
+    """A new model of `config` on the make_text vocabulary, its weights made larger than a new
+    model's (so that its likeliest characters stand apart) and rounded to float16, opened as
+    the page `page` in the browser: (model, tokenizer)."""
     import keras  # noqa: PLC0415
 
     from charlstm import web  # noqa: PLC0415
     from charlstm.model import build_model  # noqa: PLC0415
     from charlstm.rundir import variables_by_path  # noqa: PLC0415
-    from charlstm.sample import Sampler  # noqa: PLC0415
     from tests.conftest import make_text  # noqa: PLC0415
 
     tokenizer = CharTokenizer.build(make_text())
-    config = ModelConfig(vocab_size=tokenizer.vocab_size, embedding_dim=16, units=16,
-                         num_layers=3, tie_embeddings=True)  # fmt: skip
-    keras.utils.set_random_seed(1)
+    config = dataclasses.replace(config, vocab_size=tokenizer.vocab_size)
+    keras.utils.set_random_seed(seed)
     model = build_model(config)
     weights = variables_by_path(model.weights)
     tensors = web.half({name: v.numpy() * 4 for name, v in weights.items()})
     for name, variable in weights.items():
         variable.assign(tensors[name])
-    page = tmp_path / "tied.html"
-    page.write_text(web.page(config, tokenizer, tensors, "tied"), encoding="utf-8")
+    page.write_text(web.page(config, tokenizer, tensors, page.stem), encoding="utf-8")
     browser.get(page.as_uri())
+    return model, tokenizer
+
+
+def _assert_greedy_text_is_pythons(model, tokenizer, browser) -> None:
+    from charlstm.sample import Sampler  # noqa: PLC0415
+
     drawn = browser.execute_script("return charlstm.generate('The ', 200, {temperature: 0})")
     expected = Sampler(model, tokenizer).generate("The ", 200, SamplingConfig(temperature=0))
     assert drawn == "".join(expected)  # type: ignore[arg-type]
+
+
+def test_a_tied_three_layer_model_draws_pythons_greedy_text_in_the_browser(tmp_path, browser):
+    """The other head (tied to the embedding) and a third layer."""
+    config = ModelConfig(embedding_dim=16, units=16, num_layers=3, tie_embeddings=True)
+    model, tokenizer = _open_new_model(config, 1, tmp_path / "tied.html", browser)
+    _assert_greedy_text_is_pythons(model, tokenizer, browser)
 
 
 def test_an_ensemble_draws_pythons_greedy_text_and_shows_every_members_layers(tmp_path, browser):
     """Two members, their probabilities averaged in the page as in Python; the inside view
     lists both members' layers and colours a character by the second member's value."""
-    import keras  # noqa: PLC0415
-
-    from charlstm import web  # noqa: PLC0415
     from charlstm.explore import probe  # noqa: PLC0415
-    from charlstm.model import build_model  # noqa: PLC0415
-    from charlstm.rundir import variables_by_path  # noqa: PLC0415
-    from charlstm.sample import Sampler  # noqa: PLC0415
-    from tests.conftest import make_text  # noqa: PLC0415
 
-    tokenizer = CharTokenizer.build(make_text())
-    config = ModelConfig(vocab_size=tokenizer.vocab_size, embedding_dim=8, units=16,
-                         members=2)  # fmt: skip
-    keras.utils.set_random_seed(2)
-    model = build_model(config)
-    weights = variables_by_path(model.weights)
-    tensors = web.half({name: v.numpy() * 4 for name, v in weights.items()})
-    for name, variable in weights.items():
-        variable.assign(tensors[name])
-    page = tmp_path / "ensemble.html"
-    page.write_text(web.page(config, tokenizer, tensors, "two"), encoding="utf-8")
-    browser.get(page.as_uri())
-    drawn = browser.execute_script("return charlstm.generate('The ', 200, {temperature: 0})")
-    expected = Sampler(model, tokenizer).generate("The ", 200, SamplingConfig(temperature=0))
-    assert drawn == "".join(expected)  # type: ignore[arg-type]
+    config = ModelConfig(embedding_dim=8, units=16, members=2)
+    model, tokenizer = _open_new_model(config, 2, tmp_path / "ensemble.html", browser)
+    _assert_greedy_text_is_pythons(model, tokenizer, browser)
     assert "ensemble of 2" in browser.find_element("id", "about").text
     seen = browser.execute_script("const t = charlstm.trace('The cat', 3, 'c');"
                                   "return [t.layers, Array.from(t.values)];")  # fmt: skip
