@@ -329,14 +329,19 @@ class Ensemble(keras.Model):
         n = self.config.num_layers
         return [list(states[m * n : (m + 1) * n]) for m in range(len(self.members))]
 
-    def member_logits(self, ids, states: States | None = None, training: bool = False):
-        """([logits_m (B, T, V) for each member], the members' states after, one list)."""
+    def _each(self, run, states: States | None):
+        """`run(member, its states) -> (logits, states)` for every member: ([logits_m], the
+        members' states after, one list)."""
         logits, after = [], []
         for member, state in zip(self.members, self.split(states)):
-            one, state = member(ids, state, training=training)
+            one, state = run(member, state)
             logits.append(one)
             after += state
         return logits, after
+
+    def member_logits(self, ids, states: States | None = None, training: bool = False):
+        """([logits_m (B, T, V) for each member], the members' states after, one list)."""
+        return self._each(lambda member, state: member(ids, state, training=training), states)
 
     def call(self, ids, states: States | None = None, training: bool = False):
         logits, states = self.member_logits(ids, states, training)
@@ -344,12 +349,8 @@ class Ensemble(keras.Model):
 
     def step(self, ids, states: States):
         """One character for every stream: (ids (B,), states) -> (ln p (B, V), states)."""
-        logits, after = [], []
-        for member, state in zip(self.members, self.split(states)):
-            one, state = member.step(ids, state)
-            logits.append(one)
-            after += state
-        return mixture(logits), after
+        logits, states = self._each(lambda member, state: member.step(ids, state), states)
+        return mixture(logits), states
 
     def compute_output_spec(self, ids, states=None, training=False):
         specs = [member.compute_output_spec(ids) for member in self.members]

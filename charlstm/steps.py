@@ -48,8 +48,12 @@ def nll_sum(model: CharModel, x, y, states: States, training: bool = False):
     x, y: (B, T) int32. Returns (scalar float32, states).
     """
     logits, states = model(x, states, training=training)
-    losses = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits)  # (B, T)
-    return tf.reduce_sum(losses), states
+    return _summed_nll(y, logits), states
+
+
+def _summed_nll(y, logits):
+    """sum_{b,t} -ln softmax(logits[b, t])[y[b, t]]: y (B, T), logits (B, T, V)."""
+    return tf.reduce_sum(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits))
 
 
 def mean_nll(model: CharModel | Ensemble, x, y, states: States):
@@ -57,10 +61,7 @@ def mean_nll(model: CharModel | Ensemble, x, y, states: States):
     states after it. An Ensemble's members each learn from their own loss: this is the mean
     over the members of each one's, never the loss of their averaged probabilities."""
     logits, states = model.member_logits(x, states, training=True)
-    nll = tf.add_n([
-        tf.reduce_sum(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=one))
-        for one in logits
-    ]) / len(logits)  # fmt: skip
+    nll = tf.add_n([_summed_nll(y, one) for one in logits]) / len(logits)
     return nll / tf.cast(tf.size(y), tf.float32), states
 
 
