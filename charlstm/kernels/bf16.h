@@ -1,9 +1,13 @@
 // bfloat16 products for the compiled kernels (lstm.cc, generate.cc): rounding to bfloat16,
 // and Bf16Gemm, c (rows, n) = beta * c + a (rows, k) @ b (k, n) with both factors rounded to
 // bfloat16 and the sums in float32, b rounded and laid out once. On a CPU with AVX512-BF16 and
-// no AMX (kOwnBf16) it runs this file's own vdpbf16ps loops: MKL uses AVX512-BF16 on Intel CPUs
-// only, and on an AMD Zen 4 the loops of a 2 x 256 training step took 125 ms with MKL's
-// bfloat16 product and 63 ms with this one (docs/results.md). Elsewhere it calls MKL's.
+// no AMX it runs this file's own vdpbf16ps loops: MKL uses AVX512-BF16 on Intel CPUs only, and
+// on an AMD Zen 4 the loops of a 2 x 256 training step took 125 ms with MKL's bfloat16 product
+// and 63 ms with this one (docs/results.md). On a CPU with no bfloat16 instructions it rounds
+// the factors to bfloat16 and multiplies them with MKL's sgemm: a product of two bfloat16
+// numbers is exact in float32, so the arithmetic is the same, where MKL's bfloat16 GEMM ran a
+// single stream's product 20-100 x slower there. With AMX it calls MKL's bfloat16 GEMM. kOwnBf16:
+// Bf16Gemm is this file's (else the callers may pack MKL's bfloat16 GEMM themselves).
 #ifndef CHARLSTM_KERNELS_BF16_H_
 #define CHARLSTM_KERNELS_BF16_H_
 
@@ -113,11 +117,56 @@ class Bf16Gemm {
   std::vector<uint16_t> b_;
   std::vector<MKL_BF16> a_;
 };
+#elif !defined(__AMX_BF16__)
+constexpr bool kOwnBf16 = true;
+
+// No bfloat16 instructions: both factors rounded to bfloat16 and held as float32 (exactly),
+// multiplied by MKL's sgemm, b packed for the first call's row count (again if it changes).
+class Bf16Gemm {
+ public:
+  Bf16Gemm(const float* u, int64_t k, int64_t n, int64_t ld, bool transposed)
+      : k_(k), n_(n), b_(k * n) {
+    for (int64_t row = 0; row < k; ++row)
+      for (int64_t col = 0; col < n; ++col)
+        b_[row * n + col] = rounded(transposed ? u[col * ld + row] : u[row * ld + col]);
+  }
+  ~Bf16Gemm() { mkl_free(packed_); }
+  Bf16Gemm(const Bf16Gemm&) = delete;
+  Bf16Gemm& operator=(const Bf16Gemm&) = delete;
+
+  void multiply(const float* a, int64_t rows, float beta, float* c) {
+    if (rows != packed_rows_) {
+      mkl_free(packed_);
+      packed_ = static_cast<float*>(
+          mkl_malloc(cblas_sgemm_pack_get_size(CblasBMatrix, rows, n_, k_), 64));
+      cblas_sgemm_pack(CblasRowMajor, CblasBMatrix, CblasNoTrans, rows, n_, k_, 1.0f,
+                       b_.data(), n_, packed_);
+      packed_rows_ = rows;
+    }
+    a_.resize(rows * k_);
+    for (int64_t i = 0; i < rows * k_; ++i) a_[i] = rounded(a[i]);
+    cblas_sgemm_compute(CblasRowMajor, CblasNoTrans, CblasPacked, rows, n_, k_, a_.data(), k_,
+                        packed_, n_, beta, c, n_);
+  }
+
+ private:
+  // x rounded to the nearest bfloat16, as float32
+  static float rounded(float x) {
+    const uint32_t bits = static_cast<uint32_t>(to_bf16(x)) << 16;
+    float out;
+    std::memcpy(&out, &bits, 4);
+    return out;
+  }
+
+  const int64_t k_, n_;
+  std::vector<float> b_, a_;
+  float* packed_ = nullptr;
+  int64_t packed_rows_ = -1;
+};
 #else
 constexpr bool kOwnBf16 = false;
 
-// The same product through MKL's cblas_gemm_bf16bf16f32 (AMX where the CPU has it; elsewhere
-// MKL converts the factors and multiplies in float32).
+// The same product through MKL's cblas_gemm_bf16bf16f32 (AMX).
 class Bf16Gemm {
  public:
   Bf16Gemm(const float* u, int64_t k, int64_t n, int64_t ld, bool transposed)

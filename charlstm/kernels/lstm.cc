@@ -1,8 +1,9 @@
 // The LSTM recurrence of charlstm.fused as two TensorFlow ops for the CPU, with the recurrent
 // product of every step through MKL's cblas_sgemm in float32, or with the attribute bf16 in
-// bfloat16 (both factors rounded to bfloat16, the products accumulated in float32): MKL's
-// packed cblas_gemm_bf16bf16f32 (AMX where the CPU has it), or on a CPU with AVX512-BF16 and no
-// AMX bf16.h's own kernel. Gates and cell state stay float32.
+// bfloat16 (both factors rounded to bfloat16, the products accumulated in float32): with AMX
+// MKL's packed cblas_gemm_bf16bf16f32, elsewhere bf16.h's Bf16Gemm (its own AVX512-BF16 loops,
+// or on a CPU without bfloat16 instructions the rounded factors through sgemm). Gates and cell
+// state stay float32.
 //
 // CharlstmLstmForward(xw (T, B, 4H), h0 (B, H), c0 (B, H), U (H, 4H), m (B, H))
 //     -> hs (T, B, H), cs (T, B, H), gates (T, B, 4H)
