@@ -7,7 +7,10 @@ trains the same model (Embedding(V, E) -> N x LSTM(H) -> Dense(V)) on the same w
 the same text with Adam, carrying the state across windows (TBPTT). Backends are timed
 interleaved, round after round, after warm-up steps, and the median chars/s is reported with
 the ratios of charlstm to each baseline, all measured in this one run. PyTorch is timed
-only when installed (`pip install '.[bench]'`, or `pip install torch==2.13.0` here).
+only when installed (`pip install '.[bench]'`, or `pip install torch==2.13.0` here). Per model
+the report also gives the rates of the step's matrix products on their shapes and the chars/s a
+step made of those products alone would reach (`products_bound_chars_per_s`): what no kernel
+around them can pass with products of that precision.
 
     python scripts/benchmark.py                    # the 2 x 256, B 64, T 100 model
     python scripts/benchmark.py --scaling --json   # + 1 x 128, 3 x 512 and batch 32 / 128
@@ -300,6 +303,61 @@ def recurrent_matmul_rates(batch: int, units: int, steps: int = 300, rounds: int
     return rates
 
 
+def window_matmul_rates(batch: int, seq_len: int, units: int, rounds: int = 5) -> dict:
+    """Best FLOP/s of a window's large products, (T * B, H) @ (H, 4H) (a layer's input
+    projection), its input gradient (T * B, 4H) @ (H, 4H)^T and a weight gradient
+    (T * B, H)^T @ (T * B, 4H): in TensorFlow's graph as the compiled kernel's step runs them,
+    and in PyTorch (MKL) on the same shapes where it is installed; the better of the two."""
+    rows, flops = seq_len * batch, 2 * seq_len * batch * units * 4 * units
+    x, z = tf.random.normal((rows, units)), tf.random.normal((rows, 4 * units))
+    W = tf.random.normal((units, 4 * units))
+    products = {  # name: (transpose_a, transpose_b, a, b)
+        "projection": (False, False, x, W),
+        "input_gradient": (False, True, z, W),
+        "weight_gradient": (True, False, x, z),
+    }
+    try:
+        import torch
+    except ImportError:
+        torch = None
+    rates = {}
+    for name, (ta, tb, a, b) in products.items():
+        runs = [(tf.function(lambda a, b, ta=ta, tb=tb: tf.matmul(a, b, ta, tb)), a, b)]
+        if torch is not None:
+            pa, pb = torch.from_numpy(a.numpy()), torch.from_numpy(b.numpy())
+            pa, pb = (pa.T if ta else pa), (pb.T if tb else pb)
+            runs.append((torch.mm, pa, pb))
+        best = 0.0
+        for run, a_, b_ in runs:
+            run(a_, b_)
+            for _ in range(rounds):
+                start = time.perf_counter()
+                out = run(a_, b_)
+                _ = out.numpy()  # TensorFlow's result is ready once read
+                best = max(best, flops / (time.perf_counter() - start))
+        rates[name] = best
+    return rates
+
+
+def products_bound(layers: int, units: int, vocab: int, loop_rate: float, window: dict,
+                   peak: float) -> float:  # fmt: skip
+    """Training chars/s if a step did nothing but its products, each at the best rate measured
+    for its shape: per character, 2L loop products (B, H) @ (H, 4H) one way and back at
+    `loop_rate`; L - 1 input projections, their L - 1 input gradients and 2L - 1 weight
+    gradients (W of layers 2..L, U of every layer; the first layer's input is an embedding
+    lookup) at `window`'s rates (window_matmul_rates); the head's three products at `peak`.
+    Each of those products costs 2 * H * 4H FLOPs a character."""
+    product = 2 * units * 4 * units
+    seconds = (
+        2 * layers * product / loop_rate
+        + (layers - 1) * product / window["projection"]
+        + (layers - 1) * product / window["input_gradient"]
+        + (2 * layers - 1) * product / window["weight_gradient"]
+        + 3 * 2 * units * vocab / peak
+    )
+    return 1 / seconds
+
+
 def weight_read_bound(floats: int, rows: int = 256, steps: int = 2000, rounds: int = 5) -> float:
     """One stream's limit, chars/s, if a character cost nothing but reading `floats` weights
     once: a chain of one-row products (1, rows) @ (rows, floats / rows), each a single XLA dot
@@ -365,6 +423,7 @@ def run_config(layers, units, batch, args, ids, vocab, with_generation: bool) ->
         "ratio_vs": {name: ours / rate for name, rate in rates.items() if name != "charlstm"},
         "train_flops_per_char": train_flops,
         "recurrent_matmul_flops": recurrent_matmul_rates(batch, units),
+        "window_matmul_flops": window_matmul_rates(batch, args.seq_len, units),
     }
     if with_generation:
         model = backends[0].model
@@ -443,6 +502,10 @@ def main() -> None:
         r["fraction_of_matmul_peak"] = (
             r["train_chars_per_s"]["charlstm"] * r["train_flops_per_char"] / peak
         )
+        r["products_bound_chars_per_s"] = products_bound(
+            layers, units, vocab, max(r["recurrent_matmul_flops"].values()),
+            r["window_matmul_flops"], peak,
+        )  # fmt: skip
         results.append(r)
         if gen:
             # 64 streams are bound by compute: forward FLOPs per character at the matmul peak;
@@ -543,6 +606,15 @@ def _table(report) -> str:
         torch_rate = f"{m['torch'] / 1e9:.0f}" if "torch" in m else "n/a"
         model = f"{r['layers']} x {r['units']}, B {r['batch_size']}"
         lines.append(f"- {model}: {m['xla'] / 1e9:.0f} / {torch_rate}")
+    lines.append("")
+    lines.append(
+        "a window's products (projection, input gradient, weight gradient), GFLOP/s, best of "
+        "TensorFlow and PyTorch; the step's products alone at those rates allow (chars/s):"
+    )
+    for r in report["results"]:
+        w = " / ".join(f"{rate / 1e9:.0f}" for rate in r["window_matmul_flops"].values())
+        model = f"{r['layers']} x {r['units']}, B {r['batch_size']}"
+        lines.append(f"- {model}: {w}; {r['products_bound_chars_per_s']:,.0f}")
     for r in report["results"]:
         if "generate_chars_per_s" in r:
             lines.append("")
