@@ -34,6 +34,18 @@ inline void to_bf16(const float* x, MKL_BF16* out, int64_t n) {
   for (int64_t i = 0; i < n; ++i) out[i] = to_bf16(x[i]);
 }
 
+// b (k, n) row-major from u (or from u^T, u (n, k)) with rows of `ld` floats, each entry
+// through `round`
+template <typename T, typename Round>
+std::vector<T> laid_out(const float* u, int64_t k, int64_t n, int64_t ld, bool transposed,
+                        Round round) {
+  std::vector<T> b(k * n);
+  for (int64_t row = 0; row < k; ++row)
+    for (int64_t col = 0; col < n; ++col)
+      b[row * n + col] = round(transposed ? u[col * ld + row] : u[row * ld + col]);
+  return b;
+}
+
 #if defined(__AVX512BF16__) && !defined(__AMX_BF16__)
 constexpr bool kOwnBf16 = true;
 
@@ -125,11 +137,7 @@ constexpr bool kOwnBf16 = true;
 class Bf16Gemm {
  public:
   Bf16Gemm(const float* u, int64_t k, int64_t n, int64_t ld, bool transposed)
-      : k_(k), n_(n), b_(k * n) {
-    for (int64_t row = 0; row < k; ++row)
-      for (int64_t col = 0; col < n; ++col)
-        b_[row * n + col] = rounded(transposed ? u[col * ld + row] : u[row * ld + col]);
-  }
+      : k_(k), n_(n), b_(laid_out<float>(u, k, n, ld, transposed, rounded)) {}
   ~Bf16Gemm() { mkl_free(packed_); }
   Bf16Gemm(const Bf16Gemm&) = delete;
   Bf16Gemm& operator=(const Bf16Gemm&) = delete;
@@ -170,11 +178,8 @@ constexpr bool kOwnBf16 = false;
 class Bf16Gemm {
  public:
   Bf16Gemm(const float* u, int64_t k, int64_t n, int64_t ld, bool transposed)
-      : k_(k), n_(n), b_(k * n) {
-    for (int64_t row = 0; row < k; ++row)
-      for (int64_t col = 0; col < n; ++col)
-        b_[row * n + col] = to_bf16(transposed ? u[col * ld + row] : u[row * ld + col]);
-  }
+      : k_(k), n_(n),
+        b_(laid_out<MKL_BF16>(u, k, n, ld, transposed, [](float x) { return to_bf16(x); })) {}
 
   void multiply(const float* a, int64_t rows, float beta, float* c) {
     a_.resize(rows * k_);
