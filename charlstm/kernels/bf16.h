@@ -5,9 +5,10 @@
 // on an AMD Zen 4 the loops of a 2 x 256 training step took 125 ms with MKL's bfloat16 product
 // and 63 ms with this one (docs/results.md). On a CPU with no bfloat16 instructions it rounds
 // the factors to bfloat16 and multiplies them with MKL's sgemm: a product of two bfloat16
-// numbers is exact in float32, so the arithmetic is the same, where MKL's bfloat16 GEMM ran a
-// single stream's product 20-100 x slower there. With AMX it calls MKL's bfloat16 GEMM. kOwnBf16:
-// Bf16Gemm is this file's (else the callers may pack MKL's bfloat16 GEMM themselves).
+// numbers is exact in float32, so the arithmetic is the same; through MKL's bfloat16 GEMM one
+// stream's generation ran 14-19 x slower there (AMD EPYC Zen 3, docs/results.md). With AMX it
+// calls MKL's bfloat16 GEMM. kOwnBf16: Bf16Gemm is this file's (else the callers may pack MKL's
+// bfloat16 GEMM themselves).
 #ifndef CHARLSTM_KERNELS_BF16_H_
 #define CHARLSTM_KERNELS_BF16_H_
 
